@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+// One helper for the outermost batch loop: OpenMP-parallel when available, serial otherwise.
+#pragma once
+
+#include "ddpm/core/types.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace ddpm::detail {
+
+/// Runs body(i) for i in [0, n) with a static OpenMP schedule. Inside an already-parallel region it
+/// runs serially, so nesting never oversubscribes. The body must not throw: validate before calling.
+template <class Body>
+void parallel_for(Index n, Body&& body) {
+#ifdef _OPENMP
+  if (n > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (Index i = 0; i < n; ++i) body(i);
+    return;
+  }
+#endif
+  for (Index i = 0; i < n; ++i) body(i);
+}
+
+/// Number of threads a parallel_for would use.
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace ddpm::detail
