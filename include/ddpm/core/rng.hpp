@@ -82,7 +82,7 @@ class CounterRng {
     const Philox4x32::Counter b = bits(stream_id, sample, step, k / 2);
     const std::uint64_t word = k % 2 == 0 ? (std::uint64_t{b[0]} << 32) | b[1]
                                           : (std::uint64_t{b[2]} << 32) | b[3];
-    return static_cast<std::uint64_t>((static_cast<unsigned __int128>(word) * bound) >> 64);
+    return multiply_high(word, bound);
   }
 
   /// Fills out[0..n) with standard normals number 0..n-1 of (stream, sample, step), computed in
@@ -113,6 +113,14 @@ class CounterRng {
   }
 
  private:
+  // High 64 bits of a 64x64-bit product (Lemire's multiply-shift range reduction), portably.
+  static constexpr std::uint64_t multiply_high(std::uint64_t a, std::uint64_t b) noexcept {
+    const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+    const std::uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi;
+    const std::uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+    return a_hi * b_hi + (hi_lo >> 32) + (cross >> 32);
+  }
+
   static constexpr double to_unit(std::uint32_t hi, std::uint32_t lo) noexcept {
     const std::uint64_t mantissa = (std::uint64_t{hi >> 5} << 26) | (lo >> 6);
     return static_cast<double>(mantissa) * 0x1.0p-53;

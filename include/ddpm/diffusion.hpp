@@ -1,0 +1,497 @@
+// SPDX-License-Identifier: MIT
+// GaussianDiffusion: forward process, posterior, reverse-process parameterization, training losses
+// with their gradients with respect to the model output, and the variational bound.
+#pragma once
+
+#include <cmath>
+#include <numbers>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
+#include "ddpm/denoiser.hpp"
+#include "ddpm/gaussian.hpp"
+#include "ddpm/schedule.hpp"
+
+namespace ddpm {
+
+/// What the network predicts (REFERENCE.md, "Model output parameterizations").
+enum class ModelOutput { epsilon, x0, v };
+/// The variance of p(x_{t-1} | x_t).
+enum class VarianceKind { fixed_small, fixed_large, learned, learned_range };
+/// The training loss. kl is L_t in bits per dim; rescaled_kl multiplies it by T; hybrid is
+/// mse + lambda L_t with the mean's gradient stopped in the bound term (Nichol & Dhariwal 2021).
+enum class LossKind { simple, kl, rescaled_kl, hybrid };
+/// The decoder p(x_0 | x_1): a Gaussian density for continuous data (nats/dim), or the 8-bit
+/// discretized Gaussian for images in [-1, 1] (bits/dim).
+enum class Decoder { continuous, discretized };
+
+/// Options of a GaussianDiffusion; the defaults are those of Ho et al. 2020 on continuous data.
+struct DiffusionOptions {
+  ModelOutput output = ModelOutput::epsilon;
+  VarianceKind variance = VarianceKind::fixed_small;
+  LossKind loss = LossKind::simple;
+  Decoder decoder = Decoder::continuous;
+  bool clip_x0 = false;          ///< clip the predicted x_0 to [-1, 1] (images)
+  bool rescale_hybrid = true;    ///< hybrid bound weight T/1000 (rescaled) instead of 1
+};
+
+inline std::string_view to_string(ModelOutput o) {
+  switch (o) {
+    case ModelOutput::epsilon: return "eps";
+    case ModelOutput::x0: return "x0";
+    case ModelOutput::v: return "v";
+  }
+  return "?";
+}
+inline std::string_view to_string(VarianceKind v) {
+  switch (v) {
+    case VarianceKind::fixed_small: return "fixed-small";
+    case VarianceKind::fixed_large: return "fixed-large";
+    case VarianceKind::learned: return "learned";
+    case VarianceKind::learned_range: return "learned-range";
+  }
+  return "?";
+}
+inline std::string_view to_string(LossKind l) {
+  switch (l) {
+    case LossKind::simple: return "simple";
+    case LossKind::kl: return "kl";
+    case LossKind::rescaled_kl: return "rescaled-kl";
+    case LossKind::hybrid: return "hybrid";
+  }
+  return "?";
+}
+
+inline ModelOutput parse_model_output(std::string_view s) {
+  if (s == "eps" || s == "epsilon") return ModelOutput::epsilon;
+  if (s == "x0") return ModelOutput::x0;
+  if (s == "v") return ModelOutput::v;
+  throw InvalidArgument("output", std::string(s), "eps, x0 or v");
+}
+inline VarianceKind parse_variance_kind(std::string_view s) {
+  if (s == "fixed-small") return VarianceKind::fixed_small;
+  if (s == "fixed-large") return VarianceKind::fixed_large;
+  if (s == "learned") return VarianceKind::learned;
+  if (s == "learned-range") return VarianceKind::learned_range;
+  throw InvalidArgument("variance", std::string(s), "fixed-small, fixed-large, learned or learned-range");
+}
+inline LossKind parse_loss_kind(std::string_view s) {
+  if (s == "simple" || s == "mse") return LossKind::simple;
+  if (s == "kl") return LossKind::kl;
+  if (s == "rescaled-kl") return LossKind::rescaled_kl;
+  if (s == "hybrid") return LossKind::hybrid;
+  throw InvalidArgument("loss", std::string(s), "simple, kl, rescaled-kl or hybrid");
+}
+
+/// Mean and log-variance of p(x_{t-1} | x_t) for a batch, with the x_0 and epsilon they imply.
+template <class Real>
+struct ReverseStep {
+  Batch<Real> mean;          ///< mu_theta(x_t, t)
+  Batch<Real> log_variance;  ///< per element (constant along a row unless the variance is learned)
+  Batch<Real> pred_x0;       ///< x0^ after optional clipping
+  Batch<Real> pred_eps;      ///< eps^ consistent with pred_x0
+};
+
+/// Per-sample training losses, all in the loss's own units (bits/dim for the bound term).
+template <class Real>
+struct TrainingLoss {
+  Vector<Real> loss;  ///< the loss of each sample (unweighted)
+  Vector<Real> mse;   ///< the simple loss of each sample (0 for kl losses)
+  Vector<Real> vlb;   ///< L_t of each sample in bits per dim (for importance sampling, logging)
+  Real mean = 0;      ///< (1/B) sum_i w_i loss_i: the value whose gradient is returned
+};
+
+/// The variational bound per sample, -log p(x_0) <= L_T + sum_{t>0} L_t + L_0, per dimension.
+template <class Real>
+struct VariationalBound {
+  Batch<Real> terms;   ///< terms(i, s): L_s of sample i for each step s of the schedule; s = 0 is L_0
+  Vector<Real> prior;  ///< L_T = KL(q(x_T | x_0) || N(0, I))
+  Vector<Real> total;  ///< prior + sum over s of terms
+  std::string unit;    ///< "bits/dim" (discretized decoder) or "nats/dim" (continuous decoder)
+};
+
+/// The Gaussian diffusion model of Ho et al. 2020 with the options of Nichol & Dhariwal 2021.
+///
+/// Timesteps passed in are ORIGINAL timesteps (schedule().timestep(i)); on a respaced schedule
+/// only the kept ones are valid. Batches hold one sample per row.
+template <class Real>
+class GaussianDiffusion {
+ public:
+  explicit GaussianDiffusion(NoiseSchedule schedule, DiffusionOptions options = {})
+      : schedule_(std::move(schedule)), options_(options) {
+    const bool learned = learns_variance();
+    if (options_.loss == LossKind::simple && learned) {
+      throw InvalidArgument("loss", "simple",
+                            "hybrid, kl or rescaled-kl when the variance is learned (the simple "
+                            "loss gives the variance output no gradient)");
+    }
+    if (options_.loss == LossKind::hybrid && !learned) {
+      throw InvalidArgument("loss", "hybrid",
+                            "simple, kl or rescaled-kl with a fixed variance (hybrid only adds a "
+                            "bound term for a learned variance)");
+    }
+  }
+
+  [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return schedule_; }
+  [[nodiscard]] const DiffusionOptions& options() const noexcept { return options_; }
+  [[nodiscard]] int num_timesteps() const noexcept { return schedule_.size(); }
+  [[nodiscard]] bool learns_variance() const noexcept {
+    return options_.variance == VarianceKind::learned ||
+           options_.variance == VarianceKind::learned_range;
+  }
+  /// Width of the model output for data of `data_dim` features.
+  [[nodiscard]] Index model_output_dim(Index data_dim) const noexcept {
+    return learns_variance() ? 2 * data_dim : data_dim;
+  }
+  /// The weight of the bound term in the hybrid loss: T/1000 rescaled, else 1.
+  [[nodiscard]] Real hybrid_weight() const noexcept {
+    return options_.rescale_hybrid ? static_cast<Real>(num_timesteps() / 1000.0) : Real(1);
+  }
+
+  // ---- forward process ----------------------------------------------------------------------
+
+  /// x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) noise (Ho et al. 2020, eq. 4).
+  void q_sample(const Batch<Real>& x0, std::span<const int> t, const Batch<Real>& noise,
+                Batch<Real>& x_t) const {
+    check_rows(x0, t, "x0");
+    check_same_shape(noise, x0, "noise");
+    x_t.resize(x0.rows(), x0.cols());
+    detail::parallel_for(x0.rows(), [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      const Real a = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
+      const Real b = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+      x_t.row(i) = a * x0.row(i) + b * noise.row(i);
+    });
+  }
+
+  /// Mean and (per-row) variance and log-variance of q(x_t | x_0).
+  void q_mean_variance(const Batch<Real>& x0, std::span<const int> t, Batch<Real>& mean,
+                       Vector<Real>& variance, Vector<Real>& log_variance) const {
+    check_rows(x0, t, "x0");
+    mean.resize(x0.rows(), x0.cols());
+    variance.resize(x0.rows());
+    log_variance.resize(x0.rows());
+    detail::parallel_for(x0.rows(), [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      mean.row(i) = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]) * x0.row(i);
+      variance(i) = static_cast<Real>(1.0 - schedule_.alphas_cumprod()[s]);
+      log_variance(i) = static_cast<Real>(schedule_.log_one_minus_alphas_cumprod()[s]);
+    });
+  }
+
+  /// Mean and (per-row) variance and clipped log-variance of q(x_{t-1} | x_t, x_0)
+  /// (Ho et al. 2020, eq. 6-7).
+  void q_posterior_mean_variance(const Batch<Real>& x0, const Batch<Real>& x_t,
+                                 std::span<const int> t, Batch<Real>& mean, Vector<Real>& variance,
+                                 Vector<Real>& log_variance) const {
+    check_rows(x0, t, "x0");
+    check_same_shape(x_t, x0, "x_t");
+    mean.resize(x0.rows(), x0.cols());
+    variance.resize(x0.rows());
+    log_variance.resize(x0.rows());
+    detail::parallel_for(x0.rows(), [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      mean.row(i) = static_cast<Real>(schedule_.posterior_mean_coef1()[s]) * x0.row(i) +
+                    static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x_t.row(i);
+      variance(i) = static_cast<Real>(schedule_.posterior_variance()[s]);
+      log_variance(i) = static_cast<Real>(schedule_.posterior_log_variance_clipped()[s]);
+    });
+  }
+
+  // ---- reverse process ----------------------------------------------------------------------
+
+  /// p(x_{t-1} | x_t) from a raw model output (x_t.rows() x model_output_dim(x_t.cols())).
+  void p_mean_variance(const Batch<Real>& model_out, const Batch<Real>& x_t,
+                       std::span<const int> t, ReverseStep<Real>& out) const {
+    check_rows(x_t, t, "x_t");
+    check_model_output(model_out, x_t);
+    const Index dim = x_t.cols();
+    for (Batch<Real>* m : {&out.mean, &out.log_variance, &out.pred_x0, &out.pred_eps}) {
+      m->resize(x_t.rows(), dim);
+    }
+    detail::parallel_for(x_t.rows(), [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      for (Index j = 0; j < dim; ++j) {
+        const Element e = element(model_out, x_t, i, j, s);
+        out.pred_x0(i, j) = e.x0;
+        out.pred_eps(i, j) = e.eps;
+        out.mean(i, j) = e.mean;
+        out.log_variance(i, j) = e.log_variance;
+      }
+    });
+  }
+
+  // ---- training ------------------------------------------------------------------------------
+
+  /// The training loss of a batch and d(mean loss)/d(model_out) in `grad_out`.
+  ///
+  /// x_t must be q_sample(x0, t, noise). The mean is (1/B) sum_i w_i loss_i with w_i = weights[i]
+  /// (importance sampling; all 1 when `weights` is empty), and grad_out is its gradient with
+  /// respect to each element of model_out. Allocates nothing when called again with the same
+  /// shapes.
+  void training_loss(const Batch<Real>& model_out, const Batch<Real>& x0, const Batch<Real>& x_t,
+                     const Batch<Real>& noise, std::span<const int> t, TrainingLoss<Real>& result,
+                     Batch<Real>& grad_out, std::span<const Real> weights = {}) const {
+    check_rows(x0, t, "x0");
+    check_same_shape(x_t, x0, "x_t");
+    check_same_shape(noise, x0, "noise");
+    check_model_output(model_out, x0);
+    detail::require(weights.empty() || static_cast<Index>(weights.size()) == x0.rows(),
+                    "weights.size()", weights.size(),
+                    "0 or one weight per row of x0 (" + std::to_string(x0.rows()) + ")");
+    const Index n = x0.rows(), dim = x0.cols();
+    result.loss.resize(n);
+    result.mse.resize(n);
+    result.vlb.resize(n);
+    grad_out.resize(model_out.rows(), model_out.cols());
+    const Real bound_scale = Real(1) / (static_cast<Real>(dim) * std::numbers::ln2_v<Real>);
+    const LossKind kind = options_.loss;
+    const Real bound_weight = kind == LossKind::hybrid        ? hybrid_weight()
+                              : kind == LossKind::rescaled_kl ? static_cast<Real>(num_timesteps())
+                                                              : Real(1);
+    detail::parallel_for(n, [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      const Real w = (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) /
+                     static_cast<Real>(n);
+      const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
+      const Real sqrt_one_minus_ab = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+      Real mse = 0, vlb = 0;
+      for (Index j = 0; j < dim; ++j) {
+        const Element e = element(model_out, x_t, i, j, s);
+        const BoundTerm b = bound_term(e, x0(i, j), x_t(i, j), s);
+        vlb += b.value;
+        Real d_mean_out = 0, d_var_out = 0;
+        if (kind == LossKind::simple || kind == LossKind::hybrid) {
+          const Real target = options_.output == ModelOutput::epsilon ? noise(i, j)
+                              : options_.output == ModelOutput::x0
+                                  ? x0(i, j)
+                                  : sqrt_ab * noise(i, j) - sqrt_one_minus_ab * x0(i, j);
+          const Real diff = model_out(i, j) - target;
+          mse += diff * diff;
+          d_mean_out = Real(2) * diff / static_cast<Real>(dim);
+        }
+        if (kind != LossKind::simple) {
+          const Real scale = bound_weight * bound_scale;
+          if (kind != LossKind::hybrid) d_mean_out += scale * b.d_mean * e.d_mean_d_out;
+          d_var_out = scale * b.d_log_variance * e.d_log_variance_d_out;
+        }
+        grad_out(i, j) = w * d_mean_out;
+        if (learns_variance()) grad_out(i, dim + j) = w * d_var_out;
+      }
+      result.mse(i) = mse / static_cast<Real>(dim);
+      result.vlb(i) = vlb * bound_scale;
+      result.loss(i) = kind == LossKind::simple   ? result.mse(i)
+                       : kind == LossKind::hybrid ? result.mse(i) + bound_weight * result.vlb(i)
+                                                  : bound_weight * result.vlb(i);
+      if (kind == LossKind::kl || kind == LossKind::rescaled_kl) result.mse(i) = 0;
+    });
+    Real total = 0;
+    for (Index i = 0; i < n; ++i) {
+      total += (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) * result.loss(i);
+    }
+    result.mean = total / static_cast<Real>(n);
+  }
+
+  /// L_t of each row in the bound's unit per dim, given a model output at (x_t, t): the KL of
+  /// the posterior to p for t > 0, the decoder NLL for the first step.
+  void bound_terms(const Batch<Real>& model_out, const Batch<Real>& x0, const Batch<Real>& x_t,
+                   std::span<const int> t, Vector<Real>& terms) const {
+    check_rows(x0, t, "x0");
+    check_same_shape(x_t, x0, "x_t");
+    check_model_output(model_out, x0);
+    terms.resize(x0.rows());
+    const Real unit = unit_scale(x0.cols());
+    detail::parallel_for(x0.rows(), [&](Index i) {
+      const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
+      Real sum = 0;
+      for (Index j = 0; j < x0.cols(); ++j) {
+        sum += bound_term(element(model_out, x_t, i, j, s), x0(i, j), x_t(i, j), s).value;
+      }
+      terms(i) = sum * unit;
+    });
+  }
+
+  /// L_T = KL(q(x_T | x_0) || N(0, I)) per row, in the bound's unit per dim. A large value means
+  /// the schedule does not reach noise and sampling starts from the wrong distribution.
+  void prior_term(const Batch<Real>& x0, Vector<Real>& prior) const {
+    const std::size_t last = static_cast<std::size_t>(num_timesteps() - 1);
+    const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[last]);
+    const Real log_var = static_cast<Real>(schedule_.log_one_minus_alphas_cumprod()[last]);
+    const Real unit = unit_scale(x0.cols());
+    prior.resize(x0.rows());
+    detail::parallel_for(x0.rows(), [&](Index i) {
+      Real sum = 0;
+      for (Index j = 0; j < x0.cols(); ++j) {
+        sum += normal_kl(sqrt_ab * x0(i, j), log_var, Real(0), Real(0));
+      }
+      prior(i) = sum * unit;
+    });
+  }
+
+  /// The full variational bound of each row of x0 under `model`: one forward-noise draw per step
+  /// (stream forward_noise, sample first_sample + i, step = original timestep, so any split of the
+  /// batch gives the same numbers). Costs one model evaluation per step. `on_step(done, total)`
+  /// is called after each step (pass a no-op for none).
+  template <class M, class OnStep>
+  VariationalBound<Real> variational_bound(M& model, const Batch<Real>& x0, const CounterRng& rng,
+                                           std::uint32_t first_sample, OnStep&& on_step) const {
+    detail::check_denoiser<M, Real>();
+    VariationalBound<Real> bound;
+    bound.unit = options_.decoder == Decoder::discretized ? "bits/dim" : "nats/dim";
+    const Index n = x0.rows();
+    bound.terms.resize(n, num_timesteps());
+    std::vector<int> t(static_cast<std::size_t>(n));
+    Batch<Real> noise(n, x0.cols()), x_t, model_out;
+    Vector<Real> column;
+    for (int s = num_timesteps() - 1; s >= 0; --s) {
+      const int timestep = schedule_.timestep(s);
+      std::fill(t.begin(), t.end(), timestep);
+      rng.fill_normal(noise, stream::forward_noise, first_sample, static_cast<std::uint32_t>(timestep));
+      q_sample(x0, t, noise, x_t);
+      model.predict(x_t, std::span<const int>(t), model_out);
+      bound_terms(model_out, x0, x_t, t, column);
+      bound.terms.col(s) = column;
+      on_step(num_timesteps() - s, num_timesteps());
+    }
+    prior_term(x0, bound.prior);
+    bound.total = bound.prior + bound.terms.rowwise().sum();
+    return bound;
+  }
+
+  template <class M>
+  VariationalBound<Real> variational_bound(M& model, const Batch<Real>& x0, const CounterRng& rng,
+                                           std::uint32_t first_sample = 0) const {
+    return variational_bound(model, x0, rng, first_sample, [](int, int) {});
+  }
+
+  // ---- validation shared with the samplers ---------------------------------------------------
+
+  /// Throws unless t has one entry per row of `batch` and every entry is a valid timestep.
+  void check_rows(const Batch<Real>& batch, std::span<const int> t, std::string_view name) const {
+    detail::require(static_cast<Index>(t.size()) == batch.rows(), "t.size()", t.size(),
+                    "one timestep per row of " + std::string(name) + " (" +
+                        std::to_string(batch.rows()) + ")");
+    for (const int timestep : t) (void)schedule_.index_of(timestep);
+  }
+  void check_model_output(const Batch<Real>& model_out, const Batch<Real>& x) const {
+    if (model_out.rows() != x.rows() || model_out.cols() != model_output_dim(x.cols())) {
+      detail::require_shape(false, "model_out", model_out.rows(), model_out.cols(),
+                            std::to_string(x.rows()) + "x" +
+                                std::to_string(model_output_dim(x.cols())) + " (rows of x_t; " +
+                                (learns_variance() ? "2x the data dim for a learned variance)"
+                                                   : "the data dim)"));
+    }
+  }
+  static void check_same_shape(const Batch<Real>& a, const Batch<Real>& reference,
+                               std::string_view name) {
+    if (a.rows() != reference.rows() || a.cols() != reference.cols()) {
+      detail::require_shape(false, name, a.rows(), a.cols(),
+                            std::to_string(reference.rows()) + "x" +
+                                std::to_string(reference.cols()) + " (the shape of x0)");
+    }
+  }
+
+  /// Step index of an original timestep already validated by check_rows.
+  [[nodiscard]] std::size_t step_of(int timestep) const noexcept {
+    return static_cast<std::size_t>(schedule_.is_respaced() ? schedule_.index_of(timestep) : timestep);
+  }
+
+ private:
+  /// Everything p(x_{t-1}|x_t) needs at one element, and the derivatives of the mean and
+  /// log-variance with respect to the raw outputs they come from.
+  struct Element {
+    Real x0, eps, mean, log_variance, d_mean_d_out, d_log_variance_d_out;
+  };
+
+  Element element(const Batch<Real>& model_out, const Batch<Real>& x_t, Index i, Index j,
+                  std::size_t s) const {
+    const Index dim = x_t.cols();
+    const Real out = model_out(i, j), x = x_t(i, j);
+    const Real sqrt_recip_ab = static_cast<Real>(schedule_.sqrt_recip_alphas_cumprod()[s]);
+    const Real sqrt_recipm1_ab = static_cast<Real>(schedule_.sqrt_recipm1_alphas_cumprod()[s]);
+    const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
+    const Real sqrt_one_minus_ab = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+    Element e{};
+    Real d_x0_d_out = 1;
+    switch (options_.output) {
+      case ModelOutput::epsilon:
+        e.x0 = sqrt_recip_ab * x - sqrt_recipm1_ab * out;
+        d_x0_d_out = -sqrt_recipm1_ab;
+        break;
+      case ModelOutput::x0:
+        e.x0 = out;
+        break;
+      case ModelOutput::v:
+        e.x0 = sqrt_ab * x - sqrt_one_minus_ab * out;
+        d_x0_d_out = -sqrt_one_minus_ab;
+        break;
+    }
+    if (options_.clip_x0 && (e.x0 > Real(1) || e.x0 < Real(-1))) {
+      e.x0 = e.x0 > Real(1) ? Real(1) : Real(-1);
+      d_x0_d_out = 0;
+    }
+    e.eps = options_.output == ModelOutput::epsilon && !options_.clip_x0
+                ? out
+                : (sqrt_recip_ab * x - e.x0) / sqrt_recipm1_ab;
+    const Real coef1 = static_cast<Real>(schedule_.posterior_mean_coef1()[s]);
+    e.mean = coef1 * e.x0 + static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x;
+    e.d_mean_d_out = coef1 * d_x0_d_out;
+    const Real small = static_cast<Real>(schedule_.posterior_log_variance_clipped()[s]);
+    switch (options_.variance) {
+      case VarianceKind::fixed_small:
+        e.log_variance = small;
+        break;
+      case VarianceKind::fixed_large:
+        e.log_variance = static_cast<Real>(schedule_.fixed_large_log_variance()[s]);
+        break;
+      case VarianceKind::learned:
+        e.log_variance = model_out(i, dim + j);
+        e.d_log_variance_d_out = 1;
+        break;
+      case VarianceKind::learned_range: {
+        const Real large = static_cast<Real>(std::log(schedule_.betas()[s]));
+        const Real fraction = (model_out(i, dim + j) + Real(1)) / Real(2);
+        e.log_variance = fraction * large + (Real(1) - fraction) * small;
+        e.d_log_variance_d_out = (large - small) / Real(2);
+        break;
+      }
+    }
+    return e;
+  }
+
+  struct BoundTerm {
+    Real value, d_mean, d_log_variance;  // nats, for one element
+  };
+
+  /// KL(q(x_{t-1}|x_t,x_0) || p) for s > 0, decoder NLL -log p(x_0|x_1) for s = 0, in nats.
+  BoundTerm bound_term(const Element& e, Real x0, Real x_t, std::size_t s) const {
+    if (s == 0) {
+      const NllWithGrad<Real> nll =
+          options_.decoder == Decoder::discretized
+              ? discretized_gaussian_nll_with_grad(x0, e.mean, e.log_variance)
+              : gaussian_nll_with_grad(x0, e.mean, e.log_variance);
+      return {nll.value, nll.d_mean, nll.d_log_var};
+    }
+    const Real true_mean = static_cast<Real>(schedule_.posterior_mean_coef1()[s]) * x0 +
+                           static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x_t;
+    const Real true_log_var = static_cast<Real>(schedule_.posterior_log_variance_clipped()[s]);
+    const KlWithGrad<Real> kl = normal_kl_with_grad(true_mean, true_log_var, e.mean, e.log_variance);
+    return {kl.value, kl.d_mean2, kl.d_log_var2};
+  }
+
+  /// Converts a sum over dims of nats into the bound's unit per dim.
+  Real unit_scale(Index dim) const {
+    const Real per_dim = Real(1) / static_cast<Real>(dim);
+    return options_.decoder == Decoder::discretized ? per_dim / std::numbers::ln2_v<Real> : per_dim;
+  }
+
+  NoiseSchedule schedule_;
+  DiffusionOptions options_;
+};
+
+}  // namespace ddpm

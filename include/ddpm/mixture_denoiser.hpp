@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+// The exact denoiser for data from an isotropic Gaussian mixture: the reference model for tests
+// and demos, since sampling with it must reproduce the mixture whatever the sampler.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/types.hpp"
+#include "ddpm/diffusion.hpp"
+#include "ddpm/schedule.hpp"
+
+namespace ddpm {
+
+/// x_0 ~ sum_k weights[k] N(means.row(k), stds[k]^2 I).
+struct GaussianMixture {
+  Batch<double> means;          ///< K x D
+  std::vector<double> stds;     ///< K standard deviations
+  std::vector<double> weights;  ///< K weights, normalized on construction of the denoiser
+
+  [[nodiscard]] Index components() const noexcept { return means.rows(); }
+  [[nodiscard]] Index dim() const noexcept { return means.cols(); }
+};
+
+/// The Bayes-optimal model output for mixture data (REFERENCE.md, last section):
+/// x_t | k ~ N(sqrt(ab_t) m_k, (ab_t s_k^2 + 1 - ab_t) I), responsibilities r_k(x_t) by Bayes' rule,
+/// E[x_0 | x_t] = sum_k r_k (m_k + sqrt(ab_t) s_k^2 (x_t - sqrt(ab_t) m_k) / (ab_t s_k^2 + 1 - ab_t)),
+/// eps* = (x_t - sqrt(ab_t) E[x_0 | x_t]) / sqrt(1 - ab_t). Outputs eps*, E[x_0|x_t] or the matching v.
+/// As a ConditionalDenoiser, label k restricts the mixture to component k (kNoLabel: all).
+/// Computed in double whatever Real is.
+template <class Real>
+class GaussianMixtureDenoiser {
+ public:
+  GaussianMixtureDenoiser(GaussianMixture mixture, const NoiseSchedule& schedule,
+                          ModelOutput output = ModelOutput::epsilon)
+      : mixture_(std::move(mixture)), output_(output) {
+    const Index k = mixture_.components();
+    detail::require(k >= 1 && mixture_.dim() >= 1, "mixture.means",
+                    std::to_string(k) + "x" + std::to_string(mixture_.dim()),
+                    "at least one component of dimension >= 1");
+    detail::require(static_cast<Index>(mixture_.stds.size()) == k, "mixture.stds.size()",
+                    mixture_.stds.size(), "one standard deviation per component");
+    detail::require(static_cast<Index>(mixture_.weights.size()) == k, "mixture.weights.size()",
+                    mixture_.weights.size(), "one weight per component");
+    double total = 0.0;
+    for (Index c = 0; c < k; ++c) {
+      const auto ci = static_cast<std::size_t>(c);
+      detail::require(mixture_.stds[ci] >= 0.0, "mixture.stds[" + std::to_string(c) + "]",
+                      mixture_.stds[ci], "a standard deviation >= 0");
+      detail::require(mixture_.weights[ci] > 0.0, "mixture.weights[" + std::to_string(c) + "]",
+                      mixture_.weights[ci], "a weight > 0");
+      total += mixture_.weights[ci];
+    }
+    for (double& w : mixture_.weights) w /= total;
+    // alpha-bar of every ORIGINAL timestep the schedule keeps (the model is called with those).
+    alphas_cumprod_.assign(static_cast<std::size_t>(schedule.original_size()), -1.0);
+    for (int i = 0; i < schedule.size(); ++i) {
+      alphas_cumprod_[static_cast<std::size_t>(schedule.timestep(i))] =
+          schedule.alphas_cumprod()[static_cast<std::size_t>(i)];
+    }
+  }
+
+  [[nodiscard]] const GaussianMixture& mixture() const noexcept { return mixture_; }
+
+  void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) const {
+    predict_impl(x_t, t, {}, out);
+  }
+  void predict(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
+               Batch<Real>& out) const {
+    detail::require(static_cast<Index>(labels.size()) == x_t.rows(), "labels.size()",
+                    labels.size(), "one label per row of x_t");
+    for (const int label : labels) {
+      detail::require(label == kNoLabel || (label >= 0 && label < mixture_.components()), "label",
+                      label, "-1 (none) or a component index 0.." +
+                                 std::to_string(mixture_.components() - 1));
+    }
+    predict_impl(x_t, t, labels, out);
+  }
+
+ private:
+  void predict_impl(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
+                    Batch<Real>& out) const {
+    const Index dim = mixture_.dim(), k = mixture_.components();
+    if (x_t.cols() != dim) detail::require_shape(false, "x_t", x_t.rows(), x_t.cols(),
+                                                 std::to_string(dim) + " columns (the mixture's dim)");
+    detail::require(static_cast<Index>(t.size()) == x_t.rows(), "t.size()", t.size(),
+                    "one timestep per row of x_t");
+    for (const int timestep : t) {
+      const bool ok = timestep >= 0 && timestep < static_cast<int>(alphas_cumprod_.size()) &&
+                      alphas_cumprod_[static_cast<std::size_t>(timestep)] > 0.0;
+      detail::require(ok, "t", timestep, "a timestep of the schedule the denoiser was built with");
+    }
+    out.resize(x_t.rows(), dim);
+    detail::parallel_for(x_t.rows(), [&](Index i) {
+      const double ab = alphas_cumprod_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
+      const double sqrt_ab = std::sqrt(ab);
+      const int only = labels.empty() ? kNoLabel : labels[static_cast<std::size_t>(i)];
+      // log responsibilities, then E[x_0 | x_t] as their weighted sum of component posteriors.
+      double max_log = -INFINITY;
+      double log_r[64];
+      std::vector<double> heap_log_r;
+      double* log_resp = log_r;
+      if (k > 64) {
+        heap_log_r.resize(static_cast<std::size_t>(k));
+        log_resp = heap_log_r.data();
+      }
+      for (Index c = 0; c < k; ++c) {
+        const auto ci = static_cast<std::size_t>(c);
+        if (only != kNoLabel && c != only) {
+          log_resp[c] = -INFINITY;
+          continue;
+        }
+        const double var = ab * mixture_.stds[ci] * mixture_.stds[ci] + 1.0 - ab;
+        double sq = 0.0;
+        for (Index j = 0; j < dim; ++j) {
+          const double d = static_cast<double>(x_t(i, j)) - sqrt_ab * mixture_.means(c, j);
+          sq += d * d;
+        }
+        log_resp[c] = std::log(mixture_.weights[ci]) - 0.5 * dim * std::log(var) - 0.5 * sq / var;
+        max_log = std::max(max_log, log_resp[c]);
+      }
+      double norm = 0.0;
+      for (Index c = 0; c < k; ++c) norm += std::exp(log_resp[c] - max_log);
+      for (Index j = 0; j < dim; ++j) {
+        const double x = x_t(i, j);
+        double x0 = 0.0;
+        for (Index c = 0; c < k; ++c) {
+          const auto ci = static_cast<std::size_t>(c);
+          if (log_resp[c] == -INFINITY) continue;
+          const double r = std::exp(log_resp[c] - max_log) / norm;
+          const double s2 = mixture_.stds[ci] * mixture_.stds[ci];
+          const double var = ab * s2 + 1.0 - ab;
+          x0 += r * (mixture_.means(c, j) + sqrt_ab * s2 * (x - sqrt_ab * mixture_.means(c, j)) / var);
+        }
+        const double eps = (x - sqrt_ab * x0) / std::sqrt(1.0 - ab);
+        const double value = output_ == ModelOutput::epsilon ? eps
+                             : output_ == ModelOutput::x0    ? x0
+                                                             : sqrt_ab * eps - std::sqrt(1.0 - ab) * x0;
+        out(i, j) = static_cast<Real>(value);
+      }
+    });
+  }
+
+  GaussianMixture mixture_;
+  ModelOutput output_;
+  std::vector<double> alphas_cumprod_;  // by original timestep; -1 where the schedule has no step
+};
+
+/// The 8gaussians mixture of BENCHMARKS.md: 8 equal-weight components with means
+/// 4 (+-1, 0), (0, +-1), (+-1/sqrt 2, +-1/sqrt 2) and std 0.5, all divided by 1.414.
+inline GaussianMixture eight_gaussians_mixture() {
+  GaussianMixture m;
+  m.means.resize(8, 2);
+  const double r = 1.0 / std::sqrt(2.0);
+  const double centers[8][2] = {{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {r, r}, {r, -r}, {-r, r}, {-r, -r}};
+  for (int c = 0; c < 8; ++c) {
+    m.means(c, 0) = 4.0 * centers[c][0] / 1.414;
+    m.means(c, 1) = 4.0 * centers[c][1] / 1.414;
+  }
+  m.stds.assign(8, 0.5 / 1.414);
+  m.weights.assign(8, 1.0 / 8.0);
+  return m;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: MIT
+// Ancestral (DDPM) sampling: x_{t-1} = mu_theta(x_t, t) + sigma_t z over all steps or a respaced
+// subset (Ho et al. 2020, Algorithm 2; Nichol & Dhariwal 2021 for respacing and learned variances).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "ddpm/diffusion.hpp"
+#include "ddpm/samplers/common.hpp"
+
+namespace ddpm {
+
+/// Ancestral sampler over the diffusion's schedule (respace the schedule for fewer steps). The
+/// variance is the diffusion's: fixed-small, fixed-large or the model's learned one. Holds
+/// workspaces, so one sampler object serves one loop at a time.
+template <class Real>
+class AncestralSampler {
+ public:
+  explicit AncestralSampler(GaussianDiffusion<Real> diffusion) : diffusion_(std::move(diffusion)) {}
+
+  [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+
+  /// One step from x_t to x_{t-1} given the model's output at (x_t, t). Row i draws its noise
+  /// from (stream sampler_noise, sample first_sample + i, step t); no noise at the first step.
+  void step(const Batch<Real>& model_out, int t, const Batch<Real>& x_t, Batch<Real>& x_prev,
+            const CounterRng& rng, std::uint32_t first_sample = 0) {
+    timesteps_.assign(static_cast<std::size_t>(x_t.rows()), t);
+    diffusion_.p_mean_variance(model_out, x_t, timesteps_, reverse_);
+    const bool last = diffusion_.schedule().index_of(t) == 0;
+    x_prev.resize(x_t.rows(), x_t.cols());
+    const Index dim = x_t.cols();
+    detail::parallel_for(x_t.rows(), [&](Index i) {
+      Real* out = x_prev.row(i).data();
+      if (last) {
+        for (Index j = 0; j < dim; ++j) out[j] = reverse_.mean(i, j);
+        return;
+      }
+      rng.normals(stream::sampler_noise, first_sample + static_cast<std::uint32_t>(i),
+                  static_cast<std::uint32_t>(t), out, dim);
+      for (Index j = 0; j < dim; ++j) {
+        out[j] = reverse_.mean(i, j) + std::exp(Real(0.5) * reverse_.log_variance(i, j)) * out[j];
+      }
+    });
+  }
+
+  /// Draws n samples of dimension dim: x_T from the prior, then every step of the schedule.
+  /// Sample i of the result is global sample first_sample + i, so sampling a batch whole or in
+  /// parts gives identical rows. on_step receives a SamplerProgress after each step.
+  template <class M, class OnStep = NoProgress>
+  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
+                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
+    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
+    denoise(model, x, rng, first_sample, on_step);
+    return x;
+  }
+
+  /// Runs the reverse process from a given x_T (in place) to x_0.
+  template <class M, class OnStep = NoProgress>
+  void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
+               OnStep&& on_step = {}) {
+    detail::reverse_loop<Real>(*this, diffusion_.schedule(), model, x, rng, first_sample, on_step);
+  }
+
+ private:
+  GaussianDiffusion<Real> diffusion_;
+  ReverseStep<Real> reverse_;
+  std::vector<int> timesteps_;
+};
+
+}  // namespace ddpm

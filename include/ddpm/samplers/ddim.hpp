@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+// DDIM sampling (Song et al. 2020, eq. 12) with eta between deterministic (0) and ancestral (1),
+// and DDIM inversion from data to noise.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "ddpm/diffusion.hpp"
+#include "ddpm/samplers/common.hpp"
+
+namespace ddpm {
+
+/// DDIM sampler over the diffusion's schedule; respace the schedule (e.g. "ddim50" or "evenly 50")
+/// for fast sampling: alpha-bar of the previous KEPT step is used. eta = 0 is deterministic;
+/// eta = 1 equals ancestral sampling with the fixed-small variance.
+template <class Real>
+class DdimSampler {
+ public:
+  explicit DdimSampler(GaussianDiffusion<Real> diffusion, double eta = 0.0)
+      : diffusion_(std::move(diffusion)), eta_(eta) {
+    detail::require(eta >= 0.0 && std::isfinite(eta), "eta", eta,
+                    "a finite value >= 0 (0 deterministic, 1 ancestral-like)");
+  }
+
+  [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  [[nodiscard]] double eta() const noexcept { return eta_; }
+
+  /// One step from x_t to the previous kept step given the model's output at (x_t, t):
+  /// x_prev = sqrt(ab_prev) x0^ + sqrt(1 - ab_prev - sigma^2) eps^ + sigma z. Row i draws z from
+  /// (stream sampler_noise, sample first_sample + i, step t); no noise at the first step.
+  void step(const Batch<Real>& model_out, int t, const Batch<Real>& x_t, Batch<Real>& x_prev,
+            const CounterRng& rng, std::uint32_t first_sample = 0) {
+    timesteps_.assign(static_cast<std::size_t>(x_t.rows()), t);
+    diffusion_.p_mean_variance(model_out, x_t, timesteps_, reverse_);
+    const auto s = static_cast<std::size_t>(diffusion_.schedule().index_of(t));
+    const double ab = diffusion_.schedule().alphas_cumprod()[s];
+    const double ab_prev = diffusion_.schedule().alphas_cumprod_prev()[s];
+    const double sigma =
+        eta_ * std::sqrt((1.0 - ab_prev) / (1.0 - ab)) * std::sqrt(1.0 - ab / ab_prev);
+    const Real x0_coef = static_cast<Real>(std::sqrt(ab_prev));
+    const Real eps_coef = static_cast<Real>(std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma)));
+    const Real noise_coef = static_cast<Real>(sigma);
+    const bool noisy = s > 0 && sigma > 0.0;
+    const Index dim = x_t.cols();
+    x_prev.resize(x_t.rows(), dim);
+    detail::parallel_for(x_t.rows(), [&](Index i) {
+      Real* out = x_prev.row(i).data();
+      if (noisy) {
+        rng.normals(stream::sampler_noise, first_sample + static_cast<std::uint32_t>(i),
+                    static_cast<std::uint32_t>(t), out, dim);
+      }
+      for (Index j = 0; j < dim; ++j) {
+        const Real z = noisy ? out[j] : Real(0);
+        out[j] = x0_coef * reverse_.pred_x0(i, j) + eps_coef * reverse_.pred_eps(i, j) + noise_coef * z;
+      }
+    });
+  }
+
+  /// Draws n samples of dimension dim from the prior through every step of the schedule; sample i
+  /// is global sample first_sample + i.
+  template <class M, class OnStep = NoProgress>
+  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
+                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
+    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
+    denoise(model, x, rng, first_sample, on_step);
+    return x;
+  }
+
+  /// Runs the reverse process from a given x_T (in place) to x_0.
+  template <class M, class OnStep = NoProgress>
+  void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
+               OnStep&& on_step = {}) {
+    detail::reverse_loop<Real>(*this, diffusion_.schedule(), model, x, rng, first_sample, on_step);
+  }
+
+  /// DDIM inversion (eta = 0 form, whatever this sampler's eta): maps data x_0 (in place) to the
+  /// x_T from which denoise() with eta = 0 approximately returns it. Step j moves from the kept
+  /// step j-1 (x_0 for j = 0) to step j: x_j = sqrt(ab_j) x0^ + sqrt(1 - ab_j) eps^, with the model
+  /// evaluated at the current point and the timestep of step j-1 (step 0's for j = 0, where the
+  /// chain starts from clean data).
+  template <class M, class OnStep = NoProgress>
+  void invert(M& model, Batch<Real>& x, OnStep&& on_step = {}) {
+    detail::check_denoiser<M, Real>();
+    const NoiseSchedule& schedule = diffusion_.schedule();
+    const int total = schedule.size();
+    Batch<Real> model_out;
+    Batch<Real> next(x.rows(), x.cols());
+    for (int j = 0; j < total; ++j) {
+      const int evaluated_at = schedule.timestep(std::max(j - 1, 0));
+      timesteps_.assign(static_cast<std::size_t>(x.rows()), evaluated_at);
+      model.predict(x, std::span<const int>(timesteps_), model_out);
+      diffusion_.p_mean_variance(model_out, x, timesteps_, reverse_);
+      const Real x0_coef = static_cast<Real>(schedule.sqrt_alphas_cumprod()[static_cast<std::size_t>(j)]);
+      const Real eps_coef =
+          static_cast<Real>(schedule.sqrt_one_minus_alphas_cumprod()[static_cast<std::size_t>(j)]);
+      next.noalias() = x0_coef * reverse_.pred_x0 + eps_coef * reverse_.pred_eps;
+      x.swap(next);
+      on_step(SamplerProgress<Real>{j + 1, total, schedule.timestep(j), x});
+    }
+  }
+
+ private:
+  GaussianDiffusion<Real> diffusion_;
+  double eta_;
+  ReverseStep<Real> reverse_;
+  std::vector<int> timesteps_;
+};
+
+}  // namespace ddpm

@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: MIT
+// NoiseSchedule: the variance schedule beta_t of the forward process, every array derived from it,
+// and respacing to a subset of timesteps (Ho et al. 2020; Nichol & Dhariwal 2021, sec. 3.2 and 4).
+#pragma once
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <numbers>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+
+namespace ddpm {
+
+/// Returns the kept timesteps for a spacing string over 0..T-1:
+///   "evenly N" or "N": round(linspace(0, T-1, N)), both ends included (rounding half away from 0);
+///   "ddimN": 0, s, 2s, ... < T for the smallest integer stride s giving exactly N steps.
+/// Throws InvalidArgument("spacing", ...) for unknown strings or an N that cannot be met.
+inline std::vector<int> space_timesteps(int num_timesteps, std::string_view spacing) {
+  detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
+  const auto parse_count = [&](std::string_view digits) {
+    int count = 0;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), count);
+    const bool ok = error == std::errc() && end == digits.data() + digits.size() && count >= 1 &&
+                    count <= num_timesteps;
+    detail::require(ok, "spacing", std::string(spacing),
+                    "\"evenly N\", \"N\" or \"ddimN\" with 1 <= N <= " +
+                        std::to_string(num_timesteps));
+    return count;
+  };
+  std::vector<int> kept;
+  if (spacing.starts_with("ddim")) {
+    const int count = parse_count(spacing.substr(4));
+    for (int stride = 1; stride <= num_timesteps; ++stride) {
+      if ((num_timesteps + stride - 1) / stride == count) {
+        for (int t = 0; t < num_timesteps; t += stride) kept.push_back(t);
+        return kept;
+      }
+    }
+    throw InvalidArgument("spacing", std::string(spacing),
+                          "a ddimN for which some integer stride gives exactly N steps over " +
+                              std::to_string(num_timesteps));
+  }
+  std::string_view digits = spacing;
+  if (digits.starts_with("evenly")) {
+    digits.remove_prefix(6);
+    while (!digits.empty() && digits.front() == ' ') digits.remove_prefix(1);
+  }
+  const int count = parse_count(digits);
+  if (count == 1) return {0};
+  const double stride = static_cast<double>(num_timesteps - 1) / (count - 1);
+  for (int i = 0; i < count; ++i) kept.push_back(static_cast<int>(std::lround(i * stride)));
+  // stride >= 1 whenever count <= T, so rounded values stay strictly increasing.
+  return kept;
+}
+
+/// The forward-process variance schedule and every array derived from it, in double precision.
+///
+/// Indices i = 0..size()-1 run over the steps of this schedule. A schedule made by respaced() keeps
+/// only some original steps k_0 < k_1 < ...; timestep(i) = k_i is the original index the model is
+/// called with, and index_of(k_i) = i maps back. For a schedule that is not respaced both are the
+/// identity. Arrays follow REFERENCE.md: alpha_bar_prev[0] = 1, posterior_variance[0] = 0 and the
+/// clipped log posterior variance uses posterior_variance[1] at i = 0.
+class NoiseSchedule {
+ public:
+  /// Ho et al. linear schedule: betas = linspace(scale * 1e-4, scale * 0.02, T), scale = 1000 / T,
+  /// so any T adds the same total noise as T = 1000. T must be 1 or above 20 (betas < 1).
+  static NoiseSchedule linear(int num_timesteps, double beta_start = 1e-4, double beta_end = 0.02) {
+    detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
+    const double scale = 1000.0 / num_timesteps;
+    std::vector<double> betas(static_cast<std::size_t>(num_timesteps));
+    for (int i = 0; i < num_timesteps; ++i) {
+      const double fraction = num_timesteps == 1 ? 0.0 : static_cast<double>(i) / (num_timesteps - 1);
+      betas[static_cast<std::size_t>(i)] =
+          scale * beta_start + fraction * (scale * beta_end - scale * beta_start);
+    }
+    detail::require(betas.back() < 1.0, "num_timesteps", num_timesteps,
+                    "T = 1 or T large enough that the scaled linear betas stay below 1 "
+                    "(1000/T * beta_end < 1, i.e. T > 20 for beta_end = 0.02)");
+    return NoiseSchedule(std::move(betas));
+  }
+
+  /// Nichol & Dhariwal cosine schedule: alpha_bar(u) = f(u)/f(0), f(u) = cos^2((u + s)/(1 + s) pi/2),
+  /// beta_i = min(1 - alpha_bar((i+1)/T) / alpha_bar(i/T), max_beta).
+  static NoiseSchedule cosine(int num_timesteps, double s = 0.008, double max_beta = 0.999) {
+    detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
+    detail::require(s > 0.0, "s", s, "an offset > 0");
+    detail::require(max_beta > 0.0 && max_beta < 1.0, "max_beta", max_beta, "a value in (0, 1)");
+    const auto f = [s](double u) {
+      const double c = std::cos((u + s) / (1.0 + s) * std::numbers::pi / 2.0);
+      return c * c;
+    };
+    std::vector<double> betas(static_cast<std::size_t>(num_timesteps));
+    for (int i = 0; i < num_timesteps; ++i) {
+      const double ab_next = f(static_cast<double>(i + 1) / num_timesteps);
+      const double ab_here = f(static_cast<double>(i) / num_timesteps);
+      betas[static_cast<std::size_t>(i)] = std::min(1.0 - ab_next / ab_here, max_beta);
+    }
+    return NoiseSchedule(std::move(betas));
+  }
+
+  /// A schedule from explicit betas, each in (0, 1).
+  explicit NoiseSchedule(std::vector<double> betas)
+      : NoiseSchedule(std::move(betas), {}, 0) {}
+
+  /// The schedule restricted to the kept original timesteps (strictly increasing, each in
+  /// 0..size()-1): beta'_j = 1 - alpha_bar[k_j] / alpha_bar[k_{j-1}], alpha_bar[k_{-1}] = 1, so
+  /// alpha_bar is preserved at every kept step. Respacing a respaced schedule composes.
+  [[nodiscard]] NoiseSchedule respaced(const std::vector<int>& kept) const {
+    detail::require(!kept.empty(), "kept_timesteps", "an empty list", "at least one timestep");
+    std::vector<double> betas;
+    std::vector<int> original;
+    betas.reserve(kept.size());
+    double previous_alpha_bar = 1.0;
+    for (std::size_t j = 0; j < kept.size(); ++j) {
+      const int k = kept[j];
+      detail::require(k >= 0 && k < size(), "kept_timesteps", k,
+                      "indices in 0.." + std::to_string(size() - 1));
+      if (j > 0) {
+        detail::require(k > kept[j - 1], "kept_timesteps",
+                        std::to_string(kept[j - 1]) + " followed by " + std::to_string(k),
+                        "a strictly increasing list");
+      }
+      const double alpha_bar = alphas_cumprod_[static_cast<std::size_t>(k)];
+      betas.push_back(1.0 - alpha_bar / previous_alpha_bar);
+      original.push_back(timestep(k));
+      previous_alpha_bar = alpha_bar;
+    }
+    return NoiseSchedule(std::move(betas), std::move(original), original_size());
+  }
+
+  /// The schedule respaced by a spacing string ("evenly 50", "50", "ddim50"); see space_timesteps.
+  [[nodiscard]] NoiseSchedule respaced(std::string_view spacing) const {
+    return respaced(space_timesteps(size(), spacing));
+  }
+
+  /// Number of steps of this schedule (after respacing).
+  [[nodiscard]] int size() const noexcept { return static_cast<int>(betas_.size()); }
+  /// Number of steps of the schedule this one was respaced from (size() if not respaced).
+  [[nodiscard]] int original_size() const noexcept { return original_size_; }
+  [[nodiscard]] bool is_respaced() const noexcept { return !timesteps_.empty(); }
+
+  /// Original timestep of step i (what the model is called with).
+  [[nodiscard]] int timestep(int i) const noexcept {
+    return timesteps_.empty() ? i : timesteps_[static_cast<std::size_t>(i)];
+  }
+  /// Step index of original timestep t; throws InvalidArgument if t is not one of the kept steps.
+  [[nodiscard]] int index_of(int t) const {
+    const bool in_range = t >= 0 && t < original_size_;
+    const int i = !in_range ? -1 : timesteps_.empty() ? t : index_of_[static_cast<std::size_t>(t)];
+    if (i < 0) {
+      throw InvalidArgument("timestep", std::to_string(t),
+                            is_respaced() ? "one of the kept original timesteps of this respaced "
+                                            "schedule (see NoiseSchedule::timestep)"
+                                          : "an integer in 0.." + std::to_string(original_size_ - 1));
+    }
+    return i;
+  }
+  /// The original timesteps of every step, in increasing order.
+  [[nodiscard]] std::vector<int> timesteps() const {
+    std::vector<int> all(betas_.size());
+    for (int i = 0; i < size(); ++i) all[static_cast<std::size_t>(i)] = timestep(i);
+    return all;
+  }
+
+  // Derived arrays, indexed by step i (REFERENCE.md names in comments).
+  [[nodiscard]] const std::vector<double>& betas() const noexcept { return betas_; }
+  /// a_t = 1 - beta_t
+  [[nodiscard]] const std::vector<double>& alphas() const noexcept { return alphas_; }
+  /// ab_t = prod_{s<=t} a_s
+  [[nodiscard]] const std::vector<double>& alphas_cumprod() const noexcept { return alphas_cumprod_; }
+  /// ab_{t-1}, with 1 at t = 0
+  [[nodiscard]] const std::vector<double>& alphas_cumprod_prev() const noexcept {
+    return alphas_cumprod_prev_;
+  }
+  /// ab_{t+1}, with 0 at the last step
+  [[nodiscard]] const std::vector<double>& alphas_cumprod_next() const noexcept {
+    return alphas_cumprod_next_;
+  }
+  [[nodiscard]] const std::vector<double>& sqrt_alphas_cumprod() const noexcept {
+    return sqrt_alphas_cumprod_;
+  }
+  [[nodiscard]] const std::vector<double>& sqrt_one_minus_alphas_cumprod() const noexcept {
+    return sqrt_one_minus_alphas_cumprod_;
+  }
+  [[nodiscard]] const std::vector<double>& log_one_minus_alphas_cumprod() const noexcept {
+    return log_one_minus_alphas_cumprod_;
+  }
+  /// sqrt(1 / ab_t)
+  [[nodiscard]] const std::vector<double>& sqrt_recip_alphas_cumprod() const noexcept {
+    return sqrt_recip_alphas_cumprod_;
+  }
+  /// sqrt(1 / ab_t - 1)
+  [[nodiscard]] const std::vector<double>& sqrt_recipm1_alphas_cumprod() const noexcept {
+    return sqrt_recipm1_alphas_cumprod_;
+  }
+  /// beta~_t = beta_t (1 - ab_{t-1}) / (1 - ab_t)
+  [[nodiscard]] const std::vector<double>& posterior_variance() const noexcept {
+    return posterior_variance_;
+  }
+  /// log([beta~_1, beta~_1, beta~_2, ...]); for a one-step schedule log(beta_0), as beta~ has no
+  /// non-zero entry to borrow.
+  [[nodiscard]] const std::vector<double>& posterior_log_variance_clipped() const noexcept {
+    return posterior_log_variance_clipped_;
+  }
+  /// sqrt(ab_{t-1}) beta_t / (1 - ab_t): the coefficient of x_0 in the posterior mean
+  [[nodiscard]] const std::vector<double>& posterior_mean_coef1() const noexcept {
+    return posterior_mean_coef1_;
+  }
+  /// sqrt(a_t) (1 - ab_{t-1}) / (1 - ab_t): the coefficient of x_t in the posterior mean
+  [[nodiscard]] const std::vector<double>& posterior_mean_coef2() const noexcept {
+    return posterior_mean_coef2_;
+  }
+  /// log(beta_t) for t >= 1, log(beta~_1) at t = 0: the fixed-large log-variance
+  [[nodiscard]] const std::vector<double>& fixed_large_log_variance() const noexcept {
+    return fixed_large_log_variance_;
+  }
+
+ private:
+  NoiseSchedule(std::vector<double> betas, std::vector<int> original, int original_size)
+      : betas_(std::move(betas)), timesteps_(std::move(original)) {
+    detail::require(!betas_.empty(), "betas", "an empty list", "at least one beta");
+    for (std::size_t i = 0; i < betas_.size(); ++i) {
+      detail::require(betas_[i] > 0.0 && betas_[i] < 1.0, "betas[" + std::to_string(i) + "]",
+                      betas_[i], "a value in the open interval (0, 1)");
+    }
+    original_size_ = timesteps_.empty() ? size() : original_size;
+    if (!timesteps_.empty()) {
+      index_of_.assign(static_cast<std::size_t>(original_size_), -1);
+      for (int i = 0; i < size(); ++i) index_of_[static_cast<std::size_t>(timesteps_[static_cast<std::size_t>(i)])] = i;
+    }
+    derive();
+  }
+
+  void derive() {
+    const std::size_t n = betas_.size();
+    for (std::vector<double>* array :
+         {&alphas_, &alphas_cumprod_, &alphas_cumprod_prev_, &alphas_cumprod_next_,
+          &sqrt_alphas_cumprod_, &sqrt_one_minus_alphas_cumprod_, &log_one_minus_alphas_cumprod_,
+          &sqrt_recip_alphas_cumprod_, &sqrt_recipm1_alphas_cumprod_, &posterior_variance_,
+          &posterior_log_variance_clipped_, &posterior_mean_coef1_, &posterior_mean_coef2_,
+          &fixed_large_log_variance_}) {
+      array->assign(n, 0.0);
+    }
+    double alpha_bar = 1.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      alphas_[i] = 1.0 - betas_[i];
+      alphas_cumprod_prev_[i] = alpha_bar;
+      alpha_bar *= alphas_[i];
+      alphas_cumprod_[i] = alpha_bar;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const double ab = alphas_cumprod_[i], ab_prev = alphas_cumprod_prev_[i];
+      alphas_cumprod_next_[i] = i + 1 < n ? alphas_cumprod_[i + 1] : 0.0;
+      sqrt_alphas_cumprod_[i] = std::sqrt(ab);
+      sqrt_one_minus_alphas_cumprod_[i] = std::sqrt(1.0 - ab);
+      log_one_minus_alphas_cumprod_[i] = std::log1p(-ab);
+      sqrt_recip_alphas_cumprod_[i] = std::sqrt(1.0 / ab);
+      sqrt_recipm1_alphas_cumprod_[i] = std::sqrt(1.0 / ab - 1.0);
+      posterior_variance_[i] = betas_[i] * (1.0 - ab_prev) / (1.0 - ab);
+      posterior_mean_coef1_[i] = betas_[i] * std::sqrt(ab_prev) / (1.0 - ab);
+      posterior_mean_coef2_[i] = (1.0 - ab_prev) * std::sqrt(alphas_[i]) / (1.0 - ab);
+    }
+    const double first_log_variance =
+        n > 1 ? std::log(posterior_variance_[1]) : std::log(betas_[0]);
+    for (std::size_t i = 0; i < n; ++i) {
+      posterior_log_variance_clipped_[i] = i == 0 ? first_log_variance : std::log(posterior_variance_[i]);
+      fixed_large_log_variance_[i] = i == 0 ? first_log_variance : std::log(betas_[i]);
+    }
+  }
+
+  std::vector<double> betas_;
+  std::vector<int> timesteps_;  // original timestep of each step; empty when not respaced
+  std::vector<int> index_of_;   // step of each original timestep, -1 if dropped; empty if not respaced
+  int original_size_ = 0;
+  std::vector<double> alphas_, alphas_cumprod_, alphas_cumprod_prev_, alphas_cumprod_next_,
+      sqrt_alphas_cumprod_, sqrt_one_minus_alphas_cumprod_, log_one_minus_alphas_cumprod_,
+      sqrt_recip_alphas_cumprod_, sqrt_recipm1_alphas_cumprod_, posterior_variance_,
+      posterior_log_variance_clipped_, posterior_mean_coef1_, posterior_mean_coef2_,
+      fixed_large_log_variance_;
+};
+
+}  // namespace ddpm
