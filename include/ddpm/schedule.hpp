@@ -72,15 +72,16 @@ class NoiseSchedule {
   static NoiseSchedule linear(int num_timesteps, double beta_start = 1e-4, double beta_end = 0.02) {
     detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
     const double scale = 1000.0 / num_timesteps;
+    const double largest_beta = scale * (num_timesteps == 1 ? beta_start : beta_end);
+    detail::require(largest_beta < 1.0, "num_timesteps", num_timesteps,
+                    "T = 1 or T large enough that the scaled linear betas stay below 1 "
+                    "(1000/T * beta_end < 1, i.e. T > 20 for beta_end = 0.02)");
     std::vector<double> betas(static_cast<std::size_t>(num_timesteps));
     for (int i = 0; i < num_timesteps; ++i) {
       const double fraction = num_timesteps == 1 ? 0.0 : static_cast<double>(i) / (num_timesteps - 1);
       betas[static_cast<std::size_t>(i)] =
           scale * beta_start + fraction * (scale * beta_end - scale * beta_start);
     }
-    detail::require(betas.back() < 1.0, "num_timesteps", num_timesteps,
-                    "T = 1 or T large enough that the scaled linear betas stay below 1 "
-                    "(1000/T * beta_end < 1, i.e. T > 20 for beta_end = 0.02)");
     return NoiseSchedule(std::move(betas));
   }
 
@@ -246,24 +247,29 @@ class NoiseSchedule {
           &fixed_large_log_variance_}) {
       array->assign(n, 0.0);
     }
-    double alpha_bar = 1.0;
+    // alpha-bar through sums of log1p, and 1 - alpha-bar through expm1, so that neither loses
+    // digits to cancellation when betas are tiny (1 - ab would round to 0 for beta = 1e-17).
+    std::vector<double> one_minus_ab(n), one_minus_ab_prev(n);
+    double log_alpha_bar = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
       alphas_[i] = 1.0 - betas_[i];
-      alphas_cumprod_prev_[i] = alpha_bar;
-      alpha_bar *= alphas_[i];
-      alphas_cumprod_[i] = alpha_bar;
+      alphas_cumprod_prev_[i] = std::exp(log_alpha_bar);
+      one_minus_ab_prev[i] = -std::expm1(log_alpha_bar);
+      log_alpha_bar += std::log1p(-betas_[i]);
+      alphas_cumprod_[i] = std::exp(log_alpha_bar);
+      one_minus_ab[i] = -std::expm1(log_alpha_bar);
     }
     for (std::size_t i = 0; i < n; ++i) {
       const double ab = alphas_cumprod_[i], ab_prev = alphas_cumprod_prev_[i];
       alphas_cumprod_next_[i] = i + 1 < n ? alphas_cumprod_[i + 1] : 0.0;
       sqrt_alphas_cumprod_[i] = std::sqrt(ab);
-      sqrt_one_minus_alphas_cumprod_[i] = std::sqrt(1.0 - ab);
-      log_one_minus_alphas_cumprod_[i] = std::log1p(-ab);
+      sqrt_one_minus_alphas_cumprod_[i] = std::sqrt(one_minus_ab[i]);
+      log_one_minus_alphas_cumprod_[i] = std::log(one_minus_ab[i]);
       sqrt_recip_alphas_cumprod_[i] = std::sqrt(1.0 / ab);
-      sqrt_recipm1_alphas_cumprod_[i] = std::sqrt(1.0 / ab - 1.0);
-      posterior_variance_[i] = betas_[i] * (1.0 - ab_prev) / (1.0 - ab);
-      posterior_mean_coef1_[i] = betas_[i] * std::sqrt(ab_prev) / (1.0 - ab);
-      posterior_mean_coef2_[i] = (1.0 - ab_prev) * std::sqrt(alphas_[i]) / (1.0 - ab);
+      sqrt_recipm1_alphas_cumprod_[i] = std::sqrt(one_minus_ab[i] / ab);
+      posterior_variance_[i] = betas_[i] * one_minus_ab_prev[i] / one_minus_ab[i];
+      posterior_mean_coef1_[i] = betas_[i] * std::sqrt(ab_prev) / one_minus_ab[i];
+      posterior_mean_coef2_[i] = one_minus_ab_prev[i] * std::sqrt(alphas_[i]) / one_minus_ab[i];
     }
     const double first_log_variance =
         n > 1 ? std::log(posterior_variance_[1]) : std::log(betas_[0]);

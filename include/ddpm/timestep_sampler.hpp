@@ -107,11 +107,13 @@ class LossSecondMomentSampler {
   void update(std::span<const int> t, std::span<const Real> losses) {
     detail::require(losses.size() == t.size(), "losses.size()", losses.size(),
                     "the size of t (" + std::to_string(t.size()) + ")");
-    for (std::size_t i = 0; i < t.size(); ++i) {
+    for (std::size_t i = 0; i < t.size(); ++i) {  // validate everything first: all or nothing
       detail::require(t[i] >= 0 && t[i] < num_timesteps_, "t", t[i],
                       "0.." + std::to_string(num_timesteps_ - 1));
-      record(t[i], static_cast<double>(losses[i]));
+      detail::require(std::isfinite(static_cast<double>(losses[i])), "losses", losses[i],
+                      "finite loss values");
     }
+    for (std::size_t i = 0; i < t.size(); ++i) record(t[i], static_cast<double>(losses[i]));
     refresh();
   }
 

@@ -20,13 +20,13 @@ namespace {
 using ddpm::Batch;
 using ddpm::Index;
 using ddpm::InvalidArgument;
-using ddpm::data::ToyDataset;
 using ddpm::data::sample_toy2d;
+using ddpm::data::ToyDataset;
 
-constexpr std::array<ToyDataset, 7> kAll{
-    ToyDataset::swissroll, ToyDataset::moons,    ToyDataset::eight_gaussians,
-    ToyDataset::checkerboard, ToyDataset::circles, ToyDataset::pinwheel,
-    ToyDataset::two_spirals};
+constexpr std::array<ToyDataset, 7> kAll{ToyDataset::swissroll,       ToyDataset::moons,
+                                         ToyDataset::eight_gaussians, ToyDataset::checkerboard,
+                                         ToyDataset::circles,         ToyDataset::pinwheel,
+                                         ToyDataset::two_spirals};
 
 // Moment checks use n = 20000 points and accept 4 standard errors, the SE estimated from the same
 // sample (its sd / sqrt(n)): a correct sampler fails one check with probability ~6e-5.
@@ -53,9 +53,7 @@ double distance_to_arc(double px, double py, double cx, double cy, double lo, do
                   std::hypot(px - cx - std::cos(hi), py - cy - std::sin(hi)));
 }
 
-Eigen::ArrayXd squared_radius(const Batch<double>& x) {
-  return x.rowwise().squaredNorm().array();
-}
+Eigen::ArrayXd squared_radius(const Batch<double>& x) { return x.rowwise().squaredNorm().array(); }
 
 }  // namespace
 
@@ -135,16 +133,27 @@ TEST_CASE("8gaussians matches its exact mixture") {
   check_mean(column(x, 1).square(), variance, "var y");
   check_mean(column(x, 0) * column(x, 1), 0.0, "cov xy");
 
-  const ddpm::data::IsotropicGaussianMixture mixture = ddpm::data::eight_gaussians_mixture();
-  REQUIRE(mixture.means.rows() == 8);
-  REQUIRE(mixture.means.cols() == 2);
-  CHECK(mixture.weights.sum() == doctest::Approx(1.0));
-  CHECK(mixture.stddev == doctest::Approx(0.5 / 1.414).epsilon(1e-15));
-  // The mixture's own moments give the same variance: E[mean_x²] + stddev².
-  CHECK(mixture.means.col(0).squaredNorm() / 8.0 + mixture.stddev * mixture.stddev ==
-        doctest::Approx(variance).epsilon(1e-12));
   REQUIRE(ddpm::data::toy_mixture(ToyDataset::eight_gaussians).has_value());
   CHECK_FALSE(ddpm::data::toy_mixture(ToyDataset::moons).has_value());
+  const ddpm::GaussianMixture mixture = *ddpm::data::toy_mixture(ToyDataset::eight_gaussians);
+  REQUIRE(mixture.means.rows() == 8);
+  REQUIRE(mixture.means.cols() == 2);
+  REQUIRE(mixture.stds.size() == 8);
+  REQUIRE(mixture.weights.size() == 8);
+  for (std::size_t k = 0; k < 8; ++k) {
+    CHECK(mixture.stds[k] == doctest::Approx(0.5 / 1.414).epsilon(1e-15));
+    CHECK(mixture.weights[k] == 1.0 / 8.0);
+  }
+  // The mixture's own moments give the same variance: E[mean_x²] + std².
+  CHECK(mixture.means.col(0).squaredNorm() / 8.0 + mixture.stds[0] * mixture.stds[0] ==
+        doctest::Approx(variance).epsilon(1e-12));
+  // ddpm::eight_gaussians_mixture() (the exact denoiser's preset) describes the same mixture; the
+  // two compute 4c/1.414 with c = 1/√2 in different ways, so allow a few ulps.
+  const ddpm::GaussianMixture preset = ddpm::eight_gaussians_mixture();
+  REQUIRE(preset.means.rows() == 8);
+  CHECK((preset.means - mixture.means).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK(preset.stds == mixture.stds);
+  CHECK(preset.weights == mixture.weights);
 
   // Assign each point to its nearest mixture mean (neighbouring means are 2.16 apart, 6.1 stddevs,
   // so ~0.1 % are misassigned, symmetrically). Each cluster holds n/8 points within 4 binomial SEs
@@ -163,7 +172,7 @@ TEST_CASE("8gaussians matches its exact mixture") {
     const auto count = static_cast<double>(counts[static_cast<std::size_t>(k)]);
     CAPTURE(k);
     CHECK(std::abs(count - n / 8.0) <= count_tolerance);
-    const double mean_tolerance = kStandardErrors * mixture.stddev / std::sqrt(count);
+    const double mean_tolerance = kStandardErrors * mixture.stds[0] / std::sqrt(count);
     CHECK(std::abs(sums(k, 0) / count - mixture.means(k, 0)) <= mean_tolerance);
     CHECK(std::abs(sums(k, 1) / count - mixture.means(k, 1)) <= mean_tolerance);
   }
@@ -177,9 +186,9 @@ TEST_CASE("moons are standardized and lie on two noisy half circles") {
   check_mean(column(x, 1).square(), 1.0, "var y");
 
   // Undo the documented standardization: every point is within 0.3 (6 noise sds, tail ~1e-8 per
-  // point) of the outer arc (unit circle around (0, 0), angles [0, π]) or the inner arc (unit circle
-  // around (1, 0.5), angles [−π, 0]). The arcs are 0.5 apart at their closest, so the nearer arc
-  // names the moon; half the points are on each, within 4 binomial SEs.
+  // point) of the outer arc (unit circle around (0, 0), angles [0, π]) or the inner arc (unit
+  // circle around (1, 0.5), angles [−π, 0]). The arcs are 0.5 apart at their closest, so the nearer
+  // arc names the moon; half the points are on each, within 4 binomial SEs.
   const double std_x = std::sqrt(0.75 + 0.0025);
   const double std_y = std::sqrt(0.5625 - std::numbers::inv_pi + 0.0025);
   Index outer = 0;

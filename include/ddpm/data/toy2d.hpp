@@ -15,6 +15,7 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/mixture_denoiser.hpp"
 
 namespace ddpm::data {
 
@@ -109,8 +110,8 @@ inline constexpr std::array<std::array<double, 2>, 8> kEightGaussiansDirections{
     {-std::numbers::sqrt2 / 2, -std::numbers::sqrt2 / 2},
 }};
 
-/// 8gaussians: center c uniform over 4·{(±1, 0), (0, ±1), (±1/√2, ±1/√2)}; point = (c + N(0, 0.5² I))
-/// / 1.414. Mean 0, per-axis variance (16·0.5 + 0.25) / 1.414² ≈ 4.126.
+/// 8gaussians: center c uniform over 4·{(±1, 0), (0, ±1), (±1/√2, ±1/√2)}; point = (c + N(0, 0.5²
+/// I)) / 1.414. Mean 0, per-axis variance (16·0.5 + 0.25) / 1.414² ≈ 4.126.
 inline std::array<double, 2> eight_gaussians_point(const CounterRng& rng,
                                                    std::uint32_t sample) noexcept {
   const std::uint64_t k = rng.uniform_int(stream::data, sample, kUniformStep, 8, 0);
@@ -144,8 +145,8 @@ inline std::array<double, 2> circles_point(const CounterRng& rng, std::uint32_t 
 }
 
 /// pinwheel (FFJORD): arm k uniform in {0..4}; f = (1 + 0.3 z0, 0.1 z1) with z ~ N(0, I);
-/// a = 2πk/5 + 0.25 exp(f0); point = 2 (f0 cos a + f1 sin a, −f0 sin a + f1 cos a) (f rotated by −a,
-/// as FFJORD's einsum does). Mean 0, isotropic covariance 2.2 I (5-fold symmetry), E|p|² = 4.4.
+/// a = 2πk/5 + 0.25 exp(f0); point = 2 (f0 cos a + f1 sin a, −f0 sin a + f1 cos a) (f rotated by
+/// −a, as FFJORD's einsum does). Mean 0, isotropic covariance 2.2 I (5-fold symmetry), E|p|² = 4.4.
 inline std::array<double, 2> pinwheel_point(const CounterRng& rng, std::uint32_t sample) noexcept {
   const std::uint64_t arm = rng.uniform_int(stream::data, sample, kUniformStep, 5, 0);
   const std::array<double, 2> z = toy_normals(rng, sample);
@@ -158,11 +159,12 @@ inline std::array<double, 2> pinwheel_point(const CounterRng& rng, std::uint32_t
 }
 
 /// 2spirals (FFJORD): s = 3π √u0 (540°); d = (−s cos s + 0.5 u1, s sin s + 0.5 u2); sign ~ ±1 with
-/// probability ½ each; point = sign·d/3 + N(0, 0.1² I). Mean 0; within [-3.4, 3.4]² up to the noise.
+/// probability ½ each; point = sign·d/3 + N(0, 0.1² I). Mean 0; within [-3.4, 3.4]² up to the
+/// noise.
 inline std::array<double, 2> two_spirals_point(const CounterRng& rng,
                                                std::uint32_t sample) noexcept {
-  const double s = 3.0 * std::numbers::pi *
-                   std::sqrt(rng.uniform(stream::data, sample, kUniformStep, 0));
+  const double s =
+      3.0 * std::numbers::pi * std::sqrt(rng.uniform(stream::data, sample, kUniformStep, 0));
   const double u1 = rng.uniform(stream::data, sample, kUniformStep, 1);
   const double u2 = rng.uniform(stream::data, sample, kUniformStep, 2);
   const double sign = rng.uniform(stream::data, sample, kUniformStep, 3) < 0.5 ? 1.0 : -1.0;
@@ -195,8 +197,8 @@ inline std::array<double, 2> toy_point(ToyDataset which, const CounterRng& rng,
 
 inline void require_valid(ToyDataset which) {
   const auto value = static_cast<int>(which);
-  ddpm::detail::require(value >= 0 && value < static_cast<int>(kToyDatasetNames.size()),
-                        "dataset", value, "a ToyDataset enumerator");
+  ddpm::detail::require(value >= 0 && value < static_cast<int>(kToyDatasetNames.size()), "dataset",
+                        value, "a ToyDataset enumerator");
 }
 
 }  // namespace detail
@@ -246,34 +248,25 @@ Batch<Real> sample_toy2d(ToyDataset which, Index n, std::uint64_t seed, Index fi
   return out;
 }
 
-/// A Gaussian mixture with one shared isotropic standard deviation: component k is
-/// N(means.row(k), stddev² I) with probability weights(k).
-struct IsotropicGaussianMixture {
-  Batch<double> means;  ///< K x dim
-  double stddev = 1.0;
-  Vector<double> weights;  ///< K, summing to 1
-};
-
-/// The exact 8gaussians distribution: means 4·c / 1.414 for the 8 unit directions c (in the order
-/// (±1, 0), (0, ±1), (±1/√2, ±1/√2) as in FFJORD), stddev 0.5 / 1.414, weights 1/8 each.
-inline IsotropicGaussianMixture eight_gaussians_mixture() {
-  IsotropicGaussianMixture mixture;
+/// The exact Gaussian-mixture form of `which` when it has one, else nullopt. Only 8gaussians has
+/// one: means 4·c / 1.414 for the 8 unit directions c in the sampler's order ((±1, 0), (0, ±1),
+/// (±1/√2, ±1/√2), as in FFJORD), standard deviations 0.5 / 1.414, weights 1/8. Built from the
+/// sampler's own constants, so it is the distribution sample_toy2d draws from; pass it to
+/// GaussianMixtureDenoiser for the Bayes-optimal denoiser.
+inline std::optional<GaussianMixture> toy_mixture(ToyDataset which) {
+  detail::require_valid(which);
+  if (which != ToyDataset::eight_gaussians) return std::nullopt;
+  GaussianMixture mixture;
   mixture.means.resize(8, 2);
   for (Index k = 0; k < 8; ++k) {
-    const std::array<double, 2>& dir = detail::kEightGaussiansDirections[static_cast<std::size_t>(k)];
+    const std::array<double, 2>& dir =
+        detail::kEightGaussiansDirections[static_cast<std::size_t>(k)];
     mixture.means(k, 0) = detail::kEightGaussiansRadius * dir[0] / detail::kEightGaussiansDivisor;
     mixture.means(k, 1) = detail::kEightGaussiansRadius * dir[1] / detail::kEightGaussiansDivisor;
   }
-  mixture.stddev = detail::kEightGaussiansStd / detail::kEightGaussiansDivisor;
-  mixture.weights = Vector<double>::Constant(8, 1.0 / 8.0);
+  mixture.stds.assign(8, detail::kEightGaussiansStd / detail::kEightGaussiansDivisor);
+  mixture.weights.assign(8, 1.0 / 8.0);
   return mixture;
-}
-
-/// The exact Gaussian-mixture form of `which` when it has one (only 8gaussians), else nullopt.
-inline std::optional<IsotropicGaussianMixture> toy_mixture(ToyDataset which) {
-  detail::require_valid(which);
-  if (which == ToyDataset::eight_gaussians) return eight_gaussians_mixture();
-  return std::nullopt;
 }
 
 }  // namespace ddpm::data

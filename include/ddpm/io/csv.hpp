@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// CSV files of samples: a header of column names, then one sample per line, exact round trip of doubles.
+// CSV files of samples: a header of column names, one sample per line, doubles read back exactly.
 #pragma once
 
 #include <Eigen/Core>
@@ -16,6 +16,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -46,8 +47,8 @@ struct CsvTable {
 
 namespace detail {
 
-/// Writes `bytes` to `path` atomically: to "<path>.tmp" first, then renamed over `path`, so a reader
-/// (or a crash) never sees a half-written file. Throws std::runtime_error naming the file.
+/// Writes `bytes` to `path` atomically: to "<path>.tmp" first, then renamed over `path`, so a
+/// reader (or a crash) never sees a half-written file. Throws std::runtime_error naming the file.
 inline void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
   std::filesystem::path tmp = path;
   tmp += ".tmp";
@@ -130,7 +131,8 @@ inline FieldStatus parse_double(std::string_view field, double& value) {
 
 /// Reads one line (without its '\n', and without a trailing '\r') into `line`. Returns false at end
 /// of file with nothing read; sets `too_long` and stops early if the line exceeds `max_length`.
-inline bool read_line(std::streambuf& in, std::string& line, std::size_t max_length, bool& too_long) {
+inline bool read_line(std::streambuf& in, std::string& line, std::size_t max_length,
+                      bool& too_long) {
   line.clear();
   too_long = false;
   bool any = false;
@@ -162,7 +164,8 @@ inline std::string bad_column_name_reason(std::string_view name) {
   if (name != trim(name)) return "has leading or trailing blanks";
   for (const char c : name) {
     const auto u = static_cast<unsigned char>(c);
-    if (c == ',' || c == '"' || u < 32 || u == 127) return "contains a comma, quote or control character";
+    if (c == ',' || c == '"' || u < 32 || u == 127)
+      return "contains a comma, quote or control character";
   }
   double ignored = 0;
   if (parse_double(name, ignored) != FieldStatus::not_a_number) return "is a number";
@@ -172,10 +175,10 @@ inline std::string bad_column_name_reason(std::string_view name) {
 }  // namespace detail
 
 /// Writes `values` (any Eigen matrix; one sample per row) to a CSV file with a header line of
-/// column names, e.g. "x,y". Each number is written as the shortest text that reads back as the same
-/// double (at most max_digits10 = 17 significant digits), so read_csv returns the values exactly;
-/// float matrices are widened to double first. Empty `columns` means "x0,x1,...". The file is
-/// replaced atomically.
+/// column names, e.g. "x,y". Each number is written as the shortest text that reads back as the
+/// same double (at most max_digits10 = 17 significant digits), so read_csv returns the values
+/// exactly; float matrices are widened to double first. Empty `columns` means "x0,x1,...". The file
+/// is replaced atomically.
 ///
 ///   ddpm::io::write_csv("samples.csv", samples, {"x", "y"});
 ///
@@ -186,23 +189,30 @@ template <class Derived>
 void write_csv(const std::filesystem::path& path, const Eigen::DenseBase<Derived>& values,
                const std::vector<std::string>& columns = {}) {
   using Scalar = typename Derived::Scalar;
-  static_assert(std::is_arithmetic_v<Scalar> && sizeof(Scalar) <= sizeof(double),
-                "write_csv: the matrix scalar must be an integer, float or double (long double "
-                "would lose precision); cast it first");
+  static_assert((std::is_floating_point_v<Scalar> && sizeof(Scalar) <= sizeof(double)) ||
+                    (std::is_integral_v<Scalar> && sizeof(Scalar) <= 4),
+                "write_csv: the matrix scalar must be float, double or an integer of at most 32 "
+                "bits, which double holds exactly; cast other types first");
   const Index cols = values.cols();
   ddpm::detail::require(cols >= 1, "values.cols()", cols, ">= 1");
   std::vector<std::string> names = columns;
   if (names.empty()) {
-    for (Index j = 0; j < cols; ++j) names.push_back("x" + std::to_string(j));
+    for (Index j = 0; j < cols; ++j) {
+      // Appended, not "x" + to_string(j), which GCC 12 flags falsely (-Wrestrict, PR 105329).
+      std::string name = "x";
+      name += std::to_string(j);
+      names.push_back(std::move(name));
+    }
   }
   ddpm::detail::require(static_cast<Index>(names.size()) == cols, "columns.size()", names.size(),
-                  "values.cols() = " + std::to_string(cols));
+                        "values.cols() = " + std::to_string(cols));
   for (const std::string& name : names) {
     const std::string reason = detail::bad_column_name_reason(name);
     if (!reason.empty()) {
-      throw InvalidArgument("column name", detail::quote_field(name),
-                            "a non-numeric name without commas, quotes or control characters "
-                            "(this one " + reason + ")");
+      const std::string allowed =
+          "a non-numeric name without commas, quotes or control characters (this one " + reason +
+          ")";
+      throw InvalidArgument("column name", detail::quote_field(name), allowed);
     }
   }
   std::string text;
@@ -216,7 +226,8 @@ void write_csv(const std::filesystem::path& path, const Eigen::DenseBase<Derived
       const double value = static_cast<double>(values(i, j));
       if (!std::isfinite(value)) {
         throw InvalidArgument("values(" + std::to_string(i) + ", " + std::to_string(j) + ")",
-                              ddpm::detail::to_text(value), "finite numbers (CSV files hold no NaN/inf)");
+                              ddpm::detail::to_text(value),
+                              "finite numbers (CSV files hold no NaN/inf)");
       }
       if (j > 0) text.push_back(',');
       detail::append_double(text, value);
@@ -233,8 +244,8 @@ inline void write_csv(const std::filesystem::path& path, const CsvTable& table) 
 
 /// Reads a CSV file written by write_csv (or by a spreadsheet: blanks around fields, CRLF line ends
 /// and a UTF-8 byte-order mark are accepted). The first line must be a header of distinct column
-/// names; every further line must hold exactly one finite number per column. Blank lines are allowed
-/// only at the end. Quoted fields are not supported.
+/// names; every further line must hold exactly one finite number per column. Blank lines are
+/// allowed only at the end. Quoted fields are not supported.
 ///
 ///   const ddpm::io::CsvTable table = ddpm::io::read_csv("samples.csv");  // table.values: n x 2
 ///

@@ -46,11 +46,13 @@ struct Frame {
   }
 };
 
-/// Throws InvalidArgument unless the frame is finite with min < max on both axes.
+/// Throws InvalidArgument unless the frame is finite, with min < max and a finite width on both
+/// axes.
 inline void check_frame(const Frame& frame) {
-  const bool ok = std::isfinite(frame.x_min) && std::isfinite(frame.x_max) &&
-                  std::isfinite(frame.y_min) && std::isfinite(frame.y_max) &&
-                  frame.x_min < frame.x_max && frame.y_min < frame.y_max;
+  // The widths must be finite too: to_pixel divides by them.
+  const bool ok = std::isfinite(frame.x_max - frame.x_min) &&
+                  std::isfinite(frame.y_max - frame.y_min) && frame.x_min < frame.x_max &&
+                  frame.y_min < frame.y_max;
   if (!ok) {
     throw InvalidArgument("frame",
                           "[" + ddpm::detail::to_text(frame.x_min) + ", " +
@@ -187,8 +189,8 @@ inline Image render_plot_area(const Panel& panel, const PlotStyle& style) {
         // Log scale, so sparse tails stay visible next to dense modes; one point is never blank.
         if (count > 0) {
           const double shade = 0.15 + 0.85 * std::log1p(count) / top;
-          canvas.fill_rect(cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell,
-                           style.dot_color, shade);
+          canvas.fill_rect(cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell, style.dot_color,
+                           shade);
         }
       }
     }
@@ -213,13 +215,16 @@ inline void centered_text(Canvas& canvas, std::string text, int x_center, int y,
   detail::check_style(style);
   ddpm::detail::require(!panels.empty(), "panels.size()", panels.size(), ">= 1");
   ddpm::detail::require(columns >= 1, "columns", columns, ">= 1");
-  const bool titles = std::any_of(panels.begin(), panels.end(),
-                                  [](const Panel& p) { return !p.title.empty(); });
-  const bool labels = std::any_of(panels.begin(), panels.end(),
-                                  [](const Panel& p) { return !p.label.empty(); });
+  const bool titles =
+      std::any_of(panels.begin(), panels.end(), [](const Panel& p) { return !p.title.empty(); });
+  const bool labels =
+      std::any_of(panels.begin(), panels.end(), [](const Panel& p) { return !p.label.empty(); });
   PanelLayout layout;
-  layout.columns = static_cast<int>(std::min<std::size_t>(columns, panels.size()));
-  layout.rows = static_cast<int>((panels.size() + layout.columns - 1) / layout.columns);
+  // Capped so the counts fit an int; anything near the cap fails the size check below.
+  layout.columns = static_cast<int>(
+      std::min<std::size_t>({static_cast<std::size_t>(columns), panels.size(), 1u << 20}));
+  layout.rows = static_cast<int>(
+      std::min<std::size_t>((panels.size() + layout.columns - 1) / layout.columns, 1u << 20));
   layout.plot_size = style.plot_size;
   layout.title_height = titles ? detail::text_band(style.text_scale) : 0;
   layout.label_height = labels ? detail::text_band(style.text_scale) : 0;
@@ -228,8 +233,10 @@ inline void centered_text(Canvas& canvas, std::string text, int x_center, int y,
       style.plot_size + 2 * style.margin + layout.title_height + layout.label_height;
   layout.plot_x = style.margin;
   layout.plot_y = style.margin + layout.title_height;
-  ddpm::detail::require(layout.width() <= kMaxImageSide && layout.height() <= kMaxImageSide,
-                        "panels.size()", panels.size(),
+  // In 64 bits: with absurd panel counts the int products would overflow.
+  const bool fits = static_cast<long long>(layout.columns) * layout.cell_width <= kMaxImageSide &&
+                    static_cast<long long>(layout.rows) * layout.cell_height <= kMaxImageSide;
+  ddpm::detail::require(fits, "panels.size()", panels.size(),
                         "few enough panels for a picture of at most 16384 x 16384 pixels");
   return layout;
 }
@@ -273,7 +280,8 @@ inline void centered_text(Canvas& canvas, std::string text, int x_center, int y,
 [[nodiscard]] inline Image render_strip(std::span<const Panel> panels,
                                         const PlotStyle& style = {}) {
   ddpm::detail::require(!panels.empty(), "panels.size()", panels.size(), ">= 1");
-  return render_panels(panels, static_cast<int>(panels.size()), style);
+  return render_panels(panels, static_cast<int>(std::min<std::size_t>(panels.size(), 1u << 20)),
+                       style);
 }
 
 /// Writes a scatter picture of `points` (n x 2) in a fixed `frame` to a PNG file.
@@ -288,11 +296,11 @@ void scatter_png(const std::filesystem::path& path, const Eigen::DenseBase<Deriv
 
 /// How tile_images lays out and scales images.
 struct TileOptions {
-  int columns = 8;     ///< images per row
-  int padding = 2;     ///< white pixels between and around images
-  int zoom = 1;        ///< each image pixel becomes zoom x zoom pixels
-  double low = -1.0;   ///< value shown black (the usual [-1, 1] scaling of image diffusion)
-  double high = 1.0;   ///< value shown white; values outside are clipped, NaN shows black
+  int columns = 8;    ///< images per row
+  int padding = 2;    ///< white pixels between and around images
+  int zoom = 1;       ///< each image pixel becomes zoom x zoom pixels
+  double low = -1.0;  ///< value shown black (the usual [-1, 1] scaling of image diffusion)
+  double high = 1.0;  ///< value shown white; values outside are clipped, NaN shows black
 };
 
 /// A grid of the images in `batch`, one image per row stored channel-major (C*H*W values, the
@@ -305,20 +313,19 @@ template <class Derived>
   ddpm::detail::require(channels == 1 || channels == 3, "channels", channels, "1 or 3");
   ddpm::detail::require(height >= 1 && width >= 1, "height x width",
                         std::to_string(height) + "x" + std::to_string(width), "positive sides");
-  ddpm::detail::require_shape(
-      batch.rows() >= 1 && batch.cols() == Index{channels} * height * width, "batch", batch.rows(),
-      batch.cols(), "n x (channels * height * width) with n >= 1");
+  ddpm::detail::require_shape(batch.rows() >= 1 && batch.cols() == Index{channels} * height * width,
+                              "batch", batch.rows(), batch.cols(),
+                              "n x (channels * height * width) with n >= 1");
   ddpm::detail::require(options.columns >= 1, "options.columns", options.columns, ">= 1");
   ddpm::detail::require(options.padding >= 0 && options.padding <= 64, "options.padding",
                         options.padding, "0..64");
   ddpm::detail::require(options.zoom >= 1 && options.zoom <= 64, "options.zoom", options.zoom,
                         "1..64");
-  ddpm::detail::require(std::isfinite(options.low) && std::isfinite(options.high) &&
-                            options.low < options.high,
-                        "options.low..high",
-                        ddpm::detail::to_text(options.low) + ".." +
-                            ddpm::detail::to_text(options.high),
-                        "finite with low < high");
+  ddpm::detail::require(
+      std::isfinite(options.low) && std::isfinite(options.high) && options.low < options.high,
+      "options.low..high",
+      ddpm::detail::to_text(options.low) + ".." + ddpm::detail::to_text(options.high),
+      "finite with low < high");
   const Index n = batch.rows();
   const Index columns = std::min<Index>(options.columns, n);
   const Index rows = (n + columns - 1) / columns;
@@ -338,7 +345,8 @@ template <class Derived>
         const Index source = (y / options.zoom) * width + x / options.zoom;
         for (int c = 0; c < channels; ++c) {
           const double v = static_cast<double>(batch(k, c * plane + source));
-          const double level = std::isnan(v) ? 0.0 : std::clamp((v - options.low) * scale, 0.0, 255.0);
+          const double level =
+              std::isnan(v) ? 0.0 : std::clamp((v - options.low) * scale, 0.0, 255.0);
           image.at(static_cast<int>(x0 + x), static_cast<int>(y0 + y), c) =
               static_cast<std::uint8_t>(std::lround(level));
         }
@@ -352,11 +360,11 @@ template <class Derived>
 struct CurveOptions {
   int width = 640;
   int height = 360;
-  bool log_y = false;          ///< log10 y axis; values <= 0 are then not drawn
-  Index smoothing = 1;         ///< centered moving-average window; > 1 also draws the raw curve faintly
-  std::string title;           ///< above the plot
+  bool log_y = false;   ///< log10 y axis; values <= 0 are then not drawn
+  Index smoothing = 1;  ///< centered moving-average window; > 1 also draws the raw curve faintly
+  std::string title;    ///< above the plot
   std::string x_label = "step";
-  double x_start = 0;          ///< value i is drawn at x = x_start + i * x_step (e.g. logging interval)
+  double x_start = 0;  ///< value i is drawn at x = x_start + i * x_step (e.g. logging interval)
   double x_step = 1;
   Rgb color = colors::ink;
 };
@@ -460,28 +468,29 @@ inline std::vector<Tick> log_ticks(double lo, double hi) {
 }  // namespace detail
 
 /// A line plot of `values` (e.g. the training loss per step) with labelled axis ticks, optionally
-/// smoothed (the raw curve then shows faintly behind) and with a log y axis. Non-finite values, and
-/// values <= 0 on a log axis, leave gaps. Axis ranges fit the drawn values.
+/// smoothed (the raw curve then shows faintly behind) and with a log y axis. Non-finite values,
+/// values beyond +-1e300 and values <= 0 on a log axis leave gaps. Axis ranges fit the drawn
+/// values.
 ///
-///   ddpm::io::write_png("loss.png", ddpm::io::render_curve(losses, {.log_y = true, .smoothing = 51}));
+///   ddpm::io::write_png("loss.png", ddpm::io::render_curve(losses, {.log_y = true, .smoothing =
+///   51}));
 [[nodiscard]] inline Image render_curve(std::span<const double> values,
                                         const CurveOptions& options = {}) {
   ddpm::detail::require(!values.empty(), "values.size()", values.size(), ">= 1");
-  ddpm::detail::require(options.width >= 160 && options.width <= kMaxImageSide, "options.width",
-                        options.width, "160..16384");
+  ddpm::detail::require(options.width >= 200 && options.width <= kMaxImageSide, "options.width",
+                        options.width, "200..16384");
   ddpm::detail::require(options.height >= 120 && options.height <= kMaxImageSide, "options.height",
                         options.height, "120..16384");
   ddpm::detail::require(options.smoothing >= 0, "options.smoothing", options.smoothing, ">= 0");
-  ddpm::detail::require(std::isfinite(options.x_start) && std::isfinite(options.x_step) &&
-                            options.x_step > 0,
-                        "options.x_step", options.x_step, "finite and > 0 (with a finite x_start)");
+  ddpm::detail::require(
+      std::isfinite(options.x_start) && std::isfinite(options.x_step) && options.x_step > 0,
+      "options.x_step", options.x_step, "finite and > 0 (with a finite x_start)");
   const bool smoothed = options.smoothing > 1;
   const std::vector<double> smooth = moving_average(values, options.smoothing);
   // y as drawn (log10 on a log axis); NaN marks a gap.
   const auto transform = [&](double v) {
-    if (!std::isfinite(v)) return std::nan("");
-    if (options.log_y) return v > 0 ? std::log10(v) : std::nan("");
-    return v;
+    if (options.log_y) return v > 0 && std::isfinite(v) ? std::log10(v) : std::nan("");
+    return std::abs(v) <= 1e300 ? v : std::nan("");  // beyond: the range would overflow
   };
   double y_lo = std::numeric_limits<double>::infinity();
   double y_hi = -y_lo;
@@ -504,8 +513,12 @@ inline std::vector<Tick> log_ticks(double lo, double hi) {
   y_lo -= pad;
   y_hi += pad;
   const double x_lo = options.x_start;
-  const double x_hi = options.x_start + options.x_step * static_cast<double>(
-                                                              std::max<std::size_t>(values.size(), 2) - 1);
+  const double x_hi =
+      x_lo + options.x_step * static_cast<double>(std::max<std::size_t>(values.size(), 2) - 1);
+  ddpm::detail::require(
+      std::isfinite(x_hi) && x_hi > x_lo && std::isfinite(x_hi - x_lo), "options.x_start, x_step",
+      ddpm::detail::to_text(options.x_start) + ", " + ddpm::detail::to_text(options.x_step),
+      "an x range that is finite and wider than rounding");
 
   const std::vector<detail::Tick> y_ticks =
       options.log_y ? detail::log_ticks(y_lo, y_hi) : detail::linear_ticks(y_lo, y_hi, 5);

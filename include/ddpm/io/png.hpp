@@ -59,10 +59,11 @@ struct Image {
                                     std::uint8_t value = 255) {
     ddpm::detail::require(width >= 1 && width <= kMaxImageSide, "width", width, "1..16384");
     ddpm::detail::require(height >= 1 && height <= kMaxImageSide, "height", height, "1..16384");
-    ddpm::detail::require(channels == 1 || channels == 3, "channels", channels, "1 (gray) or 3 (RGB)");
-    return Image{width, height, channels,
-                 std::vector<std::uint8_t>(static_cast<std::size_t>(width) * height * channels,
-                                           value)};
+    ddpm::detail::require(channels == 1 || channels == 3, "channels", channels,
+                          "1 (gray) or 3 (RGB)");
+    return Image{
+        width, height, channels,
+        std::vector<std::uint8_t>(static_cast<std::size_t>(width) * height * channels, value)};
   }
 
   /// Byte of channel `c` of pixel (x, y); no bounds check beyond an assert in debug builds.
@@ -79,16 +80,16 @@ struct Image {
 /// Throws InvalidArgument unless `image` has sides in 1..kMaxImageSide, 1 or 3 channels and
 /// exactly width * height * channels bytes.
 inline void check_image(const Image& image) {
-  ddpm::detail::require(image.width >= 1 && image.width <= kMaxImageSide, "image.width", image.width,
-                  "1..16384");
-  ddpm::detail::require(image.height >= 1 && image.height <= kMaxImageSide, "image.height", image.height,
-                  "1..16384");
-  ddpm::detail::require(image.channels == 1 || image.channels == 3, "image.channels", image.channels,
-                  "1 (gray) or 3 (RGB)");
+  ddpm::detail::require(image.width >= 1 && image.width <= kMaxImageSide, "image.width",
+                        image.width, "1..16384");
+  ddpm::detail::require(image.height >= 1 && image.height <= kMaxImageSide, "image.height",
+                        image.height, "1..16384");
+  ddpm::detail::require(image.channels == 1 || image.channels == 3, "image.channels",
+                        image.channels, "1 (gray) or 3 (RGB)");
   const std::size_t expected =
       static_cast<std::size_t>(image.width) * image.height * image.channels;
   ddpm::detail::require(image.pixels.size() == expected, "image.pixels.size()", image.pixels.size(),
-                  "width * height * channels = " + std::to_string(expected));
+                        "width * height * channels = " + std::to_string(expected));
 }
 
 /// The PNG file contents for `image`, in memory.

@@ -80,12 +80,12 @@ enum class ProgressMode {
 /// Tuning for ProgressBar; the defaults suit interactive training runs.
 struct ProgressOptions {
   ProgressMode mode = ProgressMode::automatic;
-  std::string unit = "it";           ///< what is counted, e.g. "step" or "img"
-  int bar_width = 24;                ///< characters of the bar in terminal mode
-  double redraw_seconds = 0.1;       ///< terminal mode: at most one redraw per this interval
-  double line_fraction = 0.1;        ///< lines mode: a line each time this fraction more is done
-  double line_seconds = 30;          ///< lines mode: and at least this often while work goes on
-  std::function<double()> clock{};   ///< seconds since any fixed time; empty: steady_clock
+  std::string unit = "it";          ///< what is counted, e.g. "step" or "img"
+  int bar_width = 24;               ///< characters of the bar in terminal mode
+  double redraw_seconds = 0.1;      ///< terminal mode: at most one redraw per this interval
+  double line_fraction = 0.1;       ///< lines mode: a line each time this fraction more is done
+  double line_seconds = 30;         ///< lines mode: and at least this often while work goes on
+  std::function<double()> clock{};  ///< seconds since any fixed time; empty: steady_clock
 };
 
 /// Reports the progress of `total` items of work: a bar, done/total, rate, elapsed time and ETA,
@@ -104,14 +104,14 @@ class ProgressBar {
               ProgressOptions options = {})
       : total_(total), label_(std::move(label)), out_(&out), options_(std::move(options)) {
     ddpm::detail::require(total >= 0, "total", total, ">= 0");
-    ddpm::detail::require(options_.bar_width >= 0 && options_.bar_width <= 200,
-                          "options.bar_width", options_.bar_width, "0..200");
+    ddpm::detail::require(options_.bar_width >= 0 && options_.bar_width <= 200, "options.bar_width",
+                          options_.bar_width, "0..200");
     ddpm::detail::require(options_.redraw_seconds >= 0, "options.redraw_seconds",
                           options_.redraw_seconds, ">= 0");
     ddpm::detail::require(options_.line_fraction > 0 && options_.line_fraction <= 1,
                           "options.line_fraction", options_.line_fraction, "(0, 1]");
-    ddpm::detail::require(options_.line_seconds > 0, "options.line_seconds",
-                          options_.line_seconds, "> 0");
+    ddpm::detail::require(options_.line_seconds > 0, "options.line_seconds", options_.line_seconds,
+                          "> 0");
     if (!options_.clock) {
       options_.clock = [] {
         return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
@@ -148,12 +148,12 @@ class ProgressBar {
       draw_bar(now, extra);
     } else {
       const double fraction = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
-      const bool step_due = fraction >= next_fraction_;
+      const bool step_due = fraction + 1e-9 >= next_fraction_;  // 0.3 vs 3 * 0.1
       const bool time_due = now - last_draw_ >= options_.line_seconds;
       if (!step_due && !time_due) return;
       // Next line after the next whole multiple of line_fraction, however far this update jumped.
-      next_fraction_ = (std::floor(fraction / options_.line_fraction + 1e-9) + 1) *
-                       options_.line_fraction;
+      next_fraction_ =
+          (std::floor(fraction / options_.line_fraction + 1e-9) + 1) * options_.line_fraction;
       draw_line(now, extra);
     }
   }
@@ -169,8 +169,8 @@ class ProgressBar {
       *out_ << '\n';
     } else {
       const double elapsed = now - start_;
-      std::string line = label_ + ": finished " + count_text() + " in " +
-                         format_duration(elapsed) + "  " + rate_text(elapsed);
+      std::string line = label_ + ": finished " + count_text() + " in " + format_duration(elapsed) +
+                         "  " + rate_text(elapsed);
       if (!extra.empty()) line.append("  ").append(extra);
       *out_ << line << '\n';
     }
@@ -212,8 +212,8 @@ class ProgressBar {
 
   void draw_bar(double now, std::string_view extra) {
     const double elapsed = now - start_;
-    const int filled = total_ > 0 ? static_cast<int>(options_.bar_width * done_ / total_)
-                                  : options_.bar_width;
+    const int filled =
+        total_ > 0 ? static_cast<int>(options_.bar_width * done_ / total_) : options_.bar_width;
     std::string line = label_;
     if (options_.bar_width > 0) {
       line += " [" + std::string(static_cast<std::size_t>(filled), '#') +

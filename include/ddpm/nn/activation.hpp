@@ -9,12 +9,13 @@
 #include <string_view>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/nn/loops.hpp"
 
 namespace ddpm::nn {
 
-/// The activation applied after a Linear layer (fused into its bias pass) or by a stand-alone layer.
+/// The activation applied after a Linear layer (fused into its bias pass) or by a stand-alone
+/// layer.
 enum class Activation {
   identity,  ///< f(z) = z
   relu,      ///< f(z) = max(z, 0)
@@ -70,8 +71,8 @@ struct ReluKernel {
   }
   template <class Real>
   static void backward(const Real* z, const Real* dy, Real* dz, Index n) noexcept {
-    ArrayMap<Real>(dz, n) = (ConstArrayMap<Real>(z, n) > Real(0)).select(ConstArrayMap<Real>(dy, n),
-                                                                         Real(0));
+    ArrayMap<Real>(dz, n) =
+        (ConstArrayMap<Real>(z, n) > Real(0)).select(ConstArrayMap<Real>(dy, n), Real(0));
   }
 };
 
@@ -113,8 +114,8 @@ struct GeluKernel {
       const BlockArray<Real> th = (Real(kC) * (zv + Real(kA) * zv.cube())).tanh();
       ArrayMap<Real>(dz + start, m) =
           ConstArrayMap<Real>(dy + start, m) *
-          (Real(0.5) * (Real(1) + th) + Real(0.5 * kC) * zv * (Real(1) - th.square()) *
-                                            (Real(1) + Real(3 * kA) * zv.square()));
+          (Real(0.5) * (Real(1) + th) +
+           Real(0.5 * kC) * zv * (Real(1) - th.square()) * (Real(1) + Real(3 * kA) * zv.square()));
     }
   }
 };
@@ -151,7 +152,7 @@ class Elementwise {
   void forward(Eigen::Ref<const Batch<Real>> x, Eigen::Ref<Batch<Real>> y) const {
     check_same_shape(x, y.rows(), y.cols(), "y");
     const Index cols = x.cols();
-    ddpm::detail::parallel_for(x.rows(), [&](Index r) {
+    detail::parallel_rows(x.rows(), cols, [&](Index r) {
       Kernel::forward(x.data() + r * x.outerStride(), y.data() + r * y.outerStride(), cols);
     });
   }
@@ -162,7 +163,7 @@ class Elementwise {
     check_same_shape(x, dy.rows(), dy.cols(), "dy");
     check_same_shape(x, dx.rows(), dx.cols(), "dx");
     const Index cols = x.cols();
-    ddpm::detail::parallel_for(x.rows(), [&](Index r) {
+    detail::parallel_rows(x.rows(), cols, [&](Index r) {
       Kernel::backward(x.data() + r * x.outerStride(), dy.data() + r * dy.outerStride(),
                        dx.data() + r * dx.outerStride(), cols);
     });

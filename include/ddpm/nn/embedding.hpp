@@ -11,10 +11,11 @@
 #include <string>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
+#include "ddpm/nn/loops.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 
 namespace ddpm::nn {
@@ -70,7 +71,7 @@ class SinusoidalEmbedding {
     }
     grow_table(std::min(max_t, kMaxCachedTimestep));
     const Index cached = table_.rows();
-    ddpm::detail::parallel_for(out.rows(), [&](Index r) {
+    detail::parallel_rows(out.rows(), dim_, [&](Index r) {
       const int ti = t[static_cast<std::size_t>(r)];
       Real* row = out.data() + r * out.outerStride();
       if (ti < cached) {
@@ -95,7 +96,7 @@ class SinusoidalEmbedding {
         std::min<Index>(kMaxCachedTimestep + 1, std::max<Index>(1024, 2 * (Index{max_t} + 1)));
     const Index old_rows = table_.rows();
     table_.conservativeResize(rows, dim_);
-    ddpm::detail::parallel_for(rows - old_rows, [&](Index r) {
+    detail::parallel_rows(rows - old_rows, 32 * dim_, [&](Index r) {
       fill_row(static_cast<int>(old_rows + r), table_.data() + (old_rows + r) * dim_);
     });
   }
@@ -143,18 +144,18 @@ class LabelEmbedding {
   /// Throws unless every label is in [0, num_classes) or kNoLabel.
   void check_labels(std::span<const int> labels) const {
     for (const int label : labels) {
-      ddpm::detail::require(label == kNoLabel || (label >= 0 && label < num_classes_), "label",
-                            label,
-                            "0.." + ddpm::detail::to_text(num_classes_ - 1) + " or kNoLabel (-1)");
+      detail::check(label == kNoLabel || (label >= 0 && label < num_classes_), "label", label, [&] {
+        return "0.." + ddpm::detail::to_text(num_classes_ - 1) + " or kNoLabel (-1)";
+      });
     }
   }
 
   /// out.row(i) += table.row(row_of(labels[i])). Labels must have passed check_labels().
   void add_to(std::span<const int> labels, Eigen::Ref<Batch<Real>> out) const {
-    ddpm::detail::require_shape(out.rows() == static_cast<Index>(labels.size()) && out.cols() == dim_,
-                                "label embedding output", out.rows(), out.cols(),
-                                "labels.size() x embedding_dim");
-    ddpm::detail::parallel_for(out.rows(), [&](Index r) {
+    ddpm::detail::require_shape(
+        out.rows() == static_cast<Index>(labels.size()) && out.cols() == dim_,
+        "label embedding output", out.rows(), out.cols(), "labels.size() x embedding_dim");
+    detail::parallel_rows(out.rows(), dim_, [&](Index r) {
       const Real* src = table_ + row_of(labels[static_cast<std::size_t>(r)]) * dim_;
       Real* dst = out.data() + r * out.outerStride();
       for (Index j = 0; j < dim_; ++j) dst[j] += src[j];

@@ -12,11 +12,12 @@
 #include <string>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
+#include "ddpm/nn/loops.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"
 
@@ -91,7 +92,9 @@ class Linear {
   [[nodiscard]] Activation activation() const noexcept { return activation_; }
 
   [[nodiscard]] WeightMap weight() noexcept { return WeightMap(weight_, in_, out_); }
-  [[nodiscard]] ConstWeightMap weight() const noexcept { return ConstWeightMap(weight_, in_, out_); }
+  [[nodiscard]] ConstWeightMap weight() const noexcept {
+    return ConstWeightMap(weight_, in_, out_);
+  }
   [[nodiscard]] BiasMap bias() noexcept { return BiasMap(bias_, out_); }
   [[nodiscard]] ConstBiasMap bias() const noexcept { return ConstBiasMap(bias_, out_); }
   [[nodiscard]] WeightMap weight_grad() noexcept { return WeightMap(weight_grad_, in_, out_); }
@@ -125,8 +128,8 @@ class Linear {
 
  private:
   void check_input(const ConstRef& x, std::string_view name) const {
-    ddpm::detail::require_shape(x.cols() == in_, name, x.rows(), x.cols(),
-                                "in_features = " + ddpm::detail::to_text(in_) + " columns");
+    detail::check_shape(x.cols() == in_, name, x.rows(), x.cols(),
+                        [&] { return "in_features = " + ddpm::detail::to_text(in_) + " columns"; });
   }
 
   void forward_impl(const ConstRef& x, Ref& y, const ConstRef* skip, bool keep) {
@@ -137,10 +140,10 @@ class Linear {
     const bool store_z = keep && activation_ != Activation::identity;
     // The GEMM writes the pre-activation z either into the layer's own workspace (kept for
     // backward) or straight into y, where the bias + activation pass then runs in place.
-    StridedMap<Real> z = store_z ? StridedMap<Real>(pre_activation_.resize(rows, out_).data(), rows,
-                                                    out_, Eigen::OuterStride<>(out_))
-                                 : StridedMap<Real>(y.data(), rows, out_,
-                                                    Eigen::OuterStride<>(y.outerStride()));
+    StridedMap<Real> z =
+        store_z ? StridedMap<Real>(pre_activation_.resize(rows, out_).data(), rows, out_,
+                                   Eigen::OuterStride<>(out_))
+                : StridedMap<Real>(y.data(), rows, out_, Eigen::OuterStride<>(y.outerStride()));
     z.noalias() = x * weight();
     kept_rows_ = store_z ? rows : -1;
     if (rows == 0) return;
@@ -148,7 +151,7 @@ class Linear {
     const Index n = out_;
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      ddpm::detail::parallel_for(rows, [&](Index r) {
+      detail::parallel_rows(rows, n, [&](Index r) {
         Real* zr = z.data() + r * z.outerStride();
         Real* yr = y.data() + r * y.outerStride();
         detail::ArrayMap<Real>(zr, n) += detail::ConstArrayMap<Real>(b, n);
@@ -179,13 +182,13 @@ class Linear {
     Eigen::Map<Batch<Real>> partial = partial_sums_.resize(chunks, n);
     // dz = dy * f'(z) goes to the layer's workspace; for the identity dz is dy itself, copied only
     // when dx overwrites dy.
-    const bool dz_is_dy = activation_ == Activation::identity &&
-                          (dx == nullptr || dx->data() != dy.data());
+    const bool dz_is_dy =
+        activation_ == Activation::identity && (dx == nullptr || dx->data() != dy.data());
     Real* dz_data = dz_is_dy ? nullptr : grad_pre_activation_.resize(rows, n).data();
     const Real* z_data = pre_activation_.data();
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      ddpm::detail::parallel_for(chunks, [&](Index c) {
+      detail::parallel_rows(chunks, kRowsPerChunk * n, [&](Index c) {
         const Index begin = c * kRowsPerChunk;
         const Index end = std::min(rows, begin + kRowsPerChunk);
         detail::ArrayMap<Real> sum(partial.data() + c * n, n);

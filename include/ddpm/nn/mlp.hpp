@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/parameter_store.hpp"
@@ -77,8 +77,8 @@ class Mlp {
  public:
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
-  explicit Mlp(const MlpConfig& config) : config_(config), embedding_(config.embedding_dim,
-                                                                       config.max_period) {
+  explicit Mlp(const MlpConfig& config)
+      : config_(config), embedding_(config.embedding_dim, config.max_period) {
     validate(config);
     const Index concat_dim = config.input_dim + config.embedding_dim;
     hidden_.reserve(static_cast<std::size_t>(config.depth));
@@ -89,8 +89,8 @@ class Mlp {
     output_ = Linear<Real>(store_, "layer" + std::to_string(config.depth), config.width,
                            config.output_dim, Activation::identity);
     if (config.num_classes > 0) {
-      labels_table_ = LabelEmbedding<Real>(store_, "label_embedding", config.num_classes,
-                                           config.embedding_dim);
+      labels_table_ =
+          LabelEmbedding<Real>(store_, "label_embedding", config.num_classes, config.embedding_dim);
     }
     store_.allocate();
     bind();
@@ -150,14 +150,14 @@ class Mlp {
   void predict(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) {
     const Index rows = x_t.rows();
-    ddpm::detail::require_shape(x_t.cols() == config_.input_dim, "x_t", rows, x_t.cols(),
-                                "input_dim = " + ddpm::detail::to_text(config_.input_dim) +
-                                    " columns");
-    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
-                          "x_t.rows() = " + ddpm::detail::to_text(rows));
-    ddpm::detail::require(labels.empty() || static_cast<Index>(labels.size()) == rows,
-                          "labels.size()", labels.size(),
-                          "0 or x_t.rows() = " + ddpm::detail::to_text(rows));
+    detail::check_shape(x_t.cols() == config_.input_dim, "x_t", rows, x_t.cols(), [&] {
+      return "input_dim = " + ddpm::detail::to_text(config_.input_dim) + " columns";
+    });
+    detail::check(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                  [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    detail::check(labels.empty() || static_cast<Index>(labels.size()) == rows, "labels.size()",
+                  labels.size(),
+                  [&] { return "0 or x_t.rows() = " + ddpm::detail::to_text(rows); });
     if (config_.num_classes > 0) {
       labels_table_.check_labels(labels);
     } else {
@@ -267,11 +267,12 @@ class Mlp {
       throw std::logic_error(
           "ddpm::nn::Mlp::backward needs a predict() in training mode (set_training(true))");
     }
-    ddpm::detail::require_shape(grad_out.rows() == batch_ && grad_out.cols() == config_.output_dim,
-                                "grad_out", grad_out.rows(), grad_out.cols(),
-                                "the shape of the last predict() output, " +
-                                    ddpm::detail::to_text(batch_) + "x" +
-                                    ddpm::detail::to_text(config_.output_dim));
+    detail::check_shape(grad_out.rows() == batch_ && grad_out.cols() == config_.output_dim,
+                        "grad_out", grad_out.rows(), grad_out.cols(), [&] {
+                          return "the shape of the last predict() output, " +
+                                 ddpm::detail::to_text(batch_) + "x" +
+                                 ddpm::detail::to_text(config_.output_dim);
+                        });
     const Index rows = batch_;
     Eigen::Map<Batch<Real>> dh = grad_hidden_.resize(rows, config_.width);
     output_.backward(activations_.back().view(), grad_out, dh);

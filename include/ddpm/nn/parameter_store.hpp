@@ -85,11 +85,11 @@ class ParameterStore {
   /// Registers a rows x cols tensor (row-major) called `name`. Only before allocate().
   Slot add(std::string name, Index rows, Index cols) {
     if (allocated_) throw std::logic_error("ddpm::nn::ParameterStore::add after allocate()");
-    ddpm::detail::require(rows >= 0 && cols >= 0, "parameter shape", ddpm::detail::to_text(rows) + "x" +
-                                                                   ddpm::detail::to_text(cols),
-                    "non-negative rows and columns");
+    ddpm::detail::require(rows >= 0 && cols >= 0, "parameter shape",
+                          ddpm::detail::to_text(rows) + "x" + ddpm::detail::to_text(cols),
+                          "non-negative rows and columns");
     ddpm::detail::require(std::find(names_.begin(), names_.end(), name) == names_.end(),
-                    "parameter name", name, "a name not registered before");
+                          "parameter name", name, "a name not registered before");
     const Slot slot{slots_.size(), size_, rows, cols};
     slots_.push_back(slot);
     names_.push_back(std::move(name));
