@@ -10,6 +10,7 @@
 #include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/gaussian.hpp"
+#include "ddpm/gaussian_mixture.hpp"
 #include "ddpm/mixture_denoiser.hpp"
 #include "ddpm/samplers/ancestral.hpp"
 #include "ddpm/samplers/ddim.hpp"

@@ -14,19 +14,10 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/diffusion.hpp"
+#include "ddpm/gaussian_mixture.hpp"
 #include "ddpm/schedule.hpp"
 
 namespace ddpm {
-
-/// x_0 ~ sum_k weights[k] N(means.row(k), stds[k]^2 I).
-struct GaussianMixture {
-  Batch<double> means;          ///< K x D
-  std::vector<double> stds;     ///< K standard deviations
-  std::vector<double> weights;  ///< K weights, normalized on construction of the denoiser
-
-  [[nodiscard]] Index components() const noexcept { return means.rows(); }
-  [[nodiscard]] Index dim() const noexcept { return means.cols(); }
-};
 
 /// The Bayes-optimal model output for mixture data (REFERENCE.md, last section):
 /// x_t | k ~ N(sqrt(ab_t) m_k, (ab_t s_k^2 + 1 - ab_t) I), responsibilities r_k(x_t) by Bayes' rule,
@@ -151,21 +142,5 @@ class GaussianMixtureDenoiser {
   ModelOutput output_;
   std::vector<double> alphas_cumprod_;  // by original timestep; -1 where the schedule has no step
 };
-
-/// The 8gaussians mixture of BENCHMARKS.md: 8 equal-weight components with means
-/// 4 (+-1, 0), (0, +-1), (+-1/sqrt 2, +-1/sqrt 2) and std 0.5, all divided by 1.414.
-inline GaussianMixture eight_gaussians_mixture() {
-  GaussianMixture m;
-  m.means.resize(8, 2);
-  const double r = 1.0 / std::sqrt(2.0);
-  const double centers[8][2] = {{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {r, r}, {r, -r}, {-r, r}, {-r, -r}};
-  for (int c = 0; c < 8; ++c) {
-    m.means(c, 0) = 4.0 * centers[c][0] / 1.414;
-    m.means(c, 1) = 4.0 * centers[c][1] / 1.414;
-  }
-  m.stds.assign(8, 0.5 / 1.414);
-  m.weights.assign(8, 1.0 / 8.0);
-  return m;
-}
 
 }  // namespace ddpm

@@ -15,7 +15,7 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
-#include "ddpm/mixture_denoiser.hpp"
+#include "ddpm/gaussian_mixture.hpp"
 
 namespace ddpm::data {
 
@@ -94,29 +94,15 @@ inline std::array<double, 2> moons_point(const CounterRng& rng, std::uint32_t sa
 }
 
 // 8gaussians constants (FFJORD): the divisor is the literal 1.414, not √2.
-inline constexpr double kEightGaussiansRadius = 4.0;
-inline constexpr double kEightGaussiansStd = 0.5;
-inline constexpr double kEightGaussiansDivisor = 1.414;
-
-/// Unit directions of the 8gaussians centers, in FFJORD's order.
-inline constexpr std::array<std::array<double, 2>, 8> kEightGaussiansDirections{{
-    {1.0, 0.0},
-    {-1.0, 0.0},
-    {0.0, 1.0},
-    {0.0, -1.0},
-    {std::numbers::sqrt2 / 2, std::numbers::sqrt2 / 2},
-    {std::numbers::sqrt2 / 2, -std::numbers::sqrt2 / 2},
-    {-std::numbers::sqrt2 / 2, std::numbers::sqrt2 / 2},
-    {-std::numbers::sqrt2 / 2, -std::numbers::sqrt2 / 2},
-}};
-
 /// 8gaussians: center c uniform over 4·{(±1, 0), (0, ±1), (±1/√2, ±1/√2)}; point = (c + N(0, 0.5²
 /// I)) / 1.414. Mean 0, per-axis variance (16·0.5 + 0.25) / 1.414² ≈ 4.126.
 inline std::array<double, 2> eight_gaussians_point(const CounterRng& rng,
                                                    std::uint32_t sample) noexcept {
   const std::uint64_t k = rng.uniform_int(stream::data, sample, kUniformStep, 8, 0);
-  const std::array<double, 2>& dir = kEightGaussiansDirections[k];
+  const std::array<double, 2>& dir = ddpm::detail::kEightGaussiansDirections[k];
   const std::array<double, 2> z = toy_normals(rng, sample);
+  using ddpm::detail::kEightGaussiansDivisor, ddpm::detail::kEightGaussiansRadius,
+      ddpm::detail::kEightGaussiansStd;
   return {(kEightGaussiansRadius * dir[0] + kEightGaussiansStd * z[0]) / kEightGaussiansDivisor,
           (kEightGaussiansRadius * dir[1] + kEightGaussiansStd * z[1]) / kEightGaussiansDivisor};
 }
@@ -256,17 +242,7 @@ Batch<Real> sample_toy2d(ToyDataset which, Index n, std::uint64_t seed, Index fi
 inline std::optional<GaussianMixture> toy_mixture(ToyDataset which) {
   detail::require_valid(which);
   if (which != ToyDataset::eight_gaussians) return std::nullopt;
-  GaussianMixture mixture;
-  mixture.means.resize(8, 2);
-  for (Index k = 0; k < 8; ++k) {
-    const std::array<double, 2>& dir =
-        detail::kEightGaussiansDirections[static_cast<std::size_t>(k)];
-    mixture.means(k, 0) = detail::kEightGaussiansRadius * dir[0] / detail::kEightGaussiansDivisor;
-    mixture.means(k, 1) = detail::kEightGaussiansRadius * dir[1] / detail::kEightGaussiansDivisor;
-  }
-  mixture.stds.assign(8, detail::kEightGaussiansStd / detail::kEightGaussiansDivisor);
-  mixture.weights.assign(8, 1.0 / 8.0);
-  return mixture;
+  return eight_gaussians_mixture();
 }
 
 }  // namespace ddpm::data

@@ -26,11 +26,6 @@ inline constexpr Index kDefaultProjections = 256;
 
 namespace detail {
 
-// Counter-RNG stream of the sliced-W1 directions. Not yet listed in ddpm::stream; kept distinct
-// from the library's streams 1..6 so that a projection seed equal to a data seed draws fresh
-// numbers.
-inline constexpr std::uint32_t kProjectionStream = 7;
-
 inline void require_finite(const Batch<double>& x, const char* parameter) {
   for (Index i = 0; i < x.rows(); ++i) {
     for (Index j = 0; j < x.cols(); ++j) {
@@ -301,7 +296,7 @@ inline double sliced_wasserstein1(const Batch<double>& x, const Batch<double>& y
     const Index begin = projections * w / workers;
     const Index end = projections * (w + 1) / workers;
     for (Index p = begin; p < end; ++p) {
-      rng.normals(detail::kProjectionStream, static_cast<std::uint32_t>(p), 0, theta, dim);
+      rng.normals(stream::projections, static_cast<std::uint32_t>(p), 0, theta, dim);
       double norm2 = 0.0;
       for (Index k = 0; k < dim; ++k) norm2 += theta[k] * theta[k];
       const double inv_norm = norm2 > 0.0 ? 1.0 / std::sqrt(norm2) : 0.0;
