@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/io/file.hpp"
 #include "ddpm/core/types.hpp"
 
 namespace ddpm::io {
@@ -46,35 +47,6 @@ struct CsvTable {
 };
 
 namespace detail {
-
-/// Writes `bytes` to `path` atomically: to "<path>.tmp" first, then renamed over `path`, so a
-/// reader (or a crash) never sees a half-written file. Throws std::runtime_error naming the file.
-inline void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      throw std::runtime_error("ddpm: cannot write file '" + path.string() + "': cannot create '" +
-                               tmp.string() + "'");
-    }
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (out.fail()) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw std::runtime_error("ddpm: cannot write file '" + path.string() + "': writing '" +
-                               tmp.string() + "' failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw std::runtime_error("ddpm: cannot write file '" + path.string() + "': " + ec.message());
-  }
-}
 
 /// Shows a field in an error message: printable, quoted, cut to a readable length.
 inline std::string quote_field(std::string_view field) {
@@ -234,7 +206,7 @@ void write_csv(const std::filesystem::path& path, const Eigen::DenseBase<Derived
     }
     text.push_back('\n');
   }
-  detail::write_file_atomically(path, text);
+  write_file_atomically(path, text);
 }
 
 /// Writes a table read by read_csv (or built by hand) back to `path`.

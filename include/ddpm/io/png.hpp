@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/io/csv.hpp"  // detail::write_file_atomically
+#include "ddpm/io/file.hpp"
 
 // stb is compiled into every translation unit that includes this header, as static functions, so
 // there is nothing to link and no symbol clashes between translation units. A translation unit that
@@ -112,7 +112,7 @@ inline void check_image(const Image& image) {
 /// for a malformed image and std::runtime_error naming the file if it cannot be written.
 inline void write_png(const std::filesystem::path& path, const Image& image) {
   const std::vector<std::uint8_t> bytes = encode_png(image);
-  detail::write_file_atomically(
+  write_file_atomically(
       path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
