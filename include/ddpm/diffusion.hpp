@@ -161,7 +161,7 @@ class GaussianDiffusion {
     check_rows(x0, t, "x0");
     check_same_shape(noise, x0, "noise");
     x_t.resize(x0.rows(), x0.cols());
-    detail::parallel_for(x0.rows(), [&](Index i) {
+    detail::parallel_for(x0.rows(), 16 * x0.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       const Real a = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
       const Real b = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
@@ -176,7 +176,7 @@ class GaussianDiffusion {
     mean.resize(x0.rows(), x0.cols());
     variance.resize(x0.rows());
     log_variance.resize(x0.rows());
-    detail::parallel_for(x0.rows(), [&](Index i) {
+    detail::parallel_for(x0.rows(), 16 * x0.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       mean.row(i) = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]) * x0.row(i);
       variance(i) = static_cast<Real>(1.0 - schedule_.alphas_cumprod()[s]);
@@ -194,7 +194,7 @@ class GaussianDiffusion {
     mean.resize(x0.rows(), x0.cols());
     variance.resize(x0.rows());
     log_variance.resize(x0.rows());
-    detail::parallel_for(x0.rows(), [&](Index i) {
+    detail::parallel_for(x0.rows(), 16 * x0.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       mean.row(i) = static_cast<Real>(schedule_.posterior_mean_coef1()[s]) * x0.row(i) +
                     static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x_t.row(i);
@@ -214,7 +214,7 @@ class GaussianDiffusion {
     for (Batch<Real>* m : {&out.mean, &out.log_variance, &out.pred_x0, &out.pred_eps}) {
       m->resize(x_t.rows(), dim);
     }
-    detail::parallel_for(x_t.rows(), [&](Index i) {
+    detail::parallel_for(x_t.rows(), 16 * x_t.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       for (Index j = 0; j < dim; ++j) {
         const Element e = element(model_out, x_t, i, j, s);
@@ -254,7 +254,7 @@ class GaussianDiffusion {
     const Real bound_weight = kind == LossKind::hybrid        ? hybrid_weight()
                               : kind == LossKind::rescaled_kl ? static_cast<Real>(num_timesteps())
                                                               : Real(1);
-    detail::parallel_for(n, [&](Index i) {
+    detail::parallel_for(n, 32 * dim, [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       const Real w = (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) /
                      static_cast<Real>(n);
@@ -306,7 +306,7 @@ class GaussianDiffusion {
     check_model_output(model_out, x0);
     terms.resize(x0.rows());
     const Real unit = unit_scale(x0.cols());
-    detail::parallel_for(x0.rows(), [&](Index i) {
+    detail::parallel_for(x0.rows(), 16 * x0.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       Real sum = 0;
       for (Index j = 0; j < x0.cols(); ++j) {
@@ -324,7 +324,7 @@ class GaussianDiffusion {
     const Real log_var = static_cast<Real>(schedule_.log_one_minus_alphas_cumprod()[last]);
     const Real unit = unit_scale(x0.cols());
     prior.resize(x0.rows());
-    detail::parallel_for(x0.rows(), [&](Index i) {
+    detail::parallel_for(x0.rows(), 16 * x0.cols(), [&](Index i) {
       Real sum = 0;
       for (Index j = 0; j < x0.cols(); ++j) {
         sum += normal_kl(sqrt_ab * x0(i, j), log_var, Real(0), Real(0));

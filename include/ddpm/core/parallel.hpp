@@ -24,6 +24,21 @@ void parallel_for(Index n, Body&& body) {
   for (Index i = 0; i < n; ++i) body(i);
 }
 
+/// Below this many elementary operations a loop runs serially: a fork/join costs a few
+/// microseconds on an idle machine, and a whole scheduler time slice on a loaded one.
+inline constexpr Index kMinParallelWork = 16384;
+
+/// parallel_for for light loops: parallel only when rows * work_per_row (a rough count of
+/// elementary operations per row) reaches kMinParallelWork.
+template <class Body>
+void parallel_for(Index n, Index work_per_row, Body&& body) {
+  if (n * work_per_row < kMinParallelWork) {
+    for (Index i = 0; i < n; ++i) body(i);
+    return;
+  }
+  parallel_for(n, body);
+}
+
 /// Number of threads a parallel_for would use.
 inline int max_threads() {
 #ifdef _OPENMP

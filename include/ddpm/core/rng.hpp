@@ -107,7 +107,7 @@ class CounterRng {
   void fill_normal(Batch<Real>& out, std::uint32_t stream_id, std::uint32_t first_sample,
                    std::uint32_t step) const {
     const Index cols = out.cols();
-    detail::parallel_for(out.rows(), [&](Index i) {
+    detail::parallel_for(out.rows(), 32 * cols, [&](Index i) {
       normals(stream_id, first_sample + static_cast<std::uint32_t>(i), step, out.row(i).data(),
               cols);
     });

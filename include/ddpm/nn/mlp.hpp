@@ -65,7 +65,9 @@ inline MlpConfig toy_mlp_config(std::uint64_t seed = 0) {
 /// "layer0.bias", ..., "layer<depth>.bias" and "label_embedding.weight".
 ///
 /// Workspaces are sized on the first call for a batch size and only grow, so steady-state
-/// predict()/backward() do not allocate (except `out`/`grad_x` when their shape changes).
+/// predict()/backward() do not allocate (except `out`/`grad_x` when their shape changes). For
+/// sampling call set_training(false): predict() then keeps no activations for backward.
+/// A model object holds per-call state: use one object per thread (copies are independent).
 /// \code
 ///   nn::Mlp<float> model(nn::toy_mlp_config(/*seed=*/1));
 ///   model.predict(x_t, t, eps_hat);       // eps_hat: batch x 2

@@ -32,7 +32,7 @@ class AncestralSampler {
     const bool last = diffusion_.schedule().index_of(t) == 0;
     x_prev.resize(x_t.rows(), x_t.cols());
     const Index dim = x_t.cols();
-    detail::parallel_for(x_t.rows(), [&](Index i) {
+    detail::parallel_for(x_t.rows(), 32 * dim, [&](Index i) {
       Real* out = x_prev.row(i).data();
       if (last) {
         for (Index j = 0; j < dim; ++j) out[j] = reverse_.mean(i, j);

@@ -47,7 +47,7 @@ class DdimSampler {
     const bool noisy = s > 0 && sigma > 0.0;
     const Index dim = x_t.cols();
     x_prev.resize(x_t.rows(), dim);
-    detail::parallel_for(x_t.rows(), [&](Index i) {
+    detail::parallel_for(x_t.rows(), 32 * dim, [&](Index i) {
       Real* out = x_prev.row(i).data();
       if (noisy) {
         rng.normals(stream::sampler_noise, first_sample + static_cast<std::uint32_t>(i),

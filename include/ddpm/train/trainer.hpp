@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: MIT
+// Trainer: the DDPM training loop over any TrainableDenoiser — batches, timesteps, loss and its
+// gradient, backprop, clipping, Adam, EMA — with checkpoints that resume bitwise identically.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
+#include "ddpm/denoiser.hpp"
+#include "ddpm/diffusion.hpp"
+#include "ddpm/optim/adam.hpp"
+#include "ddpm/optim/clip.hpp"
+#include "ddpm/optim/ema.hpp"
+#include "ddpm/optim/lr_schedule.hpp"
+#include "ddpm/timestep_sampler.hpp"
+#include "ddpm/train/checkpoint.hpp"
+
+namespace ddpm::train {
+
+/// How training timesteps are drawn.
+enum class TimestepSampling { uniform, importance };
+
+inline TimestepSampling parse_timestep_sampling(std::string_view s) {
+  if (s == "uniform") return TimestepSampling::uniform;
+  if (s == "importance") return TimestepSampling::importance;
+  throw InvalidArgument("timestep sampler", std::string(s), "uniform or importance");
+}
+
+/// Options of a Trainer. The learning rate follows optim::LrSchedule (warm-up, then decay).
+struct TrainerOptions {
+  Index batch_size = 256;
+  std::int64_t steps = 10000;         ///< total optimizer steps (the end of the lr decay)
+  optim::AdamOptions adam{};          ///< adam.learning_rate is the base rate
+  std::int64_t warmup_steps = 0;
+  optim::LrDecay decay = optim::LrDecay::constant;
+  double final_lr = 0.0;              ///< floor of the decay
+  double grad_clip = 0.0;             ///< global-norm clipping threshold; 0 disables
+  double ema_decay = 0.999;           ///< weight EMA; 0 disables it
+  TimestepSampling timesteps = TimestepSampling::uniform;
+  std::uint64_t seed = 0;             ///< noise and timestep draws
+};
+
+/// What one step did.
+struct StepStats {
+  std::int64_t step;  ///< number of completed steps after this one
+  double loss;        ///< the batch's mean (weighted) loss
+  double grad_norm;   ///< global gradient norm before clipping
+  double learning_rate;
+};
+
+/// A data source: `data(step, batch_size, out)` fills `out` with batch_size rows for training
+/// step `step`. It must be a pure function of its arguments for runs to resume exactly.
+template <class D, class Real>
+concept DataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out) { d(step, n, out); };
+
+/// The training loop. Everything random is addressed by (seed, step), so the model, the optimizer
+/// state, the EMA, the importance sampler's history and the step count are the whole state: a run
+/// resumed from a checkpoint continues bitwise identically.
+///
+/// \code
+///   ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.steps = 5000});
+///   while (trainer.step_count() < 5000) trainer.step(data);
+/// \endcode
+template <class Real, class Model>
+class Trainer {
+  static_assert(TrainableDenoiser<Model, Real>,
+                "the model type does not satisfy ddpm::TrainableDenoiser: it needs predict(x_t, t, "
+                "out), backward(grad_out), zero_grad() and parameters() returning ParameterBlocks "
+                "(see ddpm/denoiser.hpp and examples/custom_denoiser)");
+
+ public:
+  Trainer(Model& model, GaussianDiffusion<Real> diffusion, const TrainerOptions& options)
+      : model_(&model),
+        diffusion_(std::move(diffusion)),
+        options_(options),
+        adam_(options.adam),
+        lr_schedule_({.base_lr = options.adam.learning_rate,
+                      .warmup_steps = options.warmup_steps,
+                      .decay = options.decay,
+                      .total_steps = options.steps,
+                      .final_lr = options.final_lr}),
+        rng_(options.seed) {
+    ddpm::detail::require(options.batch_size >= 1, "batch_size", options.batch_size, ">= 1");
+    ddpm::detail::require(options.steps >= 1, "steps", options.steps, ">= 1");
+    ddpm::detail::require(options.grad_clip >= 0.0, "grad_clip", options.grad_clip, ">= 0 (0 disables)");
+    ddpm::detail::require(options.ema_decay >= 0.0 && options.ema_decay < 1.0, "ema_decay",
+                    options.ema_decay, "[0, 1) (0 disables the EMA)");
+    if (options.ema_decay > 0.0) ema_.emplace(blocks(), optim::EmaOptions{.decay = options.ema_decay});
+    const int T = diffusion_.num_timesteps();
+    if (options.timesteps == TimestepSampling::importance) {
+      timestep_sampler_ = LossSecondMomentSampler(T);
+    } else {
+      timestep_sampler_ = UniformTimestepSampler(T);
+    }
+    const auto n = static_cast<std::size_t>(options.batch_size);
+    t_.resize(n);
+    weights_.resize(n);
+  }
+
+  /// One optimizer step on the batch data(step_count(), batch_size, ...). Throws NonFiniteError
+  /// (leaving the parameters untouched) if the loss or the gradient is not finite.
+  template <class Data>
+  StepStats step(Data&& data) {
+    static_assert(DataSource<Data, Real>,
+                  "the data source must be callable as data(std::int64_t step, ddpm::Index n, "
+                  "ddpm::Batch<Real>& out)");
+    const std::int64_t step = step_;
+    const auto counter = static_cast<std::uint32_t>(step);
+    data(step, options_.batch_size, x0_);
+    ddpm::detail::require_shape(x0_.rows() == options_.batch_size && x0_.cols() >= 1, "data batch",
+                          x0_.rows(), x0_.cols(),
+                          std::to_string(options_.batch_size) + " rows (the batch size)");
+    std::visit([&](auto& s) { s.sample(rng_, counter, 0, std::span<int>(t_), std::span<Real>(weights_)); },
+               timestep_sampler_);
+    noise_.resize(x0_.rows(), x0_.cols());
+    rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
+    diffusion_.q_sample(x0_, t_, noise_, x_t_);
+    model_->predict(x_t_, std::span<const int>(t_), out_);
+    diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_, weights_);
+    if (!std::isfinite(static_cast<double>(loss_.mean))) {
+      throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
+                           ": the loss is " + ddpm::detail::to_text(loss_.mean) +
+                           " (try a lower learning rate or gradient clipping)");
+    }
+    model_->zero_grad();
+    model_->backward(grad_);
+    const double norm = options_.grad_clip > 0.0 ? optim::clip_grad_norm(blocks(), options_.grad_clip)
+                                                 : optim::global_grad_norm(blocks());
+    if (!std::isfinite(norm)) {
+      throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
+                           ": the gradient norm is " + ddpm::detail::to_text(norm) +
+                           " (try a lower learning rate or gradient clipping)");
+    }
+    std::visit([&](auto& s) { s.template update<Real>(t_, std::span<const Real>(loss_.vlb.data(), t_.size())); },
+               timestep_sampler_);
+    const double lr = lr_schedule_(step);
+    adam_.set_learning_rate(lr);
+    adam_.step(blocks());
+    if (ema_) ema_->update(blocks());
+    ++step_;
+    return {step_, static_cast<double>(loss_.mean), norm, lr};
+  }
+
+  [[nodiscard]] std::int64_t step_count() const noexcept { return step_; }
+  [[nodiscard]] const TrainerOptions& options() const noexcept { return options_; }
+  [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  [[nodiscard]] Model& model() noexcept { return *model_; }
+  /// The per-sample losses of the last step.
+  [[nodiscard]] const TrainingLoss<Real>& last_loss() const noexcept { return loss_; }
+
+  /// Swaps the EMA weights into the model until the guard is destroyed (a no-op without EMA).
+  class EmaWeights {
+   public:
+    explicit EmaWeights(Trainer& trainer) : trainer_(trainer) { swap(); }
+    EmaWeights(const EmaWeights&) = delete;
+    EmaWeights& operator=(const EmaWeights&) = delete;
+    ~EmaWeights() { swap(); }
+
+   private:
+    void swap() {
+      if (trainer_.ema_) trainer_.ema_->swap(trainer_.blocks());
+    }
+    Trainer& trainer_;
+  };
+  [[nodiscard]] EmaWeights ema_weights() { return EmaWeights(*this); }
+
+  /// The whole training state, with `architecture` (a description of the model that must match
+  /// on restore) and any extra metadata the caller sets afterwards.
+  [[nodiscard]] Checkpoint checkpoint(const std::string& architecture) {
+    Checkpoint c;
+    c.set("format", "ddpm trainer");
+    c.set("architecture", architecture);
+    c.set("step", std::to_string(step_));
+    c.set("diffusion", describe_diffusion());
+    for (const ParameterBlock<Real>& block : blocks()) {
+      c.put<Real>("model." + block.name, std::span<const Real>(block.value));
+    }
+    c.put<Real>("adam.m", adam_.first_moment());
+    c.put<Real>("adam.v", adam_.second_moment());
+    const std::vector<std::int64_t> adam_step = {adam_.step_count()};
+    c.put_integers("adam.step", adam_step);
+    if (ema_) {
+      c.put<Real>("ema.shadow", ema_->shadow());
+      const std::vector<std::int64_t> updates = {ema_->num_updates()};
+      c.put_integers("ema.updates", updates);
+    }
+    if (const auto* s = std::get_if<LossSecondMomentSampler>(&timestep_sampler_)) {
+      c.put<double>("timesteps.history", s->loss_history());
+      const std::vector<std::int64_t> counts(s->loss_counts().begin(), s->loss_counts().end());
+      c.put_integers("timesteps.counts", counts);
+    }
+    return c;
+  }
+
+  /// Restores a state written by checkpoint(); throws FormatError if the architecture, the
+  /// diffusion or any tensor does not match this trainer's.
+  void restore(const Checkpoint& c, const std::string& architecture) {
+    if (c.get("architecture") != architecture) {
+      throw FormatError("ddpm: checkpoint architecture mismatch: the file has \"" +
+                        c.get("architecture") + "\", the model is \"" + architecture + "\"");
+    }
+    if (c.get("diffusion") != describe_diffusion()) {
+      throw FormatError("ddpm: checkpoint diffusion mismatch: the file has \"" + c.get("diffusion") +
+                        "\", this run uses \"" + describe_diffusion() + "\"");
+    }
+    for (const ParameterBlock<Real>& block : blocks()) c.take<Real>("model." + block.name, block.value);
+    const auto& adam_step = c.integers("adam.step");
+    if (adam_step.size() != 1) throw FormatError("ddpm: checkpoint adam.step must hold one value");
+    std::vector<Real> m(c.tensor("adam.m").real.size()), v(c.tensor("adam.v").real.size());
+    c.take<Real>("adam.m", m);
+    c.take<Real>("adam.v", v);
+    adam_.set_state(adam_step[0], m, v);
+    if (ema_) {
+      std::vector<Real> shadow(ema_->shadow().size());
+      c.take<Real>("ema.shadow", shadow);
+      ema_->set_state(c.integers("ema.updates").at(0), shadow);
+    }
+    if (auto* s = std::get_if<LossSecondMomentSampler>(&timestep_sampler_)) {
+      std::vector<double> history(s->loss_history().size());
+      c.take<double>("timesteps.history", history);
+      const auto& counts = c.integers("timesteps.counts");
+      s->restore(std::move(history), std::vector<int>(counts.begin(), counts.end()));
+    }
+    step_ = std::stoll(c.get("step"));
+  }
+
+ private:
+  decltype(auto) blocks() { return model_->parameters(); }
+
+  std::string describe_diffusion() const {
+    const DiffusionOptions& o = diffusion_.options();
+    return "T=" + std::to_string(diffusion_.num_timesteps()) + " output=" + std::string(to_string(o.output)) +
+           " variance=" + std::string(to_string(o.variance)) + " loss=" + std::string(to_string(o.loss));
+  }
+
+  Model* model_;
+  GaussianDiffusion<Real> diffusion_;
+  TrainerOptions options_;
+  optim::Adam<Real> adam_;
+  optim::LrSchedule lr_schedule_;
+  std::optional<optim::Ema<Real>> ema_;
+  std::variant<UniformTimestepSampler, LossSecondMomentSampler> timestep_sampler_{UniformTimestepSampler(1)};
+  CounterRng rng_;
+  std::int64_t step_ = 0;
+  // Workspaces reused every step.
+  std::vector<int> t_;
+  std::vector<Real> weights_;
+  Batch<Real> x0_, noise_, x_t_, out_, grad_;
+  TrainingLoss<Real> loss_;
+};
+
+}  // namespace ddpm::train
