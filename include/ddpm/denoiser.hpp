@@ -83,7 +83,7 @@ class WithLabels {
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
     detail::require(static_cast<Index>(labels_.size()) == x_t.rows(), "labels.size()",
-                    labels_.size(), "one label per row of x_t (" + std::to_string(x_t.rows()) + ")");
+                    labels_.size(), [&] { return "one label per row of x_t (" + std::to_string(x_t.rows()) + ")"; });
     model_->predict(x_t, t, labels_, out);
   }
 

@@ -243,7 +243,7 @@ class GaussianDiffusion {
     check_model_output(model_out, x0);
     detail::require(weights.empty() || static_cast<Index>(weights.size()) == x0.rows(),
                     "weights.size()", weights.size(),
-                    "0 or one weight per row of x0 (" + std::to_string(x0.rows()) + ")");
+                    [&] { return "0 or one weight per row of x0 (" + std::to_string(x0.rows()) + ")"; });
     const Index n = x0.rows(), dim = x0.cols();
     result.loss.resize(n);
     result.mse.resize(n);
@@ -374,8 +374,10 @@ class GaussianDiffusion {
   /// Throws unless t has one entry per row of `batch` and every entry is a valid timestep.
   void check_rows(const Batch<Real>& batch, std::span<const int> t, std::string_view name) const {
     detail::require(static_cast<Index>(t.size()) == batch.rows(), "t.size()", t.size(),
-                    "one timestep per row of " + std::string(name) + " (" +
-                        std::to_string(batch.rows()) + ")");
+                    [&] {
+                      return "one timestep per row of " + std::string(name) + " (" +
+                             std::to_string(batch.rows()) + ")";
+                    });
     for (const int timestep : t) (void)schedule_.index_of(timestep);
   }
   void check_model_output(const Batch<Real>& model_out, const Batch<Real>& x) const {

@@ -68,8 +68,10 @@ class GaussianMixtureDenoiser {
                     labels.size(), "one label per row of x_t");
     for (const int label : labels) {
       detail::require(label == kNoLabel || (label >= 0 && label < mixture_.components()), "label",
-                      label, "-1 (none) or a component index 0.." +
-                                 std::to_string(mixture_.components() - 1));
+                      label, [&] {
+                        return "-1 (none) or a component index 0.." +
+                               std::to_string(mixture_.components() - 1);
+                      });
     }
     predict_impl(x_t, t, labels, out);
   }

@@ -38,7 +38,7 @@ class UniformTimestepSampler {
   void sample(const CounterRng& rng, std::uint32_t step, std::uint32_t first_sample,
               std::span<int> t, std::span<Real> weights) const {
     detail::require(weights.size() == t.size(), "weights.size()", weights.size(),
-                    "the size of t (" + std::to_string(t.size()) + ")");
+                    [&] { return "the size of t (" + std::to_string(t.size()) + ")"; });
     for (std::size_t i = 0; i < t.size(); ++i) {
       t[i] = static_cast<int>(rng.uniform_int(stream::timesteps,
                                               first_sample + static_cast<std::uint32_t>(i), step,
@@ -87,7 +87,7 @@ class LossSecondMomentSampler {
   void sample(const CounterRng& rng, std::uint32_t step, std::uint32_t first_sample,
               std::span<int> t, std::span<Real> weights) const {
     detail::require(weights.size() == t.size(), "weights.size()", weights.size(),
-                    "the size of t (" + std::to_string(t.size()) + ")");
+                    [&] { return "the size of t (" + std::to_string(t.size()) + ")"; });
     for (std::size_t i = 0; i < t.size(); ++i) {
       const std::uint32_t sample_index = first_sample + static_cast<std::uint32_t>(i);
       if (!warmed_up()) {
@@ -106,10 +106,10 @@ class LossSecondMomentSampler {
   template <class Real>
   void update(std::span<const int> t, std::span<const Real> losses) {
     detail::require(losses.size() == t.size(), "losses.size()", losses.size(),
-                    "the size of t (" + std::to_string(t.size()) + ")");
+                    [&] { return "the size of t (" + std::to_string(t.size()) + ")"; });
     for (std::size_t i = 0; i < t.size(); ++i) {  // validate everything first: all or nothing
       detail::require(t[i] >= 0 && t[i] < num_timesteps_, "t", t[i],
-                      "0.." + std::to_string(num_timesteps_ - 1));
+                      [&] { return "0.." + std::to_string(num_timesteps_ - 1); });
       detail::require(std::isfinite(static_cast<double>(losses[i])), "losses", losses[i],
                       "finite loss values");
     }

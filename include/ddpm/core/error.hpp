@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace ddpm {
 
@@ -51,10 +52,17 @@ std::string to_text(const T& value) {
   return out.str();
 }
 
-/// Throws InvalidArgument(parameter, value, allowed) unless `ok`.
-template <class T>
-void require(bool ok, std::string_view parameter, const T& value, std::string_view allowed) {
-  if (!ok) throw InvalidArgument(parameter, to_text(value), allowed);
+/// Throws InvalidArgument(parameter, value, allowed) unless `ok`. `allowed` is a string, or a
+/// callable returning one, so that hot paths build the message only when it is needed (checks
+/// that run every step must not allocate).
+template <class T, class Allowed>
+void require(bool ok, std::string_view parameter, const T& value, Allowed&& allowed) {
+  if (ok) [[likely]] return;
+  if constexpr (std::is_invocable_v<Allowed>) {
+    throw InvalidArgument(parameter, to_text(value), std::string(allowed()));
+  } else {
+    throw InvalidArgument(parameter, to_text(value), std::string_view(allowed));
+  }
 }
 
 /// Throws InvalidArgument naming a shape mismatch "rows x cols".

@@ -48,6 +48,7 @@ inline constexpr std::uint32_t timesteps = 4;      ///< training timestep draws
 inline constexpr std::uint32_t labels = 5;         ///< label dropout for classifier-free guidance
 inline constexpr std::uint32_t data = 6;           ///< synthetic data sets
 inline constexpr std::uint32_t projections = 7;    ///< random directions of sliced metrics
+inline constexpr std::uint32_t init = 8;           ///< network parameter initialization
 inline constexpr std::uint32_t user = 1000;        ///< first stream free for users
 }  // namespace stream
 

@@ -10,7 +10,7 @@
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/types.hpp"
-#include "ddpm/nn/loops.hpp"
+#include "ddpm/core/parallel.hpp"
 
 namespace ddpm::nn {
 
@@ -152,7 +152,7 @@ class Elementwise {
   void forward(Eigen::Ref<const Batch<Real>> x, Eigen::Ref<Batch<Real>> y) const {
     check_same_shape(x, y.rows(), y.cols(), "y");
     const Index cols = x.cols();
-    detail::parallel_rows(x.rows(), cols, [&](Index r) {
+    ddpm::detail::parallel_for(x.rows(), cols, [&](Index r) {
       Kernel::forward(x.data() + r * x.outerStride(), y.data() + r * y.outerStride(), cols);
     });
   }
@@ -163,7 +163,7 @@ class Elementwise {
     check_same_shape(x, dy.rows(), dy.cols(), "dy");
     check_same_shape(x, dx.rows(), dx.cols(), "dx");
     const Index cols = x.cols();
-    detail::parallel_rows(x.rows(), cols, [&](Index r) {
+    ddpm::detail::parallel_for(x.rows(), cols, [&](Index r) {
       Kernel::backward(x.data() + r * x.outerStride(), dy.data() + r * dy.outerStride(),
                        dx.data() + r * dx.outerStride(), cols);
     });

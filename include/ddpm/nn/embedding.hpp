@@ -15,7 +15,7 @@
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
-#include "ddpm/nn/loops.hpp"
+#include "ddpm/core/parallel.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 
 namespace ddpm::nn {
@@ -71,7 +71,7 @@ class SinusoidalEmbedding {
     }
     grow_table(std::min(max_t, kMaxCachedTimestep));
     const Index cached = table_.rows();
-    detail::parallel_rows(out.rows(), dim_, [&](Index r) {
+    ddpm::detail::parallel_for(out.rows(), dim_, [&](Index r) {
       const int ti = t[static_cast<std::size_t>(r)];
       Real* row = out.data() + r * out.outerStride();
       if (ti < cached) {
@@ -96,7 +96,7 @@ class SinusoidalEmbedding {
         std::min<Index>(kMaxCachedTimestep + 1, std::max<Index>(1024, 2 * (Index{max_t} + 1)));
     const Index old_rows = table_.rows();
     table_.conservativeResize(rows, dim_);
-    detail::parallel_rows(rows - old_rows, 32 * dim_, [&](Index r) {
+    ddpm::detail::parallel_for(rows - old_rows, 32 * dim_, [&](Index r) {
       fill_row(static_cast<int>(old_rows + r), table_.data() + (old_rows + r) * dim_);
     });
   }
@@ -126,7 +126,7 @@ class LabelEmbedding {
     grad_ = store.grad_data(slot_);
   }
 
-  /// PyTorch's nn.Embedding default, N(0, 1), as draws of (kInitStream, layer, 0).
+  /// PyTorch's nn.Embedding default, N(0, 1), as draws of (stream::init, layer, 0).
   void initialize(const CounterRng& rng, std::uint32_t layer) {
     fill_normal(std::span<Real>(table_, static_cast<std::size_t>((num_classes_ + 1) * dim_)), 1.0,
                 rng, layer, 0);
@@ -155,7 +155,7 @@ class LabelEmbedding {
     ddpm::detail::require_shape(
         out.rows() == static_cast<Index>(labels.size()) && out.cols() == dim_,
         "label embedding output", out.rows(), out.cols(), "labels.size() x embedding_dim");
-    detail::parallel_rows(out.rows(), dim_, [&](Index r) {
+    ddpm::detail::parallel_for(out.rows(), dim_, [&](Index r) {
       const Real* src = table_ + row_of(labels[static_cast<std::size_t>(r)]) * dim_;
       Real* dst = out.data() + r * out.outerStride();
       for (Index j = 0; j < dim_; ++j) dst[j] += src[j];

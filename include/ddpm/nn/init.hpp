@@ -13,26 +13,22 @@
 
 namespace ddpm::nn {
 
-/// The CounterRng stream used for parameter initialization. It lies below stream::user (so users'
-/// own draws never meet it) and above the library's sampling/training streams.
-inline constexpr std::uint32_t kInitStream = 900;
-
-/// Fills `out` with uniform(-bound, bound) draws number 0..n-1 of (kInitStream, layer, tensor).
+/// Fills `out` with uniform(-bound, bound) draws number 0..n-1 of (stream::init, layer, tensor).
 template <class Real>
 void fill_uniform(std::span<Real> out, double bound, const CounterRng& rng, std::uint32_t layer,
                   std::uint32_t tensor) {
   assert(out.size() <= std::numeric_limits<std::uint32_t>::max());
   for (std::size_t k = 0; k < out.size(); ++k) {
-    const double u = rng.uniform(kInitStream, layer, tensor, static_cast<std::uint32_t>(k));
+    const double u = rng.uniform(stream::init, layer, tensor, static_cast<std::uint32_t>(k));
     out[k] = static_cast<Real>((2.0 * u - 1.0) * bound);
   }
 }
 
-/// Fills `out` with N(0, stddev^2) draws number 0..n-1 of (kInitStream, layer, tensor).
+/// Fills `out` with N(0, stddev^2) draws number 0..n-1 of (stream::init, layer, tensor).
 template <class Real>
 void fill_normal(std::span<Real> out, double stddev, const CounterRng& rng, std::uint32_t layer,
                  std::uint32_t tensor) {
-  rng.normals(kInitStream, layer, tensor, out.data(), static_cast<Index>(out.size()));
+  rng.normals(stream::init, layer, tensor, out.data(), static_cast<Index>(out.size()));
   for (Real& value : out) value = static_cast<Real>(value * stddev);
 }
 

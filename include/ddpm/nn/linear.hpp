@@ -17,7 +17,7 @@
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
-#include "ddpm/nn/loops.hpp"
+#include "ddpm/core/parallel.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"
 
@@ -73,7 +73,7 @@ class Linear {
   }
 
   /// PyTorch's default: W and b ~ uniform(-1/sqrt(in), 1/sqrt(in)), drawn from `rng` as draws of
-  /// (kInitStream, layer, 0) and (kInitStream, layer, 1). `zero` sets both to zero instead.
+  /// (stream::init, layer, 0) and (stream::init, layer, 1). `zero` sets both to zero instead.
   void initialize(const CounterRng& rng, std::uint32_t layer, bool zero = false) {
     const std::span<Real> w(weight_, static_cast<std::size_t>(in_ * out_));
     const std::span<Real> b(bias_, static_cast<std::size_t>(out_));
@@ -151,7 +151,7 @@ class Linear {
     const Index n = out_;
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      detail::parallel_rows(rows, n, [&](Index r) {
+      ddpm::detail::parallel_for(rows, n, [&](Index r) {
         Real* zr = z.data() + r * z.outerStride();
         Real* yr = y.data() + r * y.outerStride();
         detail::ArrayMap<Real>(zr, n) += detail::ConstArrayMap<Real>(b, n);
@@ -188,7 +188,7 @@ class Linear {
     const Real* z_data = pre_activation_.data();
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      detail::parallel_rows(chunks, kRowsPerChunk * n, [&](Index c) {
+      ddpm::detail::parallel_for(chunks, kRowsPerChunk * n, [&](Index c) {
         const Index begin = c * kRowsPerChunk;
         const Index end = std::min(rows, begin + kRowsPerChunk);
         detail::ArrayMap<Real> sum(partial.data() + c * n, n);

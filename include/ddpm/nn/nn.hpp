@@ -8,7 +8,7 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/linear.hpp"
-#include "ddpm/nn/loops.hpp"
+#include "ddpm/core/parallel.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"

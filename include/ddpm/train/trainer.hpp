@@ -46,6 +46,9 @@ struct TrainerOptions {
   double final_lr = 0.0;              ///< floor of the decay
   double grad_clip = 0.0;             ///< global-norm clipping threshold; 0 disables
   double ema_decay = 0.999;           ///< weight EMA; 0 disables it
+  /// EMA decay min(ema_decay, (1 + n) / (10 + n)) after n updates, so a short run's average is
+  /// not dominated by the random initialization.
+  bool ema_warmup = true;
   TimestepSampling timesteps = TimestepSampling::uniform;
   std::uint64_t seed = 0;             ///< noise and timestep draws
 };
@@ -95,7 +98,7 @@ class Trainer {
     ddpm::detail::require(options.grad_clip >= 0.0, "grad_clip", options.grad_clip, ">= 0 (0 disables)");
     ddpm::detail::require(options.ema_decay >= 0.0 && options.ema_decay < 1.0, "ema_decay",
                     options.ema_decay, "[0, 1) (0 disables the EMA)");
-    if (options.ema_decay > 0.0) ema_.emplace(blocks(), optim::EmaOptions{.decay = options.ema_decay});
+    if (options.ema_decay > 0.0) ema_.emplace(blocks(), optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
     const int T = diffusion_.num_timesteps();
     if (options.timesteps == TimestepSampling::importance) {
       timestep_sampler_ = LossSecondMomentSampler(T);
