@@ -99,7 +99,7 @@ struct ModelSpec {
 
 struct TrainArgs {
   ModelSpec spec;
-  int steps = 5000;
+  int steps = 15000;
   int batch = 1024;
   double lr = 1e-3;
   int warmup = 100;
@@ -167,6 +167,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
     }
   };
   const ddpm::CounterRng rng(seed);
+  model.set_training(false);  // inference: keep no activations for a backward pass
   ddpm::Batch<Real> samples;
   if (ddim) {
     ddpm::DdimSampler<Real> sampler(diffusion, args.eta);
@@ -176,6 +177,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
     samples = sampler.sample(model, args.n, 2, rng, 0, on_step);
   }
   progress.finish();
+  model.set_training(true);
   if (!strip_path.empty()) ddpm::io::write_png(strip_path, ddpm::io::render_strip(strip));
   return samples;
 }
