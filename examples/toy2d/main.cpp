@@ -228,13 +228,6 @@ ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint64_t se
           .seed = seed};
 }
 
-ddpm::train::Checkpoint make_checkpoint(ddpm::train::Trainer<Real, Model>& trainer, const TrainArgs& a) {
-  ddpm::train::Checkpoint c = trainer.checkpoint(a.spec.architecture());
-  a.spec.store(c);
-  c.set("toy2d.ema", std::to_string(a.ema));
-  return c;
-}
-
 int train(const TrainArgs& args, const SampleArgs& sample_args, const Common& common) {
   const fs::path out(common.out);
   fs::create_directories(out);
@@ -242,50 +235,35 @@ int train(const TrainArgs& args, const SampleArgs& sample_args, const Common& co
   Model model(spec.mlp(common.seed));
   const ddpm::GaussianDiffusion<Real> diffusion(spec.noise_schedule(), spec.diffusion_options());
   ddpm::train::Trainer<Real, Model> trainer(model, diffusion, trainer_options(args, common.seed));
+  std::uint64_t seed = common.seed;
   if (!args.resume.empty()) {
-    trainer.restore(ddpm::train::Checkpoint::load(args.resume), spec.architecture());
+    const ddpm::train::Checkpoint c = ddpm::train::Checkpoint::load(args.resume);
+    trainer.restore(c, spec.architecture());
+    seed = trainer.seed();  // the data stream continues with the run's own seed
     std::printf("resumed from %s at step %lld\n", args.resume.c_str(),
                 static_cast<long long>(trainer.step_count()));
   }
-  const fs::path checkpoint = out / "model.ckpt";
-  const ToyData data{spec.toy(), common.seed + 1};
-  std::vector<double> losses;
-  std::ostringstream log;
-  log << "step,loss,grad_norm,lr\n";
-  ddpm::io::ProgressBar progress(args.steps - trainer.step_count(), "train " + spec.dataset);
   const std::int64_t first = trainer.step_count();
-  std::int64_t last_saved = -1;
+  const ToyData data{spec.toy(), seed + 1};
+  std::vector<double> losses;
   try {
-    while (trainer.step_count() < args.steps) {
-      const ddpm::train::StepStats s = trainer.step(data);
-      losses.push_back(s.loss);
-      log << s.step << ',' << s.loss << ',' << s.grad_norm << ',' << s.learning_rate << '\n';
-      char extra[64];
-      std::snprintf(extra, sizeof extra, "loss %.4f", s.loss);
-      progress.update(s.step - first, extra);
-      if (args.checkpoint_every > 0 && s.step % args.checkpoint_every == 0) {
-        make_checkpoint(trainer, args).save(checkpoint);
-        last_saved = s.step;
-      }
-    }
+    losses = trainer.run(data,
+                         {.checkpoint = out / "model.ckpt",
+                          .checkpoint_every = args.checkpoint_every,
+                          .architecture = spec.architecture(),
+                          .loss_csv = out / "loss.csv",
+                          .label = "train " + spec.dataset},
+                         [&](ddpm::train::Checkpoint& c) { spec.store(c); });
   } catch (const ddpm::NonFiniteError& e) {
-    ddpm::io::write_file_atomically(out / "loss.csv", log.str());
-    std::cerr << "\n" << e.what() << "\n"
-              << (last_saved >= 0 ? "the last good checkpoint is " + checkpoint.string() +
-                                        " (step " + std::to_string(last_saved) + ")"
-                                  : std::string("no checkpoint was written before the failure"))
-              << "\n";
+    std::cerr << "\n" << e.what() << "\n";
     return 2;
   }
-  progress.finish();
-  make_checkpoint(trainer, args).save(checkpoint);
-  ddpm::io::write_file_atomically(out / "loss.csv", log.str());
   ddpm::io::write_png(out / "loss.png",
                       ddpm::io::render_curve(losses, {.log_y = true, .smoothing = 50,
                                                       .title = "training loss (" + spec.loss + ")",
                                                       .x_label = "step",
                                                       .x_start = static_cast<double>(first + 1)}));
-  write_forward_strip(out / "forward.png", spec, common.seed);
+  write_forward_strip(out / "forward.png", spec, seed);
   const auto ema = trainer.ema_weights();  // sample with the averaged weights
   const ddpm::Batch<Real> samples =
       draw_samples(model, spec, sample_args, common.seed + 2, out / "reverse.png");

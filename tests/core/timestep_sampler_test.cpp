@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -21,26 +23,6 @@ using ddpm::CounterRng;
 using ddpm::LossSecondMomentSampler;
 using ddpm::UniformTimestepSampler;
 
-// Checks that f() throws ddpm::InvalidArgument, also catchable as std::invalid_argument, whose
-// parameter() is `parameter` and whose message has the documented "ddpm: invalid <param> = " form.
-template <class F>
-void check_invalid(int line, const std::string& parameter, F&& f) {
-  INFO("call on line ", line, " should reject parameter ", parameter);
-  CHECK_THROWS_AS(f(), ddpm::InvalidArgument);
-  CHECK_THROWS_AS(f(), std::invalid_argument);
-  std::string what, named;
-  try {
-    f();
-  } catch (const ddpm::InvalidArgument& e) {
-    what = e.what();
-    named = e.parameter();
-  }
-  CAPTURE(what);
-  CHECK(named == parameter);
-  CHECK(what.find("ddpm: invalid " + parameter + " = ") != std::string::npos);
-}
-#define DDPM_CHECK_INVALID(parameter, ...) \
-  check_invalid(__LINE__, parameter, [&] { (void)(__VA_ARGS__); })
 
 struct Draws {
   std::vector<int> t;

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <span>
 
 #include "ddpm/core/error.hpp"
@@ -16,13 +18,8 @@ namespace {
 using ddpm::Batch;
 using ddpm::Index;
 
-Batch<double> random_batch(Index rows, Index cols, std::uint32_t seed) {
-  Batch<double> m(rows, cols);
-  ddpm::CounterRng(seed).fill_normal(m, ddpm::stream::user, 0, 0);
-  return m;
-}
-
-std::span<double> flat(Batch<double>& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
+using ddpm::test::flat;
+using ddpm::test::random_batch;
 
 // Central differences with h = 1e-5 in double are accurate to ~1e-10 here; see linear_test.cpp.
 constexpr double kGradTol = 1e-5;

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -19,13 +21,8 @@ using ddpm::Batch;
 using ddpm::Index;
 using ddpm::nn::Activation;
 
-Batch<double> random_batch(Index rows, Index cols, std::uint32_t seed) {
-  Batch<double> m(rows, cols);
-  ddpm::CounterRng(seed).fill_normal(m, ddpm::stream::user, 0, 0);
-  return m;
-}
-
-std::span<double> flat(Batch<double>& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
+using ddpm::test::flat;
+using ddpm::test::random_batch;
 
 double apply(Activation act, double z) {
   switch (act) {

@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <cmath>
 #include <span>
 #include <string>
@@ -26,13 +28,8 @@ using ddpm::Index;
 using ddpm::nn::Mlp;
 using ddpm::nn::MlpConfig;
 
-Batch<double> random_batch(Index rows, Index cols, std::uint32_t seed) {
-  Batch<double> m(rows, cols);
-  ddpm::CounterRng(seed).fill_normal(m, ddpm::stream::user, 0, 0);
-  return m;
-}
-
-std::span<double> flat(Batch<double>& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
+using ddpm::test::flat;
+using ddpm::test::random_batch;
 
 // See linear_test.cpp: h = 1e-5 central differences in double are accurate to ~1e-7 relative.
 constexpr double kGradTol = 1e-5;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -171,4 +172,32 @@ TEST_CASE("a short training run on 8gaussians lowers the MMD clearly (smoke test
   CAPTURE(last_loss);
   CHECK(last_loss < first_loss);
   CHECK(trained < untrained / 3);
+}
+
+TEST_CASE("run() writes checkpoints and the loss log, and keeps the last good checkpoint on failure") {
+  const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
+  ddpm::nn::Mlp<float> model(small_mlp());
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.batch_size = 16, .steps = 30});
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "ddpm_trainer_run";
+  std::filesystem::create_directories(dir);
+  // Data that turns to NaN from step 25 on: checkpoints at steps 10 and 20 are written first.
+  const auto data = [](std::int64_t step, Index n, Batch<float>& out) {
+    out = ddpm::data::sample_toy2d<float>(ddpm::data::ToyDataset::moons, n, 1, step * n);
+    if (step >= 25) out(0, 0) = std::numeric_limits<float>::infinity();
+  };
+  const ddpm::train::Trainer<float, ddpm::nn::Mlp<float>>::RunOptions run{
+      .checkpoint = dir / "model.ckpt", .checkpoint_every = 10, .architecture = "mlp small",
+      .loss_csv = dir / "loss.csv", .label = "test"};
+  const std::string expected = "the last good checkpoint is " + (dir / "model.ckpt").string() + " (step 20)";
+  CHECK_THROWS_WITH_AS(trainer.run(data, run, [](ddpm::train::Checkpoint& c) { c.set("note", "x"); }),
+                       doctest::Contains(expected.c_str()), ddpm::NonFiniteError);
+  const ddpm::train::Checkpoint kept = ddpm::train::Checkpoint::load(dir / "model.ckpt");
+  CHECK(kept.get("step") == "20");
+  CHECK(kept.get("note") == "x");
+  std::ifstream log(dir / "loss.csv");
+  std::string line;
+  int lines = 0;
+  while (std::getline(log, line)) ++lines;
+  CHECK(lines == 1 + 25);  // header and the 25 finite steps
+  std::filesystem::remove_all(dir);
 }

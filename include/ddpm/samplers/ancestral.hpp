@@ -17,11 +17,12 @@ namespace ddpm {
 /// variance is the diffusion's: fixed-small, fixed-large or the model's learned one. Holds
 /// workspaces, so one sampler object serves one loop at a time.
 template <class Real>
-class AncestralSampler {
+class AncestralSampler : public ReverseLoop<AncestralSampler<Real>, Real> {
  public:
   explicit AncestralSampler(GaussianDiffusion<Real> diffusion) : diffusion_(std::move(diffusion)) {}
 
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return diffusion_.schedule(); }
 
   /// One step from x_t to x_{t-1} given the model's output at (x_t, t). Row i draws its noise
   /// from (stream sampler_noise, sample first_sample + i, step t); no noise at the first step.
@@ -46,23 +47,6 @@ class AncestralSampler {
     });
   }
 
-  /// Draws n samples of dimension dim: x_T from the prior, then every step of the schedule.
-  /// Sample i of the result is global sample first_sample + i, so sampling a batch whole or in
-  /// parts gives identical rows. on_step receives a SamplerProgress after each step.
-  template <class M, class OnStep = NoProgress>
-  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
-                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
-    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
-    denoise(model, x, rng, first_sample, on_step);
-    return x;
-  }
-
-  /// Runs the reverse process from a given x_T (in place) to x_0.
-  template <class M, class OnStep = NoProgress>
-  void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
-               OnStep&& on_step = {}) {
-    detail::reverse_loop<Real>(*this, diffusion_.schedule(), model, x, rng, first_sample, on_step);
-  }
 
  private:
   GaussianDiffusion<Real> diffusion_;

@@ -2,6 +2,7 @@
 // What the samplers share: the progress record and the loop from x_T to x_0 over a schedule.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -42,24 +43,49 @@ Batch<Real> prior_sample(Index n, Index dim, const CounterRng& rng, std::uint32_
   return x;
 }
 
-/// Runs sampler.step over the schedule from the last step to the first, starting from x (= x_T),
-/// which ends as x_0. The model is called with the original timesteps.
-template <class Real, class Sampler, class M, class OnStep>
-void reverse_loop(Sampler& sampler, const NoiseSchedule& schedule, M& model, Batch<Real>& x,
-                  const CounterRng& rng, std::uint32_t first_sample, OnStep&& on_step) {
-  check_denoiser<M, Real>();
-  std::vector<int> t(static_cast<std::size_t>(x.rows()));
-  Batch<Real> model_out, next(x.rows(), x.cols());
-  const int total = schedule.size();
-  for (int s = total - 1; s >= 0; --s) {
-    const int timestep = schedule.timestep(s);
-    std::fill(t.begin(), t.end(), timestep);
-    model.predict(x, std::span<const int>(t), model_out);
-    sampler.step(model_out, timestep, x, next, rng, first_sample);
-    x.swap(next);
-    on_step(SamplerProgress<Real>{total - s, total, timestep, x});
-  }
-}
-
 }  // namespace detail
+
+/// The whole reverse loop shared by the samplers: Derived provides
+/// `step(model_out, t, x_t, x_prev, rng, first_sample)` and `schedule()`.
+template <class Derived, class Real>
+class ReverseLoop {
+ public:
+  /// Draws n samples of dimension dim: x_T from the prior, then every step of the schedule.
+  /// Sample i of the result is global sample first_sample + i, so sampling a batch whole or in
+  /// parts gives identical rows. on_step receives a SamplerProgress after each step.
+  template <class M, class OnStep = NoProgress>
+  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
+                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
+    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
+    denoise(model, x, rng, first_sample, on_step);
+    return x;
+  }
+
+  /// Runs the reverse process from a given x_T (in place) to x_0, calling the model with the
+  /// original timesteps of the schedule.
+  template <class M, class OnStep = NoProgress>
+  void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
+               OnStep&& on_step = {}) {
+    detail::check_denoiser<M, Real>();
+    Derived& sampler = static_cast<Derived&>(*this);
+    const NoiseSchedule& schedule = sampler.schedule();
+    loop_timesteps_.resize(static_cast<std::size_t>(x.rows()));
+    loop_next_.resize(x.rows(), x.cols());
+    const int total = schedule.size();
+    for (int s = total - 1; s >= 0; --s) {
+      const int timestep = schedule.timestep(s);
+      std::fill(loop_timesteps_.begin(), loop_timesteps_.end(), timestep);
+      model.predict(x, std::span<const int>(loop_timesteps_), loop_model_out_);
+      sampler.step(loop_model_out_, timestep, x, loop_next_, rng, first_sample);
+      x.swap(loop_next_);
+      on_step(SamplerProgress<Real>{total - s, total, timestep, x});
+    }
+  }
+
+ private:
+  // Reused across calls, so repeated sampling of the same size allocates nothing.
+  std::vector<int> loop_timesteps_;
+  Batch<Real> loop_model_out_, loop_next_;
+};
+
 }  // namespace ddpm

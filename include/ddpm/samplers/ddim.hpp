@@ -18,7 +18,7 @@ namespace ddpm {
 /// for fast sampling: alpha-bar of the previous KEPT step is used. eta = 0 is deterministic;
 /// eta = 1 equals ancestral sampling with the fixed-small variance.
 template <class Real>
-class DdimSampler {
+class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
  public:
   explicit DdimSampler(GaussianDiffusion<Real> diffusion, double eta = 0.0)
       : diffusion_(std::move(diffusion)), eta_(eta) {
@@ -27,6 +27,7 @@ class DdimSampler {
   }
 
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return diffusion_.schedule(); }
   [[nodiscard]] double eta() const noexcept { return eta_; }
 
   /// One step from x_t to the previous kept step given the model's output at (x_t, t):
@@ -60,22 +61,6 @@ class DdimSampler {
     });
   }
 
-  /// Draws n samples of dimension dim from the prior through every step of the schedule; sample i
-  /// is global sample first_sample + i.
-  template <class M, class OnStep = NoProgress>
-  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
-                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
-    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
-    denoise(model, x, rng, first_sample, on_step);
-    return x;
-  }
-
-  /// Runs the reverse process from a given x_T (in place) to x_0.
-  template <class M, class OnStep = NoProgress>
-  void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
-               OnStep&& on_step = {}) {
-    detail::reverse_loop<Real>(*this, diffusion_.schedule(), model, x, rng, first_sample, on_step);
-  }
 
   /// DDIM inversion (eta = 0 form, whatever this sampler's eta): maps data x_0 (in place) to the
   /// x_T from which denoise() with eta = 0 approximately returns it. Step j moves from the kept

@@ -3,7 +3,11 @@
 // gradient, backprop, clipping, Adam, EMA — with checkpoints that resume bitwise identically.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <iostream>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -18,6 +22,8 @@
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
+#include "ddpm/io/file.hpp"
+#include "ddpm/io/progress.hpp"
 #include "ddpm/optim/adam.hpp"
 #include "ddpm/optim/clip.hpp"
 #include "ddpm/optim/ema.hpp"
@@ -155,6 +161,8 @@ class Trainer {
   }
 
   [[nodiscard]] std::int64_t step_count() const noexcept { return step_; }
+  /// The seed of the run's noise and timestep draws (the checkpoint's after restore()).
+  [[nodiscard]] std::uint64_t seed() const noexcept { return rng_.seed(); }
   [[nodiscard]] const TrainerOptions& options() const noexcept { return options_; }
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
   [[nodiscard]] Model& model() noexcept { return *model_; }
@@ -184,6 +192,7 @@ class Trainer {
     c.set("format", "ddpm trainer");
     c.set("architecture", architecture);
     c.set("step", std::to_string(step_));
+    c.set("seed", std::to_string(rng_.seed()));
     c.set("diffusion", describe_diffusion());
     for (const ParameterBlock<Real>& block : blocks()) {
       c.put<Real>("model." + block.name, std::span<const Real>(block.value));
@@ -234,11 +243,81 @@ class Trainer {
       const auto& counts = c.integers("timesteps.counts");
       s->restore(std::move(history), std::vector<int>(counts.begin(), counts.end()));
     }
-    step_ = std::stoll(c.get("step"));
+    step_ = parse_integer(c.get("step"), "step");
+    // The counter-based RNG's whole state is its seed: continue the run's own stream.
+    rng_ = CounterRng(static_cast<std::uint64_t>(parse_integer(c.get("seed"), "seed")));
+  }
+
+  /// Where and how often run() writes things.
+  struct RunOptions {
+    std::filesystem::path checkpoint;   ///< written every checkpoint_every steps and at the end
+    std::int64_t checkpoint_every = 1000;  ///< 0: only at the end
+    std::string architecture;           ///< stored in the checkpoint
+    std::filesystem::path loss_csv;     ///< "step,loss,grad_norm,lr" per step (empty: none)
+    std::string label = "train";
+  };
+
+  /// Steps until options().steps, with a progress display (step, loss, steps/s, ETA), periodic
+  /// atomic checkpoints and the loss log. `annotate(checkpoint)` may add metadata to every
+  /// checkpoint written. If the loss or a gradient becomes non-finite, the loss log is written
+  /// and NonFiniteError is rethrown with the last good checkpoint named; that checkpoint is kept.
+  /// Returns the loss of every step run.
+  template <class Data, class Annotate>
+  std::vector<double> run(Data&& data, const RunOptions& run, Annotate&& annotate) {
+    std::vector<double> losses;
+    std::string log = "step,loss,grad_norm,lr\n";
+    const std::int64_t first = step_;
+    // A bar redrawn in place on a terminal, plain periodic lines otherwise.
+    io::ProgressBar progress(std::max<std::int64_t>(1, options_.steps - first), run.label,
+                             std::cerr, {.unit = "step"});
+    std::int64_t last_saved = -1;
+    const auto save = [&] {
+      if (run.checkpoint.empty()) return;
+      Checkpoint c = checkpoint(run.architecture);
+      annotate(c);
+      c.save(run.checkpoint);
+      last_saved = step_;
+    };
+    const auto write_log = [&] {
+      if (!run.loss_csv.empty()) io::write_file_atomically(run.loss_csv, log);
+    };
+    try {
+      while (step_ < options_.steps) {
+        const StepStats s = step(data);
+        losses.push_back(s.loss);
+        char line[128];
+        std::snprintf(line, sizeof line, "%lld,%.9g,%.9g,%.9g\n", static_cast<long long>(s.step),
+                      s.loss, s.grad_norm, s.learning_rate);
+        log += line;
+        std::snprintf(line, sizeof line, "loss %.4f", s.loss);
+        progress.update(s.step - first, line);
+        if (run.checkpoint_every > 0 && s.step % run.checkpoint_every == 0) save();
+      }
+    } catch (const NonFiniteError& e) {
+      write_log();
+      throw NonFiniteError(std::string(e.what()) + "; " +
+                           (last_saved >= 0 ? "the last good checkpoint is " + run.checkpoint.string() +
+                                                  " (step " + std::to_string(last_saved) + ")"
+                                            : std::string("no checkpoint was written before it")));
+    }
+    progress.finish();
+    save();
+    write_log();
+    return losses;
   }
 
  private:
   decltype(auto) blocks() { return model_->parameters(); }
+
+  static std::int64_t parse_integer(const std::string& text, const std::string& key) {
+    std::int64_t value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc() || end != text.data() + text.size() || value < 0) {
+      throw FormatError("ddpm: checkpoint metadata '" + key + "' is not a non-negative integer: \"" +
+                        text + "\"");
+    }
+    return value;
+  }
 
   std::string describe_diffusion() const {
     const DiffusionOptions& o = diffusion_.options();

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// Helpers shared by the test suites: random batches and the check of ddpm's bad-input exceptions.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
+
+namespace ddpm::test {
+
+/// A rows x cols batch of standard normals, reproducible from `seed`.
+template <class Real = double>
+Batch<Real> random_batch(Index rows, Index cols, std::uint64_t seed) {
+  Batch<Real> m(rows, cols);
+  CounterRng(seed).fill_normal(m, stream::user, 0, 0);
+  return m;
+}
+
+/// The elements of a batch as one span.
+template <class Real>
+std::span<Real> flat(Batch<Real>& m) {
+  return {m.data(), static_cast<std::size_t>(m.size())};
+}
+
+/// Checks that f() throws ddpm::InvalidArgument, also catchable as std::invalid_argument, whose
+/// parameter() is `parameter` and whose message has the documented "ddpm: invalid <param> = " form.
+template <class F>
+void check_invalid(int line, const std::string& parameter, F&& f) {
+  INFO("call on line ", line, " should reject parameter ", parameter);
+  CHECK_THROWS_AS(f(), ddpm::InvalidArgument);
+  CHECK_THROWS_AS(f(), std::invalid_argument);
+  std::string what, named;
+  try {
+    f();
+  } catch (const ddpm::InvalidArgument& e) {
+    what = e.what();
+    named = e.parameter();
+  }
+  CAPTURE(what);
+  CHECK(named == parameter);
+  CHECK(what.find("ddpm: invalid " + parameter + " = ") != std::string::npos);
+}
+
+}  // namespace ddpm::test
+
+#define DDPM_CHECK_INVALID(parameter, ...) \
+  ::ddpm::test::check_invalid(__LINE__, parameter, [&] { (void)(__VA_ARGS__); })
