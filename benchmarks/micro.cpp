@@ -25,7 +25,8 @@ Batch<float> normals(Index rows, Index cols, std::uint32_t stream) {
 
 std::vector<int> timesteps(Index n) {
   std::vector<int> t(static_cast<std::size_t>(n));
-  for (Index i = 0; i < n; ++i) t[static_cast<std::size_t>(i)] = static_cast<int>((i * 7919) % 1000);
+  for (Index i = 0; i < n; ++i)
+    t[static_cast<std::size_t>(i)] = static_cast<int>((i * 7919) % 1000);
   return t;
 }
 

@@ -22,4 +22,4 @@ ddpm_require_packages() {
 
 # What the library, examples and tests need (OpenMP comes with g++'s libgomp).
 DDPM_BUILD_PACKAGES=(g++ cmake make libeigen3-dev doctest-dev libstb-dev libcli11-dev zlib1g-dev
-  libbenchmark-dev)
+  libbenchmark-dev clang-format)

@@ -21,13 +21,17 @@ class TinyNet {
       : hidden_(hidden), T_(num_timesteps), values_(size(hidden)), grads_(size(hidden)) {
     const ddpm::CounterRng rng(1);
     for (std::size_t i = 0; i < values_.size(); ++i) {
-      values_[i] = static_cast<float>(0.3 * (2.0 * rng.uniform(ddpm::stream::user, 0, 0, static_cast<std::uint32_t>(i)) - 1.0));
+      values_[i] = static_cast<float>(
+          0.3 * (2.0 * rng.uniform(ddpm::stream::user, 0, 0, static_cast<std::uint32_t>(i)) - 1.0));
     }
-    const std::size_t w1 = static_cast<std::size_t>(kFeatures * hidden), b1 = static_cast<std::size_t>(hidden),
+    const std::size_t w1 = static_cast<std::size_t>(kFeatures * hidden),
+                      b1 = static_cast<std::size_t>(hidden),
                       w2 = static_cast<std::size_t>(hidden * 2);
     std::size_t offset = 0;
-    for (const auto& [name, n] : {std::pair{"w1", w1}, std::pair{"b1", b1}, std::pair{"w2", w2}, std::pair{"b2", std::size_t{2}}}) {
-      blocks_.push_back({name, std::span<float>(values_).subspan(offset, n), std::span<float>(grads_).subspan(offset, n)});
+    for (const auto& [name, n] : {std::pair{"w1", w1}, std::pair{"b1", b1}, std::pair{"w2", w2},
+                                  std::pair{"b2", std::size_t{2}}}) {
+      blocks_.push_back({name, std::span<float>(values_).subspan(offset, n),
+                         std::span<float>(grads_).subspan(offset, n)});
       offset += n;
     }
   }
@@ -64,7 +68,9 @@ class TinyNet {
   using Map = Eigen::Map<ddpm::Batch<float>>;
   using RowMap = Eigen::Map<Eigen::RowVectorXf>;
   static std::size_t size(int h) { return static_cast<std::size_t>(kFeatures * h + h + 2 * h + 2); }
-  Map view(std::span<float> s, ddpm::Index rows, ddpm::Index cols) { return Map(s.data(), rows, cols); }
+  Map view(std::span<float> s, ddpm::Index rows, ddpm::Index cols) {
+    return Map(s.data(), rows, cols);
+  }
   Map w1() { return view(blocks_[0].value, kFeatures, hidden_); }
   RowMap b1() { return RowMap(blocks_[1].value.data(), hidden_); }
   Map w2() { return view(blocks_[2].value, hidden_, 2); }

@@ -27,7 +27,8 @@ struct Options {
 };
 
 // Draws n points from the mixture directly (component, then Gaussian), the ground truth picture.
-ddpm::Batch<double> draw_mixture(const ddpm::GaussianMixture& m, ddpm::Index n, std::uint64_t seed) {
+ddpm::Batch<double> draw_mixture(const ddpm::GaussianMixture& m, ddpm::Index n,
+                                 std::uint64_t seed) {
   const ddpm::CounterRng rng(seed);
   ddpm::Batch<double> x(n, m.dim());
   for (ddpm::Index i = 0; i < n; ++i) {
@@ -62,8 +63,8 @@ int run(const Options& options) {
     progress.update(p.done);
     const bool keep = p.done == 1 || p.done % std::max(1, p.total / (snapshots - 1)) == 0;
     if (keep && static_cast<int>(strip.size()) < snapshots) {
-      strip.push_back(ddpm::io::make_panel(p.x, "", "step " + std::to_string(p.done) + "/" +
-                                                        std::to_string(p.total)));
+      strip.push_back(ddpm::io::make_panel(
+          p.x, "", "step " + std::to_string(p.done) + "/" + std::to_string(p.total)));
     }
   };
   ddpm::Batch<double> samples;
@@ -84,7 +85,8 @@ int run(const Options& options) {
   const std::string title = options.sampler + ", " + std::to_string(steps) + " steps";
   ddpm::io::scatter_png(out / "samples.png", samples, title);
   const std::vector<ddpm::io::Panel> compare = {
-      ddpm::io::make_panel(draw_mixture(mixture, options.n, options.seed + 1), "data (exact draws)"),
+      ddpm::io::make_panel(draw_mixture(mixture, options.n, options.seed + 1),
+                           "data (exact draws)"),
       ddpm::io::make_panel(samples, title)};
   ddpm::io::write_png(out / "compare.png", ddpm::io::render_panels(compare, 2));
   ddpm::io::write_png(out / "reverse.png", ddpm::io::render_strip(strip));
@@ -110,8 +112,9 @@ int main(int argc, char** argv) {
   app.add_option("--T", options.num_timesteps, "diffusion steps T of the schedule")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--steps", options.steps, "sampling steps; below T the schedule is respaced "
-                                           "evenly (0: all T)")
+  app.add_option("--steps", options.steps,
+                 "sampling steps; below T the schedule is respaced "
+                 "evenly (0: all T)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--schedule", options.schedule, "linear or cosine")
@@ -120,7 +123,9 @@ int main(int argc, char** argv) {
   app.add_option("--eta", options.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--n", options.n, "number of samples")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--n", options.n, "number of samples")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
   app.add_option("--seed", options.seed, "random seed")->capture_default_str();
   app.add_option("--out", options.out, "output folder")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -69,7 +69,9 @@ struct ModelSpec {
             .variance = ddpm::parse_variance_kind(variance),
             .loss = ddpm::parse_loss_kind(loss)};
   }
-  [[nodiscard]] ddpm::data::ToyDataset toy() const { return ddpm::data::parse_toy_dataset(dataset); }
+  [[nodiscard]] ddpm::data::ToyDataset toy() const {
+    return ddpm::data::parse_toy_dataset(dataset);
+  }
 
   void store(ddpm::train::Checkpoint& c) const {
     c.set("toy2d.dataset", dataset);
@@ -162,8 +164,9 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
   const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
     progress.update(p.done);
     if (p.done == 1 || p.done % every == 0) {
-      strip.push_back(ddpm::io::make_panel(p.x, "", "step " + std::to_string(p.done) + "/" +
-                                                        std::to_string(p.total), frame_for(spec.dataset)));
+      strip.push_back(ddpm::io::make_panel(
+          p.x, "", "step " + std::to_string(p.done) + "/" + std::to_string(p.total),
+          frame_for(spec.dataset)));
     }
   };
   const ddpm::CounterRng rng(seed);
@@ -201,13 +204,15 @@ void write_forward_strip(const fs::path& path, const ModelSpec& spec, std::uint6
   const ddpm::Batch<double> x0 = ddpm::data::sample_toy2d<double>(spec.toy(), 3000, seed + 7);
   ddpm::Batch<double> noise(x0.rows(), 2), x_t;
   ddpm::CounterRng(seed).fill_normal(noise, ddpm::stream::user, 0, 0);
-  std::vector<ddpm::io::Panel> strip = {ddpm::io::make_panel(x0, "", "x_0 (data)", frame_for(spec.dataset))};
+  std::vector<ddpm::io::Panel> strip = {
+      ddpm::io::make_panel(x0, "", "x_0 (data)", frame_for(spec.dataset))};
   const int T = spec.num_timesteps;
   for (const double fraction : {0.05, 0.1, 0.25, 0.5, 1.0}) {
     const int t = std::min(T - 1, static_cast<int>(fraction * T));
     const std::vector<int> ts(static_cast<std::size_t>(x0.rows()), t);
     diffusion.q_sample(x0, ts, noise, x_t);
-    strip.push_back(ddpm::io::make_panel(x_t, "", "t=" + std::to_string(t), frame_for(spec.dataset)));
+    strip.push_back(
+        ddpm::io::make_panel(x_t, "", "t=" + std::to_string(t), frame_for(spec.dataset)));
   }
   ddpm::io::write_png(path, ddpm::io::render_strip(strip));
 }
@@ -259,7 +264,8 @@ int train(const TrainArgs& args, const SampleArgs& sample_args, const Common& co
     return 2;
   }
   ddpm::io::write_png(out / "loss.png",
-                      ddpm::io::render_curve(losses, {.log_y = true, .smoothing = 50,
+                      ddpm::io::render_curve(losses, {.log_y = true,
+                                                      .smoothing = 50,
                                                       .title = "training loss (" + spec.loss + ")",
                                                       .x_label = "step",
                                                       .x_start = static_cast<double>(first + 1)}));
@@ -268,12 +274,16 @@ int train(const TrainArgs& args, const SampleArgs& sample_args, const Common& co
   const ddpm::Batch<Real> samples =
       draw_samples(model, spec, sample_args, common.seed + 2, out / "reverse.png");
   write_samples(out, samples, spec, sample_args.sampler + " samples", common.seed);
-  const ddpm::Batch<double> fresh = ddpm::data::sample_toy2d<double>(spec.toy(), 2000, common.seed + 99);
-  const double mmd = ddpm::eval::mmd2_rbf(samples.topRows(std::min<ddpm::Index>(2000, samples.rows())).cast<double>(), fresh);
+  const ddpm::Batch<double> fresh =
+      ddpm::data::sample_toy2d<double>(spec.toy(), 2000, common.seed + 99);
+  const double mmd = ddpm::eval::mmd2_rbf(
+      samples.topRows(std::min<ddpm::Index>(2000, samples.rows())).cast<double>(), fresh);
   std::printf("trained %d steps; MMD^2 of %d samples vs fresh data: %.2e (see `eval` for floors)\n",
               args.steps, static_cast<int>(std::min<ddpm::Index>(2000, samples.rows())), mmd);
-  std::printf("wrote model.ckpt, loss.csv, loss.png, forward.png, reverse.png, samples.csv, "
-              "samples.png, compare.png in %s\n", out.string().c_str());
+  std::printf(
+      "wrote model.ckpt, loss.csv, loss.png, forward.png, reverse.png, samples.csv, "
+      "samples.png, compare.png in %s\n",
+      out.string().c_str());
   return 0;
 }
 
@@ -300,9 +310,11 @@ int sample(const SampleArgs& args, const Common& common) {
   Model model = load_model(args.checkpoint, args.raw_weights, spec);
   const fs::path out(common.out);
   fs::create_directories(out);
-  const ddpm::Batch<Real> samples = draw_samples(model, spec, args, common.seed + 2, out / "reverse.png");
+  const ddpm::Batch<Real> samples =
+      draw_samples(model, spec, args, common.seed + 2, out / "reverse.png");
   write_samples(out, samples, spec, args.sampler + " samples", common.seed);
-  std::printf("wrote samples.csv, samples.png, compare.png, reverse.png in %s\n", out.string().c_str());
+  std::printf("wrote samples.csv, samples.png, compare.png, reverse.png in %s\n",
+              out.string().c_str());
   return 0;
 }
 
@@ -319,19 +331,25 @@ int eval(const SampleArgs& args, const Common& common, int bound_n) {
   fs::create_directories(out);
   const ddpm::Batch<Real> samples = draw_samples(model, spec, args, common.seed + 2, {});
   const auto toy = spec.toy();
-  const ddpm::Batch<double> data = ddpm::data::sample_toy2d<double>(toy, args.n, common.seed + 424242);
+  const ddpm::Batch<double> data =
+      ddpm::data::sample_toy2d<double>(toy, args.n, common.seed + 424242);
   ddpm::io::write_csv(out / "data.csv", data, {"x", "y"});
   ddpm::io::write_csv(out / "samples.csv", samples, {"x", "y"});
-  const ddpm::eval::SampleQuality quality = ddpm::eval::sample_quality(samples.cast<double>(), data);
+  const ddpm::eval::SampleQuality quality =
+      ddpm::eval::sample_quality(samples.cast<double>(), data);
   const ddpm::eval::SampleQuality floor = ddpm::eval::metric_floor(
-      [&](ddpm::Index n, std::uint64_t seed) { return ddpm::data::sample_toy2d<double>(toy, n, seed); },
+      [&](ddpm::Index n, std::uint64_t seed) {
+        return ddpm::data::sample_toy2d<double>(toy, n, seed);
+      },
       args.n, {}, common.seed + 10, common.seed + 11);
   // The variational bound on held-out data, continuous decoder: nats per dimension.
   const ddpm::GaussianDiffusion<Real> diffusion(spec.noise_schedule(), spec.diffusion_options());
-  const ddpm::Batch<Real> held_out = ddpm::data::sample_toy2d<Real>(toy, bound_n, common.seed + 31337);
+  const ddpm::Batch<Real> held_out =
+      ddpm::data::sample_toy2d<Real>(toy, bound_n, common.seed + 31337);
   ddpm::io::ProgressBar progress(diffusion.num_timesteps(), "variational bound");
-  const ddpm::VariationalBound<Real> bound = diffusion.variational_bound(
-      model, held_out, ddpm::CounterRng(common.seed + 5), 0, [&](int done, int) { progress.update(done); });
+  const ddpm::VariationalBound<Real> bound =
+      diffusion.variational_bound(model, held_out, ddpm::CounterRng(common.seed + 5), 0,
+                                  [&](int done, int) { progress.update(done); });
   progress.finish();
   const double nll = bound.total.cast<double>().mean();
   const double prior = bound.prior.cast<double>().mean();
@@ -340,18 +358,25 @@ int eval(const SampleArgs& args, const Common& common, int bound_n) {
   json << "{\n"
        << "  \"dataset\": \"" << spec.dataset << "\",\n"
        << "  \"sampler\": \"" << args.sampler << "\",\n"
-       << "  \"sample_steps\": " << (args.sample_steps > 0 ? args.sample_steps : args.sampler == "ddim" ? 50 : spec.num_timesteps) << ",\n"
+       << "  \"sample_steps\": "
+       << (args.sample_steps > 0    ? args.sample_steps
+           : args.sampler == "ddim" ? 50
+                                    : spec.num_timesteps)
+       << ",\n"
        << "  \"eta\": " << json_number(args.eta) << ",\n"
        << "  \"n\": " << args.n << ",\n"
        << "  \"weights\": \"" << (args.raw_weights ? "raw" : "ema") << "\",\n"
        << "  \"mmd2\": " << json_number(quality.mmd2) << ",\n"
        << "  \"energy_distance\": " << json_number(quality.energy) << ",\n"
        << "  \"sliced_w1\": " << json_number(quality.sliced_w1) << ",\n"
-       << "  \"floor\": {\"mmd2\": " << json_number(floor.mmd2) << ", \"energy_distance\": "
-       << json_number(floor.energy) << ", \"sliced_w1\": " << json_number(floor.sliced_w1) << "},\n"
-       << "  \"nll_bound\": {\"unit\": \"" << bound.unit << "\", \"decoder\": \"continuous Gaussian\", "
-       << "\"n\": " << bound_n << ", \"total\": " << json_number(nll) << ", \"prior_L_T\": "
-       << json_number(prior) << ", \"decoder_L_0\": " << json_number(decoder) << "}\n"
+       << "  \"floor\": {\"mmd2\": " << json_number(floor.mmd2)
+       << ", \"energy_distance\": " << json_number(floor.energy)
+       << ", \"sliced_w1\": " << json_number(floor.sliced_w1) << "},\n"
+       << "  \"nll_bound\": {\"unit\": \"" << bound.unit
+       << "\", \"decoder\": \"continuous Gaussian\", "
+       << "\"n\": " << bound_n << ", \"total\": " << json_number(nll)
+       << ", \"prior_L_T\": " << json_number(prior) << ", \"decoder_L_0\": " << json_number(decoder)
+       << "}\n"
        << "}\n";
   ddpm::io::write_file_atomically(out / "metrics.json", json.str());
   std::cout << json.str();
@@ -361,46 +386,68 @@ int eval(const SampleArgs& args, const Common& common, int bound_n) {
 void add_model_options(CLI::App& app, ModelSpec& spec) {
   std::vector<std::string> names;
   for (const std::string_view name : ddpm::data::toy_dataset_names()) names.emplace_back(name);
-  app.add_option("--dataset", spec.dataset, "toy distribution")->check(CLI::IsMember(names))->capture_default_str();
+  app.add_option("--dataset", spec.dataset, "toy distribution")
+      ->check(CLI::IsMember(names))
+      ->capture_default_str();
   app.add_option("--schedule", spec.schedule, "noise schedule: linear or cosine")
-      ->check(CLI::IsMember({"linear", "cosine"}))->capture_default_str();
-  app.add_option("--T", spec.num_timesteps, "diffusion steps")->check(CLI::Range(1, 100000))->capture_default_str();
+      ->check(CLI::IsMember({"linear", "cosine"}))
+      ->capture_default_str();
+  app.add_option("--T", spec.num_timesteps, "diffusion steps")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   app.add_option("--output", spec.output, "what the network predicts: eps, x0 or v")
-      ->check(CLI::IsMember({"eps", "x0", "v"}))->capture_default_str();
+      ->check(CLI::IsMember({"eps", "x0", "v"}))
+      ->capture_default_str();
   app.add_option("--variance", spec.variance, "fixed-small, fixed-large or learned-range")
-      ->check(CLI::IsMember({"fixed-small", "fixed-large", "learned-range"}))->capture_default_str();
+      ->check(CLI::IsMember({"fixed-small", "fixed-large", "learned-range"}))
+      ->capture_default_str();
   app.add_option("--loss", spec.loss, "simple, hybrid (learned variance) or kl")
-      ->check(CLI::IsMember({"simple", "hybrid", "kl"}))->capture_default_str();
-  app.add_option("--width", spec.width, "hidden units per layer")->check(CLI::Range(1, 8192))->capture_default_str();
-  app.add_option("--depth", spec.depth, "hidden layers")->check(CLI::Range(1, 64))->capture_default_str();
-  app.add_option("--embedding", spec.embedding, "time-embedding size")->check(CLI::Range(2, 4096))->capture_default_str();
+      ->check(CLI::IsMember({"simple", "hybrid", "kl"}))
+      ->capture_default_str();
+  app.add_option("--width", spec.width, "hidden units per layer")
+      ->check(CLI::Range(1, 8192))
+      ->capture_default_str();
+  app.add_option("--depth", spec.depth, "hidden layers")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--embedding", spec.embedding, "time-embedding size")
+      ->check(CLI::Range(2, 4096))
+      ->capture_default_str();
 }
 
 void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoint) {
   if (with_checkpoint) {
     app.add_option("--checkpoint", args.checkpoint, "model.ckpt written by train")->required();
-    app.add_flag("--raw-weights", args.raw_weights, "sample with the trained weights, not their EMA");
+    app.add_flag("--raw-weights", args.raw_weights,
+                 "sample with the trained weights, not their EMA");
   }
   app.add_option("--sampler", args.sampler, "ddpm (ancestral) or ddim")
-      ->check(CLI::IsMember({"ddpm", "ddim"}))->capture_default_str();
-  app.add_option("--sample-steps", args.sample_steps, "sampling steps (default: T for ddpm, 50 for ddim)")
+      ->check(CLI::IsMember({"ddpm", "ddim"}))
+      ->capture_default_str();
+  app.add_option("--sample-steps", args.sample_steps,
+                 "sampling steps (default: T for ddpm, 50 for ddim)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eta", args.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--n", args.n, "number of samples")->check(CLI::Range(2, 10000000))->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--n", args.n, "number of samples")
+      ->check(CLI::Range(2, 10000000))
+      ->capture_default_str();
 }
 
 void add_common_options(CLI::App& app, Common& common) {
   app.add_option("--seed", common.seed, "random seed")->capture_default_str();
-  app.add_option("--threads", common.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", common.threads, "threads (0: OpenMP's default)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--out", common.out, "output folder")->capture_default_str();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ddpm-toy2d: train a denoising diffusion model on a 2D toy distribution, sample from "
-               "it, and evaluate the samples."};
+  CLI::App app{
+      "ddpm-toy2d: train a denoising diffusion model on a 2D toy distribution, sample from "
+      "it, and evaluate the samples."};
   app.require_subcommand(1);
   TrainArgs train_args;
   SampleArgs train_sampling, sample_args, eval_args;
@@ -408,35 +455,60 @@ int main(int argc, char** argv) {
   eval_args.sampler = "ddpm";
   int bound_n = 1000;
 
-  CLI::App* train_cmd = app.add_subcommand("train", "train a model; writes model.ckpt, loss.csv/png, "
-                                                     "forward/reverse strips and samples");
+  CLI::App* train_cmd = app.add_subcommand("train",
+                                           "train a model; writes model.ckpt, loss.csv/png, "
+                                           "forward/reverse strips and samples");
   add_model_options(*train_cmd, train_args.spec);
-  train_cmd->add_option("--steps", train_args.steps, "optimizer steps")->check(CLI::Range(1, 100000000))->capture_default_str();
-  train_cmd->add_option("--batch", train_args.batch, "batch size")->check(CLI::Range(1, 1000000))->capture_default_str();
-  train_cmd->add_option("--lr", train_args.lr, "Adam learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  train_cmd->add_option("--warmup", train_args.warmup, "learning-rate warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
-  train_cmd->add_option("--decay", train_args.decay, "learning-rate decay after warm-up: cosine, linear or constant")
-      ->check(CLI::IsMember({"cosine", "linear", "constant"}))->capture_default_str();
+  train_cmd->add_option("--steps", train_args.steps, "optimizer steps")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  train_cmd->add_option("--batch", train_args.batch, "batch size")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  train_cmd->add_option("--lr", train_args.lr, "Adam learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  train_cmd->add_option("--warmup", train_args.warmup, "learning-rate warm-up steps")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  train_cmd
+      ->add_option("--decay", train_args.decay,
+                   "learning-rate decay after warm-up: cosine, linear or constant")
+      ->check(CLI::IsMember({"cosine", "linear", "constant"}))
+      ->capture_default_str();
   train_cmd->add_option("--grad-clip", train_args.grad_clip, "global gradient-norm clip (0: off)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  train_cmd->add_option("--ema", train_args.ema, "EMA decay of the weights used for sampling (0: off)")
-      ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
-  train_cmd->add_option("--timesteps", train_args.timesteps, "timestep sampler: uniform or importance")
-      ->check(CLI::IsMember({"uniform", "importance"}))->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  train_cmd
+      ->add_option("--ema", train_args.ema, "EMA decay of the weights used for sampling (0: off)")
+      ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
+  train_cmd
+      ->add_option("--timesteps", train_args.timesteps, "timestep sampler: uniform or importance")
+      ->check(CLI::IsMember({"uniform", "importance"}))
+      ->capture_default_str();
   train_cmd->add_option("--resume", train_args.resume, "continue from this checkpoint");
-  train_cmd->add_option("--checkpoint-every", train_args.checkpoint_every, "steps between checkpoints (0: only at the end)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  train_cmd
+      ->add_option("--checkpoint-every", train_args.checkpoint_every,
+                   "steps between checkpoints (0: only at the end)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   add_sample_options(*train_cmd, train_sampling, false);
   add_common_options(*train_cmd, train_common);
 
-  CLI::App* sample_cmd = app.add_subcommand("sample", "sample from a trained model; writes samples.csv and pictures");
+  CLI::App* sample_cmd =
+      app.add_subcommand("sample", "sample from a trained model; writes samples.csv and pictures");
   add_sample_options(*sample_cmd, sample_args, true);
   add_common_options(*sample_cmd, sample_common);
 
-  CLI::App* eval_cmd = app.add_subcommand("eval", "measure a trained model: metrics.json (MMD^2, energy distance, "
-                                                   "sliced W1, their data-vs-data floors, NLL bound) and data.csv");
+  CLI::App* eval_cmd =
+      app.add_subcommand("eval",
+                         "measure a trained model: metrics.json (MMD^2, energy distance, "
+                         "sliced W1, their data-vs-data floors, NLL bound) and data.csv");
   add_sample_options(*eval_cmd, eval_args, true);
-  eval_cmd->add_option("--bound-n", bound_n, "held-out points for the NLL bound")->check(CLI::Range(1, 1000000))->capture_default_str();
+  eval_cmd->add_option("--bound-n", bound_n, "held-out points for the NLL bound")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   add_common_options(*eval_cmd, eval_common);
 
   CLI11_PARSE(app, argc, argv);

@@ -31,7 +31,8 @@ namespace ddpm {
 /// \endcode
 /// See examples/custom_denoiser for a trainable network of one's own.
 template <class M, class Real>
-concept Denoiser = requires(M& m, const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
+concept Denoiser = requires(M& m, const Batch<Real>& x_t, std::span<const int> t,
+                            Batch<Real>& out) {
   m.predict(x_t, t, out);
 };
 
@@ -49,14 +50,13 @@ concept ConditionalDenoiser = requires(M& m, const Batch<Real>& x_t, std::span<c
 ///   2. `m.parameters()`: a range of ParameterBlock<Real> viewing every parameter and its gradient;
 ///   3. `m.zero_grad()`: sets every gradient buffer to zero.
 template <class M, class Real>
-concept TrainableDenoiser =
-    Denoiser<M, Real> && requires(M& m, const Batch<Real>& grad_out) {
-      m.backward(grad_out);
-      m.zero_grad();
-      { m.parameters() } -> std::ranges::range;
-      requires std::convertible_to<std::ranges::range_reference_t<decltype(m.parameters())>,
-                                   const ParameterBlock<Real>&>;
-    };
+concept TrainableDenoiser = Denoiser<M, Real> && requires(M& m, const Batch<Real>& grad_out) {
+  m.backward(grad_out);
+  m.zero_grad();
+  { m.parameters() } -> std::ranges::range;
+  requires std::convertible_to < std::ranges::range_reference_t<decltype(m.parameters())>,
+  const ParameterBlock<Real>& > ;
+};
 
 namespace detail {
 
@@ -82,8 +82,9 @@ class WithLabels {
   WithLabels(M& model, std::span<const int> labels) : model_(&model), labels_(labels) {}
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
-    detail::require(static_cast<Index>(labels_.size()) == x_t.rows(), "labels.size()",
-                    labels_.size(), [&] { return "one label per row of x_t (" + std::to_string(x_t.rows()) + ")"; });
+    detail::require(
+        static_cast<Index>(labels_.size()) == x_t.rows(), "labels.size()", labels_.size(),
+        [&] { return "one label per row of x_t (" + std::to_string(x_t.rows()) + ")"; });
     model_->predict(x_t, t, labels_, out);
   }
 

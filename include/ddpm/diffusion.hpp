@@ -36,33 +36,44 @@ struct DiffusionOptions {
   VarianceKind variance = VarianceKind::fixed_small;
   LossKind loss = LossKind::simple;
   Decoder decoder = Decoder::continuous;
-  bool clip_x0 = false;          ///< clip the predicted x_0 to [-1, 1] (images)
-  bool rescale_hybrid = true;    ///< hybrid bound weight T/1000 (rescaled) instead of 1
+  bool clip_x0 = false;        ///< clip the predicted x_0 to [-1, 1] (images)
+  bool rescale_hybrid = true;  ///< hybrid bound weight T/1000 (rescaled) instead of 1
 };
 
 inline std::string_view to_string(ModelOutput o) {
   switch (o) {
-    case ModelOutput::epsilon: return "eps";
-    case ModelOutput::x0: return "x0";
-    case ModelOutput::v: return "v";
+    case ModelOutput::epsilon:
+      return "eps";
+    case ModelOutput::x0:
+      return "x0";
+    case ModelOutput::v:
+      return "v";
   }
   return "?";
 }
 inline std::string_view to_string(VarianceKind v) {
   switch (v) {
-    case VarianceKind::fixed_small: return "fixed-small";
-    case VarianceKind::fixed_large: return "fixed-large";
-    case VarianceKind::learned: return "learned";
-    case VarianceKind::learned_range: return "learned-range";
+    case VarianceKind::fixed_small:
+      return "fixed-small";
+    case VarianceKind::fixed_large:
+      return "fixed-large";
+    case VarianceKind::learned:
+      return "learned";
+    case VarianceKind::learned_range:
+      return "learned-range";
   }
   return "?";
 }
 inline std::string_view to_string(LossKind l) {
   switch (l) {
-    case LossKind::simple: return "simple";
-    case LossKind::kl: return "kl";
-    case LossKind::rescaled_kl: return "rescaled-kl";
-    case LossKind::hybrid: return "hybrid";
+    case LossKind::simple:
+      return "simple";
+    case LossKind::kl:
+      return "kl";
+    case LossKind::rescaled_kl:
+      return "rescaled-kl";
+    case LossKind::hybrid:
+      return "hybrid";
   }
   return "?";
 }
@@ -78,7 +89,8 @@ inline VarianceKind parse_variance_kind(std::string_view s) {
   if (s == "fixed-large") return VarianceKind::fixed_large;
   if (s == "learned") return VarianceKind::learned;
   if (s == "learned-range") return VarianceKind::learned_range;
-  throw InvalidArgument("variance", std::string(s), "fixed-small, fixed-large, learned or learned-range");
+  throw InvalidArgument("variance", std::string(s),
+                        "fixed-small, fixed-large, learned or learned-range");
 }
 inline LossKind parse_loss_kind(std::string_view s) {
   if (s == "simple" || s == "mse") return LossKind::simple;
@@ -109,7 +121,8 @@ struct TrainingLoss {
 /// The variational bound per sample, -log p(x_0) <= L_T + sum_{t>0} L_t + L_0, per dimension.
 template <class Real>
 struct VariationalBound {
-  Batch<Real> terms;   ///< terms(i, s): L_s of sample i for each step s of the schedule; s = 0 is L_0
+  Batch<Real>
+      terms;  ///< terms(i, s): L_s of sample i for each step s of the schedule; s = 0 is L_0
   Vector<Real> prior;  ///< L_T = KL(q(x_T | x_0) || N(0, I))
   Vector<Real> total;  ///< prior + sum over s of terms
   std::string unit;    ///< "bits/dim" (discretized decoder) or "nats/dim" (continuous decoder)
@@ -206,8 +219,8 @@ class GaussianDiffusion {
   // ---- reverse process ----------------------------------------------------------------------
 
   /// p(x_{t-1} | x_t) from a raw model output (x_t.rows() x model_output_dim(x_t.cols())).
-  void p_mean_variance(const Batch<Real>& model_out, const Batch<Real>& x_t,
-                       std::span<const int> t, ReverseStep<Real>& out) const {
+  void p_mean_variance(const Batch<Real>& model_out, const Batch<Real>& x_t, std::span<const int> t,
+                       ReverseStep<Real>& out) const {
     check_rows(x_t, t, "x_t");
     check_model_output(model_out, x_t);
     const Index dim = x_t.cols();
@@ -242,8 +255,9 @@ class GaussianDiffusion {
     check_same_shape(noise, x0, "noise");
     check_model_output(model_out, x0);
     detail::require(weights.empty() || static_cast<Index>(weights.size()) == x0.rows(),
-                    "weights.size()", weights.size(),
-                    [&] { return "0 or one weight per row of x0 (" + std::to_string(x0.rows()) + ")"; });
+                    "weights.size()", weights.size(), [&] {
+                      return "0 or one weight per row of x0 (" + std::to_string(x0.rows()) + ")";
+                    });
     const Index n = x0.rows(), dim = x0.cols();
     result.loss.resize(n);
     result.mse.resize(n);
@@ -256,10 +270,11 @@ class GaussianDiffusion {
                                                               : Real(1);
     detail::parallel_for(n, 32 * dim, [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
-      const Real w = (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) /
-                     static_cast<Real>(n);
+      const Real w =
+          (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) / static_cast<Real>(n);
       const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
-      const Real sqrt_one_minus_ab = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+      const Real sqrt_one_minus_ab =
+          static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
       Real mse = 0, vlb = 0;
       for (Index j = 0; j < dim; ++j) {
         const Element e = element(model_out, x_t, i, j, s);
@@ -351,7 +366,8 @@ class GaussianDiffusion {
     for (int s = num_timesteps() - 1; s >= 0; --s) {
       const int timestep = schedule_.timestep(s);
       std::fill(t.begin(), t.end(), timestep);
-      rng.fill_normal(noise, stream::forward_noise, first_sample, static_cast<std::uint32_t>(timestep));
+      rng.fill_normal(noise, stream::forward_noise, first_sample,
+                      static_cast<std::uint32_t>(timestep));
       q_sample(x0, t, noise, x_t);
       model.predict(x_t, std::span<const int>(t), model_out);
       bound_terms(model_out, x0, x_t, t, column);
@@ -373,20 +389,19 @@ class GaussianDiffusion {
 
   /// Throws unless t has one entry per row of `batch` and every entry is a valid timestep.
   void check_rows(const Batch<Real>& batch, std::span<const int> t, std::string_view name) const {
-    detail::require(static_cast<Index>(t.size()) == batch.rows(), "t.size()", t.size(),
-                    [&] {
-                      return "one timestep per row of " + std::string(name) + " (" +
-                             std::to_string(batch.rows()) + ")";
-                    });
+    detail::require(static_cast<Index>(t.size()) == batch.rows(), "t.size()", t.size(), [&] {
+      return "one timestep per row of " + std::string(name) + " (" + std::to_string(batch.rows()) +
+             ")";
+    });
     for (const int timestep : t) (void)schedule_.index_of(timestep);
   }
   void check_model_output(const Batch<Real>& model_out, const Batch<Real>& x) const {
     if (model_out.rows() != x.rows() || model_out.cols() != model_output_dim(x.cols())) {
-      detail::require_shape(false, "model_out", model_out.rows(), model_out.cols(),
-                            std::to_string(x.rows()) + "x" +
-                                std::to_string(model_output_dim(x.cols())) + " (rows of x_t; " +
-                                (learns_variance() ? "2x the data dim for a learned variance)"
-                                                   : "the data dim)"));
+      detail::require_shape(
+          false, "model_out", model_out.rows(), model_out.cols(),
+          std::to_string(x.rows()) + "x" + std::to_string(model_output_dim(x.cols())) +
+              " (rows of x_t; " +
+              (learns_variance() ? "2x the data dim for a learned variance)" : "the data dim)"));
     }
   }
   static void check_same_shape(const Batch<Real>& a, const Batch<Real>& reference,
@@ -400,7 +415,8 @@ class GaussianDiffusion {
 
   /// Step index of an original timestep already validated by check_rows.
   [[nodiscard]] std::size_t step_of(int timestep) const noexcept {
-    return static_cast<std::size_t>(schedule_.is_respaced() ? schedule_.index_of(timestep) : timestep);
+    return static_cast<std::size_t>(schedule_.is_respaced() ? schedule_.index_of(timestep)
+                                                            : timestep);
   }
 
  private:
@@ -482,7 +498,8 @@ class GaussianDiffusion {
     const Real true_mean = static_cast<Real>(schedule_.posterior_mean_coef1()[s]) * x0 +
                            static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x_t;
     const Real true_log_var = static_cast<Real>(schedule_.posterior_log_variance_clipped()[s]);
-    const KlWithGrad<Real> kl = normal_kl_with_grad(true_mean, true_log_var, e.mean, e.log_variance);
+    const KlWithGrad<Real> kl =
+        normal_kl_with_grad(true_mean, true_log_var, e.mean, e.log_variance);
     return {kl.value, kl.d_mean2, kl.d_log_var2};
   }
 

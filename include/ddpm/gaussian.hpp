@@ -73,15 +73,15 @@ inline double std_normal_pdf(double z) {
 inline constexpr double kDiscretizedProbabilityFloor = 1e-12;
 
 /// -log P(x) under N(mean, exp(log_var)) discretized to 256 bins of width 2/255 centred on
-/// x in {-1, -1 + 2/255, ..., 1} (8-bit data scaled to [-1, 1]); the lowest bin extends to -inf and the
-/// highest to +inf, so the 256 probabilities sum to 1. Probabilities are floored at 1e-12 (the floor
-/// has zero derivative). Computed in double for any Real.
+/// x in {-1, -1 + 2/255, ..., 1} (8-bit data scaled to [-1, 1]); the lowest bin extends to -inf and
+/// the highest to +inf, so the 256 probabilities sum to 1. Probabilities are floored at 1e-12 (the
+/// floor has zero derivative). Computed in double for any Real.
 template <class Real>
 NllWithGrad<Real> discretized_gaussian_nll_with_grad(Real x_in, Real mean_in, Real log_var_in) {
   const double x = x_in, mean = mean_in, log_var = log_var_in;
   const double inv_std = std::exp(-0.5 * log_var);
   const double half_bin = 1.0 / 255.0;
-  const bool lowest = x < -0.999, highest = x > 0.999;
+  const bool lowest = x<-0.999, highest = x> 0.999;
   // Standardized bin edges; +-inf at the open ends.
   const double lo = lowest ? -INFINITY : (x - half_bin - mean) * inv_std;
   const double hi = highest ? INFINITY : (x + half_bin - mean) * inv_std;

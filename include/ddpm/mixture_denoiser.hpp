@@ -20,11 +20,11 @@
 namespace ddpm {
 
 /// The Bayes-optimal model output for mixture data (REFERENCE.md, last section):
-/// x_t | k ~ N(sqrt(ab_t) m_k, (ab_t s_k^2 + 1 - ab_t) I), responsibilities r_k(x_t) by Bayes' rule,
-/// E[x_0 | x_t] = sum_k r_k (m_k + sqrt(ab_t) s_k^2 (x_t - sqrt(ab_t) m_k) / (ab_t s_k^2 + 1 - ab_t)),
-/// eps* = (x_t - sqrt(ab_t) E[x_0 | x_t]) / sqrt(1 - ab_t). Outputs eps*, E[x_0|x_t] or the matching v.
-/// As a ConditionalDenoiser, label k restricts the mixture to component k (kNoLabel: all).
-/// Computed in double whatever Real is.
+/// x_t | k ~ N(sqrt(ab_t) m_k, (ab_t s_k^2 + 1 - ab_t) I), responsibilities r_k(x_t) by Bayes'
+/// rule, E[x_0 | x_t] = sum_k r_k (m_k + sqrt(ab_t) s_k^2 (x_t - sqrt(ab_t) m_k) / (ab_t s_k^2 + 1
+/// - ab_t)), eps* = (x_t - sqrt(ab_t) E[x_0 | x_t]) / sqrt(1 - ab_t). Outputs eps*, E[x_0|x_t] or
+/// the matching v. As a ConditionalDenoiser, label k restricts the mixture to component k
+/// (kNoLabel: all). Computed in double whatever Real is.
 template <class Real>
 class GaussianMixtureDenoiser {
  public:
@@ -64,14 +64,13 @@ class GaussianMixtureDenoiser {
   }
   void predict(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) const {
-    detail::require(static_cast<Index>(labels.size()) == x_t.rows(), "labels.size()",
-                    labels.size(), "one label per row of x_t");
+    detail::require(static_cast<Index>(labels.size()) == x_t.rows(), "labels.size()", labels.size(),
+                    "one label per row of x_t");
     for (const int label : labels) {
-      detail::require(label == kNoLabel || (label >= 0 && label < mixture_.components()), "label",
-                      label, [&] {
-                        return "-1 (none) or a component index 0.." +
-                               std::to_string(mixture_.components() - 1);
-                      });
+      detail::require(
+          label == kNoLabel || (label >= 0 && label < mixture_.components()), "label", label, [&] {
+            return "-1 (none) or a component index 0.." + std::to_string(mixture_.components() - 1);
+          });
     }
     predict_impl(x_t, t, labels, out);
   }
@@ -80,8 +79,9 @@ class GaussianMixtureDenoiser {
   void predict_impl(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
                     Batch<Real>& out) const {
     const Index dim = mixture_.dim(), k = mixture_.components();
-    if (x_t.cols() != dim) detail::require_shape(false, "x_t", x_t.rows(), x_t.cols(),
-                                                 std::to_string(dim) + " columns (the mixture's dim)");
+    if (x_t.cols() != dim)
+      detail::require_shape(false, "x_t", x_t.rows(), x_t.cols(),
+                            std::to_string(dim) + " columns (the mixture's dim)");
     detail::require(static_cast<Index>(t.size()) == x_t.rows(), "t.size()", t.size(),
                     "one timestep per row of x_t");
     for (const int timestep : t) {
@@ -129,12 +129,14 @@ class GaussianMixtureDenoiser {
           const double r = std::exp(log_resp[c] - max_log) / norm;
           const double s2 = mixture_.stds[ci] * mixture_.stds[ci];
           const double var = ab * s2 + 1.0 - ab;
-          x0 += r * (mixture_.means(c, j) + sqrt_ab * s2 * (x - sqrt_ab * mixture_.means(c, j)) / var);
+          x0 += r *
+                (mixture_.means(c, j) + sqrt_ab * s2 * (x - sqrt_ab * mixture_.means(c, j)) / var);
         }
         const double eps = (x - sqrt_ab * x0) / std::sqrt(1.0 - ab);
         const double value = output_ == ModelOutput::epsilon ? eps
-                             : output_ == ModelOutput::x0    ? x0
-                                                             : sqrt_ab * eps - std::sqrt(1.0 - ab) * x0;
+                             : output_ == ModelOutput::x0
+                                 ? x0
+                                 : sqrt_ab * eps - std::sqrt(1.0 - ab) * x0;
         out(i, j) = static_cast<Real>(value);
       }
     });

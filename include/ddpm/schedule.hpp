@@ -27,9 +27,9 @@ inline std::vector<int> space_timesteps(int num_timesteps, std::string_view spac
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), count);
     const bool ok = error == std::errc() && end == digits.data() + digits.size() && count >= 1 &&
                     count <= num_timesteps;
-    detail::require(ok, "spacing", std::string(spacing),
-                    "\"evenly N\", \"N\" or \"ddimN\" with 1 <= N <= " +
-                        std::to_string(num_timesteps));
+    detail::require(
+        ok, "spacing", std::string(spacing),
+        "\"evenly N\", \"N\" or \"ddimN\" with 1 <= N <= " + std::to_string(num_timesteps));
     return count;
   };
   std::vector<int> kept;
@@ -78,15 +78,16 @@ class NoiseSchedule {
                     "(1000/T * beta_end < 1, i.e. T > 20 for beta_end = 0.02)");
     std::vector<double> betas(static_cast<std::size_t>(num_timesteps));
     for (int i = 0; i < num_timesteps; ++i) {
-      const double fraction = num_timesteps == 1 ? 0.0 : static_cast<double>(i) / (num_timesteps - 1);
+      const double fraction =
+          num_timesteps == 1 ? 0.0 : static_cast<double>(i) / (num_timesteps - 1);
       betas[static_cast<std::size_t>(i)] =
           scale * beta_start + fraction * (scale * beta_end - scale * beta_start);
     }
     return NoiseSchedule(std::move(betas));
   }
 
-  /// Nichol & Dhariwal cosine schedule: alpha_bar(u) = f(u)/f(0), f(u) = cos^2((u + s)/(1 + s) pi/2),
-  /// beta_i = min(1 - alpha_bar((i+1)/T) / alpha_bar(i/T), max_beta).
+  /// Nichol & Dhariwal cosine schedule: alpha_bar(u) = f(u)/f(0), f(u) = cos^2((u + s)/(1 + s)
+  /// pi/2), beta_i = min(1 - alpha_bar((i+1)/T) / alpha_bar(i/T), max_beta).
   static NoiseSchedule cosine(int num_timesteps, double s = 0.008, double max_beta = 0.999) {
     detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
     detail::require(s > 0.0, "s", s, "an offset > 0");
@@ -105,8 +106,7 @@ class NoiseSchedule {
   }
 
   /// A schedule from explicit betas, each in (0, 1).
-  explicit NoiseSchedule(std::vector<double> betas)
-      : NoiseSchedule(std::move(betas), {}, 0) {}
+  explicit NoiseSchedule(std::vector<double> betas) : NoiseSchedule(std::move(betas), {}, 0) {}
 
   /// The schedule restricted to the kept original timesteps (strictly increasing, each in
   /// 0..size()-1): beta'_j = 1 - alpha_bar[k_j] / alpha_bar[k_{j-1}], alpha_bar[k_{-1}] = 1, so
@@ -155,9 +155,10 @@ class NoiseSchedule {
     const int i = !in_range ? -1 : timesteps_.empty() ? t : index_of_[static_cast<std::size_t>(t)];
     if (i < 0) {
       throw InvalidArgument("timestep", std::to_string(t),
-                            is_respaced() ? "one of the kept original timesteps of this respaced "
-                                            "schedule (see NoiseSchedule::timestep)"
-                                          : "an integer in 0.." + std::to_string(original_size_ - 1));
+                            is_respaced()
+                                ? "one of the kept original timesteps of this respaced "
+                                  "schedule (see NoiseSchedule::timestep)"
+                                : "an integer in 0.." + std::to_string(original_size_ - 1));
     }
     return i;
   }
@@ -173,7 +174,9 @@ class NoiseSchedule {
   /// a_t = 1 - beta_t
   [[nodiscard]] const std::vector<double>& alphas() const noexcept { return alphas_; }
   /// ab_t = prod_{s<=t} a_s
-  [[nodiscard]] const std::vector<double>& alphas_cumprod() const noexcept { return alphas_cumprod_; }
+  [[nodiscard]] const std::vector<double>& alphas_cumprod() const noexcept {
+    return alphas_cumprod_;
+  }
   /// ab_{t-1}, with 1 at t = 0
   [[nodiscard]] const std::vector<double>& alphas_cumprod_prev() const noexcept {
     return alphas_cumprod_prev_;
@@ -232,7 +235,8 @@ class NoiseSchedule {
     original_size_ = timesteps_.empty() ? size() : original_size;
     if (!timesteps_.empty()) {
       index_of_.assign(static_cast<std::size_t>(original_size_), -1);
-      for (int i = 0; i < size(); ++i) index_of_[static_cast<std::size_t>(timesteps_[static_cast<std::size_t>(i)])] = i;
+      for (int i = 0; i < size(); ++i)
+        index_of_[static_cast<std::size_t>(timesteps_[static_cast<std::size_t>(i)])] = i;
     }
     derive();
   }
@@ -274,14 +278,16 @@ class NoiseSchedule {
     const double first_log_variance =
         n > 1 ? std::log(posterior_variance_[1]) : std::log(betas_[0]);
     for (std::size_t i = 0; i < n; ++i) {
-      posterior_log_variance_clipped_[i] = i == 0 ? first_log_variance : std::log(posterior_variance_[i]);
+      posterior_log_variance_clipped_[i] =
+          i == 0 ? first_log_variance : std::log(posterior_variance_[i]);
       fixed_large_log_variance_[i] = i == 0 ? first_log_variance : std::log(betas_[i]);
     }
   }
 
   std::vector<double> betas_;
   std::vector<int> timesteps_;  // original timestep of each step; empty when not respaced
-  std::vector<int> index_of_;   // step of each original timestep, -1 if dropped; empty if not respaced
+  std::vector<int>
+      index_of_;  // step of each original timestep, -1 if dropped; empty if not respaced
   int original_size_ = 0;
   std::vector<double> alphas_, alphas_cumprod_, alphas_cumprod_prev_, alphas_cumprod_next_,
       sqrt_alphas_cumprod_, sqrt_one_minus_alphas_cumprod_, log_one_minus_alphas_cumprod_,

@@ -20,8 +20,8 @@ namespace detail {
 /// Draws index i with probability p_i by inverting the cumulative distribution.
 inline int draw_from_cdf(const std::vector<double>& cdf, double u) {
   const auto it = std::upper_bound(cdf.begin(), cdf.end(), u * cdf.back());
-  return static_cast<int>(std::min<std::ptrdiff_t>(it - cdf.begin(),
-                                                   static_cast<std::ptrdiff_t>(cdf.size()) - 1));
+  return static_cast<int>(
+      std::min<std::ptrdiff_t>(it - cdf.begin(), static_cast<std::ptrdiff_t>(cdf.size()) - 1));
 }
 
 }  // namespace detail
@@ -70,7 +70,8 @@ class LossSecondMomentSampler {
     detail::require(history >= 1, "history", history, "an integer >= 1");
     detail::require(uniform_fraction > 0.0 && uniform_fraction <= 1.0, "uniform_fraction",
                     uniform_fraction, "a value in (0, 1]");
-    losses_.assign(static_cast<std::size_t>(num_timesteps) * static_cast<std::size_t>(history), 0.0);
+    losses_.assign(static_cast<std::size_t>(num_timesteps) * static_cast<std::size_t>(history),
+                   0.0);
     counts_.assign(static_cast<std::size_t>(num_timesteps), 0);
     cdf_.assign(static_cast<std::size_t>(num_timesteps), 0.0);
     probabilities_.assign(static_cast<std::size_t>(num_timesteps), 1.0 / num_timesteps);
@@ -121,8 +122,8 @@ class LossSecondMomentSampler {
   [[nodiscard]] const std::vector<double>& loss_history() const noexcept { return losses_; }
   [[nodiscard]] const std::vector<int>& loss_counts() const noexcept { return counts_; }
   void restore(std::vector<double> history, std::vector<int> counts) {
-    detail::require(history.size() == losses_.size() && counts.size() == counts_.size(),
-                    "history", history.size(), "T x history entries and T counts");
+    detail::require(history.size() == losses_.size() && counts.size() == counts_.size(), "history",
+                    history.size(), "T x history entries and T counts");
     losses_ = std::move(history);
     counts_ = std::move(counts);
     warm_count_ = static_cast<int>(

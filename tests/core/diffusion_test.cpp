@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Tests of GaussianDiffusion: forward process, posterior against Bayes' rule, parameterizations,
 // loss gradients against finite differences, the variational bound against a closed form.
+#include "ddpm/diffusion.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <numbers>
 #include <vector>
 
-#include "ddpm/diffusion.hpp"
 #include "ddpm/mixture_denoiser.hpp"
 
 namespace {
@@ -33,8 +34,8 @@ Batch<double> eight_bit(Index rows, Index cols, std::uint64_t seed) {
   const ddpm::CounterRng rng(seed);
   for (Index i = 0; i < rows; ++i) {
     for (Index j = 0; j < cols; ++j) {
-      const auto level = rng.uniform_int(9, static_cast<std::uint32_t>(i), 0, 256,
-                                         static_cast<std::uint32_t>(j));
+      const auto level =
+          rng.uniform_int(9, static_cast<std::uint32_t>(i), 0, 256, static_cast<std::uint32_t>(j));
       x(i, j) = (i + j) % 5 == 0 ? -1.0 : (i + j) % 7 == 0 ? 1.0 : -1.0 + 2.0 * level / 255.0;
     }
   }
@@ -54,9 +55,11 @@ TEST_CASE("q_sample and q_mean_variance follow the closed form of q(x_t | x_0)")
   diffusion.q_mean_variance(x0, t, mean, var, log_var);
   for (Index i = 0; i < 4; ++i) {
     double ab = 1.0;  // recomputed from the betas here, independently of the schedule's arrays
-    for (int s = 0; s <= t[static_cast<std::size_t>(i)]; ++s) ab *= 1.0 - schedule.betas()[static_cast<std::size_t>(s)];
+    for (int s = 0; s <= t[static_cast<std::size_t>(i)]; ++s)
+      ab *= 1.0 - schedule.betas()[static_cast<std::size_t>(s)];
     for (Index j = 0; j < 3; ++j) {
-      CHECK(x_t(i, j) == doctest::Approx(std::sqrt(ab) * x0(i, j) + std::sqrt(1 - ab) * noise(i, j)).epsilon(1e-12));
+      CHECK(x_t(i, j) == doctest::Approx(std::sqrt(ab) * x0(i, j) + std::sqrt(1 - ab) * noise(i, j))
+                             .epsilon(1e-12));
       CHECK(mean(i, j) == doctest::Approx(std::sqrt(ab) * x0(i, j)).epsilon(1e-12));
     }
     CHECK(var(i) == doctest::Approx(1 - ab).epsilon(1e-12));
@@ -66,8 +69,8 @@ TEST_CASE("q_sample and q_mean_variance follow the closed form of q(x_t | x_0)")
 
 TEST_CASE("the posterior q(x_{t-1} | x_t, x_0) equals Bayes' rule integrated numerically") {
   // q(x_{t-1} | x_t, x_0) is proportional to q(x_t | x_{t-1}) q(x_{t-1} | x_0); its mean and
-  // variance are integrated on a fine grid (trapezoid, 400001 points, at least 100 per posterior sd):
-  // error << 1e-8.
+  // variance are integrated on a fine grid (trapezoid, 400001 points, at least 100 per posterior
+  // sd): error << 1e-8.
   const NoiseSchedule schedule = NoiseSchedule::cosine(200);
   const GaussianDiffusion<double> diffusion(schedule);
   for (const int t : {1, 7, 100, 199}) {
@@ -78,14 +81,17 @@ TEST_CASE("the posterior q(x_{t-1} | x_t, x_0) equals Bayes' rule integrated num
     const double prior_mean = std::sqrt(ab_prev) * x0, prior_var = 1 - ab_prev;
     const double lik_mean = x_t / std::sqrt(1 - beta), lik_var = beta / (1 - beta);
     const auto log_joint = [&](double y) {
-      return -0.5 * std::pow(y - lik_mean, 2) / lik_var - 0.5 * std::pow(y - prior_mean, 2) / prior_var;
+      return -0.5 * std::pow(y - lik_mean, 2) / lik_var -
+             0.5 * std::pow(y - prior_mean, 2) / prior_var;
     };
     // The grid spans both factors' bulk; the log-density is shifted by its maximum on the grid.
     const double sd = std::sqrt(std::min(prior_var, lik_var));
-    const double lo = std::min(prior_mean, lik_mean) - 12 * sd, hi = std::max(prior_mean, lik_mean) + 12 * sd;
+    const double lo = std::min(prior_mean, lik_mean) - 12 * sd,
+                 hi = std::max(prior_mean, lik_mean) + 12 * sd;
     const int points = 400001;
     double peak = -INFINITY;
-    for (int k = 0; k < points; ++k) peak = std::max(peak, log_joint(lo + (hi - lo) * k / (points - 1)));
+    for (int k = 0; k < points; ++k)
+      peak = std::max(peak, log_joint(lo + (hi - lo) * k / (points - 1)));
     double z = 0, m1 = 0, m2 = 0;
     for (int k = 0; k < points; ++k) {
       const double y = lo + (hi - lo) * k / (points - 1);
@@ -118,11 +124,13 @@ TEST_CASE("each output parameterization recovers x_0 from its own target") {
     diffusion.q_sample(x0, t, noise, x_t);
     Batch<double> target(5, 4);
     for (Index i = 0; i < 5; ++i) {
-      const double ab = schedule.alphas_cumprod()[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
+      const double ab =
+          schedule.alphas_cumprod()[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
       for (Index j = 0; j < 4; ++j) {
         target(i, j) = output == ModelOutput::epsilon ? noise(i, j)
-                       : output == ModelOutput::x0    ? x0(i, j)
-                                                      : std::sqrt(ab) * noise(i, j) - std::sqrt(1 - ab) * x0(i, j);
+                       : output == ModelOutput::x0
+                           ? x0(i, j)
+                           : std::sqrt(ab) * noise(i, j) - std::sqrt(1 - ab) * x0(i, j);
       }
     }
     ddpm::ReverseStep<double> step;
@@ -161,7 +169,8 @@ TEST_CASE("fixed and learned variances follow REFERENCE.md") {
     CHECK(step.log_variance(2, 0) == doctest::Approx(std::log(beta[60])));
   }
   SUBCASE("learned-range interpolates log(beta) and log(beta~) by (r + 1) / 2") {
-    const GaussianDiffusion<double> d(schedule, {.variance = VarianceKind::learned_range, .loss = LossKind::hybrid});
+    const GaussianDiffusion<double> d(
+        schedule, {.variance = VarianceKind::learned_range, .loss = LossKind::hybrid});
     Batch<double> out = normals(3, 4, 7);
     out(2, 2) = 1.0;   // all log(beta)
     out(2, 3) = -1.0;  // all log(beta~)
@@ -169,10 +178,12 @@ TEST_CASE("fixed and learned variances follow REFERENCE.md") {
     d.p_mean_variance(out, x_t, t, step);
     CHECK(step.log_variance(2, 0) == doctest::Approx(std::log(beta[60])));
     CHECK(step.log_variance(2, 1) == doctest::Approx(std::log(post[60])));
-    CHECK(step.log_variance(1, 0) == doctest::Approx(0.5 * (std::log(beta[1]) + std::log(post[1]))));
+    CHECK(step.log_variance(1, 0) ==
+          doctest::Approx(0.5 * (std::log(beta[1]) + std::log(post[1]))));
   }
   SUBCASE("learned takes the log-variance straight from the output") {
-    const GaussianDiffusion<double> d(schedule, {.variance = VarianceKind::learned, .loss = LossKind::kl});
+    const GaussianDiffusion<double> d(schedule,
+                                      {.variance = VarianceKind::learned, .loss = LossKind::kl});
     const Batch<double> out = normals(3, 4, 8);
     d.p_mean_variance(out, x_t, t, step);
     CHECK(step.log_variance(1, 1) == out(1, 3));
@@ -223,14 +234,19 @@ TEST_CASE("every loss gradient matches central finite differences") {
       }
     }
   }
-  cases.push_back({ModelOutput::epsilon, VarianceKind::learned_range, LossKind::kl, ddpm::Decoder::discretized, true});
+  cases.push_back({ModelOutput::epsilon, VarianceKind::learned_range, LossKind::kl,
+                   ddpm::Decoder::discretized, true});
   const std::vector<int> t = {0, 0, 1, 5, 120, 199};
   const std::vector<double> weights = {1.0, 0.5, 2.0, 1.5, 0.25, 1.0};
   for (const LossCase& c : cases) {
-    const GaussianDiffusion<double> diffusion(
-        schedule, {.output = c.output, .variance = c.variance, .loss = c.loss, .decoder = c.decoder, .clip_x0 = c.clip});
+    const GaussianDiffusion<double> diffusion(schedule, {.output = c.output,
+                                                         .variance = c.variance,
+                                                         .loss = c.loss,
+                                                         .decoder = c.decoder,
+                                                         .clip_x0 = c.clip});
     const Index dim = 3, n = static_cast<Index>(t.size());
-    const Batch<double> x0 = c.decoder == ddpm::Decoder::discretized ? eight_bit(n, dim, 9) : normals(n, dim, 9);
+    const Batch<double> x0 =
+        c.decoder == ddpm::Decoder::discretized ? eight_bit(n, dim, 9) : normals(n, dim, 9);
     const Batch<double> noise = normals(n, dim, 10);
     Batch<double> x_t;
     diffusion.q_sample(x0, t, noise, x_t);
@@ -255,7 +271,8 @@ TEST_CASE("every loss gradient matches central finite differences") {
         const double numeric = central_difference(out, i, j, [&] {
           diffusion.training_loss(out, x0, x_t, noise, t, probe, unused, weights);
           // hybrid: the mean sees only the mse (the bound's mean gradient is stopped).
-          return c.loss == LossKind::hybrid && !variance_column ? weighted_mean(probe.mse) : probe.mean;
+          return c.loss == LossKind::hybrid && !variance_column ? weighted_mean(probe.mse)
+                                                                : probe.mean;
         });
         CAPTURE(ddpm::to_string(c.output));
         CAPTURE(ddpm::to_string(c.variance));
@@ -263,7 +280,8 @@ TEST_CASE("every loss gradient matches central finite differences") {
         CAPTURE(static_cast<int>(c.decoder));
         CAPTURE(i);
         CAPTURE(j);
-        CHECK(std::abs(grad(i, j) - numeric) <= 1e-6 * std::abs(numeric) + 2e-9 * (1 + std::abs(result.mean)));
+        CHECK(std::abs(grad(i, j) - numeric) <=
+              1e-6 * std::abs(numeric) + 2e-9 * (1 + std::abs(result.mean)));
       }
     }
   }
@@ -302,7 +320,8 @@ TEST_CASE("loss values: simple is the mse of the target, kl is the bound term in
   double nll = 0;
   const double lv0 = std::log(schedule.posterior_variance()[1]);
   for (Index j = 0; j < 2; ++j) {
-    nll += 0.5 * (std::log(2 * std::numbers::pi) + lv0 + std::pow(x0(0, j) - step.mean(0, j), 2) / std::exp(lv0));
+    nll += 0.5 * (std::log(2 * std::numbers::pi) + lv0 +
+                  std::pow(x0(0, j) - step.mean(0, j), 2) / std::exp(lv0));
   }
   CHECK(b.loss(0) == doctest::Approx(nll / 2 / std::numbers::ln2));
 }
@@ -310,9 +329,10 @@ TEST_CASE("loss values: simple is the mse of the target, kl is the bound term in
 TEST_CASE("the variational bound of one-Gaussian data matches its closed-form expectation") {
   // Data x_0 ~ N(m, s^2) in 2 dims with the exact denoiser. With fixed-small variance the reverse
   // mean is affine in x_t, so for each x_0, E_{x_t}[L_t] is in closed form:
-  //   mu_p = c1 x0^ + c2 x_t with x0^ = E[x_0|x_t] = m + g (x_t - sqrt(ab) m), g = sqrt(ab) s^2 / v,
-  //   v = ab s^2 + 1 - ab;  mu_q = c1 x_0 + c2 x_t;  mu_q - mu_p = c1 (x_0 - m - g (x_t - sqrt(ab) m)),
-  //   with x_t ~ N(sqrt(ab) x_0, 1 - ab): E[(mu_q - mu_p)^2] = c1^2 ((x_0 - m)^2 (1 - g sqrt(ab))^2
+  //   mu_p = c1 x0^ + c2 x_t with x0^ = E[x_0|x_t] = m + g (x_t - sqrt(ab) m), g = sqrt(ab) s^2 /
+  //   v, v = ab s^2 + 1 - ab;  mu_q = c1 x_0 + c2 x_t;  mu_q - mu_p = c1 (x_0 - m - g (x_t -
+  //   sqrt(ab) m)), with x_t ~ N(sqrt(ab) x_0, 1 - ab): E[(mu_q - mu_p)^2] = c1^2 ((x_0 - m)^2 (1 -
+  //   g sqrt(ab))^2
   //   + g^2 (1 - ab)). The decoder term and the prior are handled the same way.
   // The per-sample Monte Carlo bound (one x_t per t) over 4000 samples must match the closed-form
   // average within 4 standard errors; and the bound must lie above the true NLL
@@ -331,7 +351,8 @@ TEST_CASE("the variational bound of one-Gaussian data matches its closed-form ex
   const GaussianDiffusion<double> diffusion(schedule);
   const Index n = 4000;
   const Batch<double> x0 = (m + s * normals(n, 2, 15).array()).matrix();
-  const ddpm::VariationalBound<double> bound = diffusion.variational_bound(model, x0, ddpm::CounterRng(16));
+  const ddpm::VariationalBound<double> bound =
+      diffusion.variational_bound(model, x0, ddpm::CounterRng(16));
   CHECK(bound.unit == "nats/dim");
   REQUIRE(bound.terms.cols() == T);
 
@@ -344,7 +365,8 @@ TEST_CASE("the variational bound of one-Gaussian data matches its closed-form ex
     const double ab = schedule.alphas_cumprod()[st];
     const double v = ab * s * s + 1 - ab, g = std::sqrt(ab) * s * s / v;
     const double c1 = schedule.posterior_mean_coef1()[st];
-    const double sq = c1 * c1 * (mean_sq_dev * std::pow(1 - g * std::sqrt(ab), 2) + g * g * (1 - ab));
+    const double sq =
+        c1 * c1 * (mean_sq_dev * std::pow(1 - g * std::sqrt(ab), 2) + g * g * (1 - ab));
     const double lv_p = schedule.posterior_log_variance_clipped()[st];
     if (t == 0) {
       expected += 0.5 * (std::log(2 * std::numbers::pi) + lv_p + sq / std::exp(lv_p));
@@ -354,7 +376,9 @@ TEST_CASE("the variational bound of one-Gaussian data matches its closed-form ex
     }
   }
   const double ab_last = schedule.alphas_cumprod()[T - 1];
-  const auto prior_kl = [&](double x_sq) { return 0.5 * (-1 - std::log(1 - ab_last) + (1 - ab_last) + ab_last * x_sq); };
+  const auto prior_kl = [&](double x_sq) {
+    return 0.5 * (-1 - std::log(1 - ab_last) + (1 - ab_last) + ab_last * x_sq);
+  };
   expected += prior_kl(mean_sq);
   const double mc_mean = bound.total.mean();
   const double mc_se = std::sqrt((bound.total.array() - mc_mean).square().sum() / (n - 1) / n);
@@ -366,18 +390,21 @@ TEST_CASE("the variational bound of one-Gaussian data matches its closed-form ex
   CHECK(expected > true_nll);
   CHECK(expected < true_nll + 1.0);
   // The prior term is the closed-form KL of each sample, per dim.
-  CHECK(bound.prior(0) == doctest::Approx((prior_kl(x0(0, 0) * x0(0, 0)) + prior_kl(x0(0, 1) * x0(0, 1))) / 2));
+  CHECK(bound.prior(0) ==
+        doctest::Approx((prior_kl(x0(0, 0) * x0(0, 0)) + prior_kl(x0(0, 1) * x0(0, 1))) / 2));
 }
 
 TEST_CASE("the discretized decoder reports bits per dim") {
   const NoiseSchedule schedule = NoiseSchedule::linear(50 + 1);
-  const GaussianDiffusion<double> diffusion(schedule, {.decoder = ddpm::Decoder::discretized, .clip_x0 = true});
+  const GaussianDiffusion<double> diffusion(
+      schedule, {.decoder = ddpm::Decoder::discretized, .clip_x0 = true});
   ddpm::GaussianMixture mixture;
   mixture.means = Batch<double>::Zero(1, 4);
   mixture.stds = {0.5};
   mixture.weights = {1.0};
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
-  const ddpm::VariationalBound<double> bound = diffusion.variational_bound(model, eight_bit(8, 4, 17), ddpm::CounterRng(1));
+  const ddpm::VariationalBound<double> bound =
+      diffusion.variational_bound(model, eight_bit(8, 4, 17), ddpm::CounterRng(1));
   CHECK(bound.unit == "bits/dim");
   CHECK(bound.total.allFinite());
   // A discrete bound is a -log2 of a probability: positive, and at most 8 bits/dim of a uniform
@@ -404,8 +431,8 @@ TEST_CASE("bad arguments throw InvalidArgument naming the parameter") {
   }
   SUBCASE("shape mismatches") {
     const std::vector<int> t = {0, 1};
-    CHECK_THROWS_WITH_AS(diffusion.q_sample(x0, t, normals(2, 4, 1), x_t), doctest::Contains("noise"),
-                         ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(diffusion.q_sample(x0, t, normals(2, 4, 1), x_t),
+                         doctest::Contains("noise"), ddpm::InvalidArgument);
     ddpm::ReverseStep<double> step;
     CHECK_THROWS_WITH_AS(diffusion.p_mean_variance(normals(2, 6, 1), x0, t, step),
                          doctest::Contains("model_out"), ddpm::InvalidArgument);
@@ -428,8 +455,11 @@ TEST_CASE("bad arguments throw InvalidArgument naming the parameter") {
                          doctest::Contains("loss = hybrid"), ddpm::InvalidArgument);
   }
   SUBCASE("unknown option strings") {
-    CHECK_THROWS_WITH_AS(ddpm::parse_model_output("noise"), doctest::Contains("output = noise"), ddpm::InvalidArgument);
-    CHECK_THROWS_WITH_AS(ddpm::parse_variance_kind("small"), doctest::Contains("variance = small"), ddpm::InvalidArgument);
-    CHECK_THROWS_WITH_AS(ddpm::parse_loss_kind("l2"), doctest::Contains("loss = l2"), ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(ddpm::parse_model_output("noise"), doctest::Contains("output = noise"),
+                         ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(ddpm::parse_variance_kind("small"), doctest::Contains("variance = small"),
+                         ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(ddpm::parse_loss_kind("l2"), doctest::Contains("loss = l2"),
+                         ddpm::InvalidArgument);
   }
 }

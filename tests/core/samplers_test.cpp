@@ -40,9 +40,11 @@ struct ComponentStats {
 
 // Assigns each sample to its nearest component mean (components are > 12 sd apart at their
 // closest, so misassignment is negligible) and measures each component's weight, mean, covariance.
-std::vector<ComponentStats> component_stats(const Batch<double>& x, const ddpm::GaussianMixture& m) {
-  std::vector<ComponentStats> stats(static_cast<std::size_t>(m.components()),
-                                    ComponentStats{0, Eigen::Vector2d::Zero(), Eigen::Matrix2d::Zero(), 0});
+std::vector<ComponentStats> component_stats(const Batch<double>& x,
+                                            const ddpm::GaussianMixture& m) {
+  std::vector<ComponentStats> stats(
+      static_cast<std::size_t>(m.components()),
+      ComponentStats{0, Eigen::Vector2d::Zero(), Eigen::Matrix2d::Zero(), 0});
   std::vector<int> owner(static_cast<std::size_t>(x.rows()));
   for (Index i = 0; i < x.rows(); ++i) {
     Index best = 0;
@@ -75,13 +77,15 @@ void check_reproduces_mixture(const Batch<double>& x, const ddpm::GaussianMixtur
   const auto n = static_cast<double>(x.rows());
   for (Index k = 0; k < m.components(); ++k) {
     const auto& s = stats[static_cast<std::size_t>(k)];
-    const double w = m.weights[static_cast<std::size_t>(k)], sd = m.stds[static_cast<std::size_t>(k)];
+    const double w = m.weights[static_cast<std::size_t>(k)],
+                 sd = m.stds[static_cast<std::size_t>(k)];
     const double nk = static_cast<double>(s.count);
     CAPTURE(k);
     CHECK(std::abs(s.weight - w) < 4 * std::sqrt(w * (1 - w) / n) + bias * w);
     for (int j = 0; j < 2; ++j) {
       CHECK(std::abs(s.mean(j) - m.means(k, j)) < 4 * sd / std::sqrt(nk) + bias * sd);
-      CHECK(std::abs(s.covariance(j, j) - sd * sd) < 4 * sd * sd * std::sqrt(2 / nk) + variance_bias * sd * sd);
+      CHECK(std::abs(s.covariance(j, j) - sd * sd) <
+            4 * sd * sd * std::sqrt(2 / nk) + variance_bias * sd * sd);
     }
     CHECK(std::abs(s.covariance(0, 1)) < 4 * sd * sd / std::sqrt(nk) + variance_bias * sd * sd);
   }
@@ -111,9 +115,12 @@ TEST_CASE("samplers with the exact denoiser reproduce a Gaussian mixture (20000 
   }
   SUBCASE("DDIM (eta = 0) with 50 and 100 steps") {
     // Deterministic DDIM narrows sharp modes when its steps are large: measured -16 % of s^2 at
-    // 50 steps and -8 % at 100 on a component with s = 0.3. Allow 5 % of w or s, and 25 % / 15 % of s^2.
-    for (const auto& [spacing, variance_bias] : {std::pair{"ddim50", 0.25}, std::pair{"ddim100", 0.15}}) {
-      ddpm::DdimSampler<double> sampler{ddpm::GaussianDiffusion<double>(schedule.respaced(spacing))};
+    // 50 steps and -8 % at 100 on a component with s = 0.3. Allow 5 % of w or s, and 25 % / 15 % of
+    // s^2.
+    for (const auto& [spacing, variance_bias] :
+         {std::pair{"ddim50", 0.25}, std::pair{"ddim100", 0.15}}) {
+      ddpm::DdimSampler<double> sampler{
+          ddpm::GaussianDiffusion<double>(schedule.respaced(spacing))};
       CAPTURE(spacing);
       check_reproduces_mixture(sampler.sample(model, n, 2, rng), mixture, 0.05, variance_bias);
     }
@@ -152,7 +159,8 @@ TEST_CASE("DDIM inversion followed by DDIM sampling reconstructs x_0") {
   const ddpm::GaussianMixture mixture = three_components();
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
-  ddpm::AncestralSampler<double> ancestral{ddpm::GaussianDiffusion<double>(schedule.respaced("evenly 100"))};
+  ddpm::AncestralSampler<double> ancestral{
+      ddpm::GaussianDiffusion<double>(schedule.respaced("evenly 100"))};
   const Batch<double> x0 = ancestral.sample(model, 500, 2, ddpm::CounterRng(9));
   for (const auto& [spacing, mean_limit, max_limit] :
        {std::tuple{"ddim100", 0.05, 10.0}, std::tuple{"ddim1000", 0.006, 0.06}}) {
@@ -176,7 +184,8 @@ TEST_CASE("samples are bitwise identical for any batch split and thread count") 
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<float> model(ddpm::eight_gaussians_mixture(), schedule);
   const ddpm::CounterRng rng(77);
-  ddpm::AncestralSampler<float> sampler{ddpm::GaussianDiffusion<float>(schedule.respaced("evenly 200"))};
+  ddpm::AncestralSampler<float> sampler{
+      ddpm::GaussianDiffusion<float>(schedule.respaced("evenly 200"))};
   const Batch<float> whole = sampler.sample(model, 300, 2, rng);
   SUBCASE("whole batch vs two halves") {
     const Batch<float> first = sampler.sample(model, 100, 2, rng, 0);
@@ -206,12 +215,13 @@ TEST_CASE("the progress callback sees every step with original timesteps") {
   ddpm::GaussianMixtureDenoiser<double> model(ddpm::eight_gaussians_mixture(), schedule);
   ddpm::DdimSampler<double> sampler{ddpm::GaussianDiffusion<double>(schedule)};
   std::vector<int> seen;
-  (void)sampler.sample(model, 4, 2, ddpm::CounterRng(1), 0, [&](const ddpm::SamplerProgress<double>& p) {
-    CHECK(p.total == 10);
-    CHECK(p.done == static_cast<int>(seen.size()) + 1);
-    CHECK(p.x.rows() == 4);
-    seen.push_back(p.t);
-  });
+  (void)sampler.sample(model, 4, 2, ddpm::CounterRng(1), 0,
+                       [&](const ddpm::SamplerProgress<double>& p) {
+                         CHECK(p.total == 10);
+                         CHECK(p.done == static_cast<int>(seen.size()) + 1);
+                         CHECK(p.x.rows() == 4);
+                         seen.push_back(p.t);
+                       });
   CHECK(seen == std::vector<int>{900, 800, 700, 600, 500, 400, 300, 200, 100, 0});
 }
 
@@ -221,16 +231,16 @@ TEST_CASE("sampler arguments are validated") {
   CHECK_THROWS_WITH_AS(ddpm::DdimSampler<double>(ddpm::GaussianDiffusion<double>(schedule), -0.5),
                        doctest::Contains("eta = -0.5"), std::invalid_argument);
   ddpm::AncestralSampler<double> sampler{ddpm::GaussianDiffusion<double>(schedule)};
-  CHECK_THROWS_WITH_AS((void)sampler.sample(model, 0, 2, ddpm::CounterRng(1)), doctest::Contains("n = 0"),
-                       ddpm::InvalidArgument);
-  CHECK_THROWS_WITH_AS((void)sampler.sample(model, 4, 3, ddpm::CounterRng(1)), doctest::Contains("x_t"),
-                       ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS((void)sampler.sample(model, 0, 2, ddpm::CounterRng(1)),
+                       doctest::Contains("n = 0"), ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS((void)sampler.sample(model, 4, 3, ddpm::CounterRng(1)),
+                       doctest::Contains("x_t"), ddpm::InvalidArgument);
   const std::vector<int> wrong_labels = {0};
   ddpm::WithLabels<double, ddpm::GaussianMixtureDenoiser<double>> conditioned(model, wrong_labels);
   CHECK_THROWS_WITH_AS((void)sampler.sample(conditioned, 4, 2, ddpm::CounterRng(1)),
                        doctest::Contains("labels.size()"), ddpm::InvalidArgument);
   const std::vector<int> bad_label = {0, 9};
   ddpm::WithLabels<double, ddpm::GaussianMixtureDenoiser<double>> bad(model, bad_label);
-  CHECK_THROWS_WITH_AS((void)sampler.sample(bad, 2, 2, ddpm::CounterRng(1)), doctest::Contains("label = 9"),
-                       ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS((void)sampler.sample(bad, 2, 2, ddpm::CounterRng(1)),
+                       doctest::Contains("label = 9"), ddpm::InvalidArgument);
 }

@@ -4,8 +4,6 @@
 
 #include <doctest/doctest.h>
 
-#include "support.hpp"
-
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -15,6 +13,7 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "support.hpp"
 
 namespace {
 
@@ -22,7 +21,6 @@ using ddpm::NoiseSchedule;
 using LD = long double;
 
 constexpr double kEps = std::numeric_limits<double>::epsilon();
-
 
 std::size_t at(int i) { return static_cast<std::size_t>(i); }
 
@@ -495,11 +493,12 @@ TEST_CASE("tiny betas keep every derived array finite") {
   // 1 - alpha-bar would round to 0 for beta = 1e-17 if computed as 1 - prod(1 - beta).
   const ddpm::NoiseSchedule schedule(std::vector<double>{1e-17, 0.5});
   CHECK(schedule.posterior_variance()[0] == 0.0);
-  CHECK(schedule.sqrt_one_minus_alphas_cumprod()[0] == doctest::Approx(std::sqrt(1e-17)).epsilon(1e-12));
+  CHECK(schedule.sqrt_one_minus_alphas_cumprod()[0] ==
+        doctest::Approx(std::sqrt(1e-17)).epsilon(1e-12));
   CHECK(schedule.posterior_mean_coef1()[0] == doctest::Approx(1.0).epsilon(1e-12));
-  for (const auto* array : {&schedule.posterior_mean_coef1(), &schedule.posterior_mean_coef2(),
-                            &schedule.log_one_minus_alphas_cumprod(),
-                            &schedule.posterior_log_variance_clipped()}) {
+  for (const auto* array :
+       {&schedule.posterior_mean_coef1(), &schedule.posterior_mean_coef2(),
+        &schedule.log_one_minus_alphas_cumprod(), &schedule.posterior_log_variance_clipped()}) {
     for (const double v : *array) CHECK(std::isfinite(v));
   }
 }

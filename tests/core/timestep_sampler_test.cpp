@@ -5,8 +5,6 @@
 
 #include <doctest/doctest.h>
 
-#include "support.hpp"
-
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -16,13 +14,13 @@
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
+#include "support.hpp"
 
 namespace {
 
 using ddpm::CounterRng;
 using ddpm::LossSecondMomentSampler;
 using ddpm::UniformTimestepSampler;
-
 
 struct Draws {
   std::vector<int> t;

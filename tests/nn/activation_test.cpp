@@ -5,13 +5,12 @@
 
 #include <doctest/doctest.h>
 
-#include "support.hpp"
-
 #include <span>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/nn/gradient_check.hpp"
+#include "support.hpp"
 
 namespace {
 

@@ -5,8 +5,6 @@
 
 #include <doctest/doctest.h>
 
-#include "support.hpp"
-
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -14,6 +12,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/nn/gradient_check.hpp"
+#include "support.hpp"
 
 namespace {
 

@@ -6,8 +6,6 @@
 
 #include <doctest/doctest.h>
 
-#include "support.hpp"
-
 #include <cmath>
 #include <span>
 #include <string>
@@ -16,6 +14,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/nn/gradient_check.hpp"
+#include "support.hpp"
 
 #if __has_include("ddpm/denoiser.hpp")
 #include "ddpm/denoiser.hpp"

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Tests of the checkpoint format: exact round trip, and every kind of damage rejected with a
 // FormatError (never a crash or a huge allocation).
+#include "ddpm/train/checkpoint.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include "ddpm/train/checkpoint.hpp"
 
 namespace {
 
@@ -31,7 +31,9 @@ Checkpoint sample_checkpoint() {
 std::string with_valid_crc(std::string bytes) {
   const std::string_view payload(bytes.data() + 20, bytes.size() - 24);
   const std::uint32_t crc = ddpm::train::detail::crc32(payload);
-  for (int k = 0; k < 4; ++k) bytes[bytes.size() - 4 + static_cast<std::size_t>(k)] = static_cast<char>((crc >> (8 * k)) & 0xFF);
+  for (int k = 0; k < 4; ++k)
+    bytes[bytes.size() - 4 + static_cast<std::size_t>(k)] =
+        static_cast<char>((crc >> (8 * k)) & 0xFF);
   return bytes;
 }
 
@@ -58,7 +60,8 @@ TEST_CASE("a checkpoint round-trips exactly through bytes and through a file") {
     CHECK(back.serialize() == bytes);
   }
   SUBCASE("file, written atomically") {
-    const std::filesystem::path path = std::filesystem::temp_directory_path() / "ddpm_checkpoint_test.ckpt";
+    const std::filesystem::path path =
+        std::filesystem::temp_directory_path() / "ddpm_checkpoint_test.ckpt";
     original.save(path);
     CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));
     CHECK(Checkpoint::load(path).serialize() == bytes);
@@ -71,12 +74,13 @@ TEST_CASE("damaged checkpoints are rejected with FormatError") {
   SUBCASE("truncated at every offset") {
     for (std::size_t length = 0; length < bytes.size(); ++length) {
       CAPTURE(length);
-      CHECK_THROWS_AS(Checkpoint::parse(std::string_view(bytes).substr(0, length), "cut"), ddpm::FormatError);
+      CHECK_THROWS_AS(Checkpoint::parse(std::string_view(bytes).substr(0, length), "cut"),
+                      ddpm::FormatError);
     }
   }
   SUBCASE("padded") {
-    CHECK_THROWS_WITH_AS(Checkpoint::parse(bytes + "x", "padded"), doctest::Contains("truncated or padded"),
-                         ddpm::FormatError);
+    CHECK_THROWS_WITH_AS(Checkpoint::parse(bytes + "x", "padded"),
+                         doctest::Contains("truncated or padded"), ddpm::FormatError);
   }
   SUBCASE("every single flipped byte") {
     for (std::size_t i = 0; i < bytes.size(); ++i) {
@@ -89,15 +93,16 @@ TEST_CASE("damaged checkpoints are rejected with FormatError") {
   SUBCASE("wrong magic") {
     std::string damaged = bytes;
     damaged[0] = 'X';
-    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "f.ckpt"), doctest::Contains("not a ddpm checkpoint"),
+    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "f.ckpt"),
+                         doctest::Contains("not a ddpm checkpoint"), ddpm::FormatError);
+    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "f.ckpt"), doctest::Contains("'f.ckpt'"),
                          ddpm::FormatError);
-    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "f.ckpt"), doctest::Contains("'f.ckpt'"), ddpm::FormatError);
   }
   SUBCASE("wrong version") {
     std::string damaged = bytes;
     damaged[8] = 2;
-    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "v2"), doctest::Contains("version 2 is not supported"),
-                         ddpm::FormatError);
+    CHECK_THROWS_WITH_AS(Checkpoint::parse(damaged, "v2"),
+                         doctest::Contains("version 2 is not supported"), ddpm::FormatError);
   }
   SUBCASE("checksum mismatch") {
     std::string damaged = bytes;
@@ -109,8 +114,8 @@ TEST_CASE("damaged checkpoints are rejected with FormatError") {
     // The first metadata key length (payload offset 4) claims 4 GiB.
     std::string damaged = bytes;
     for (int k = 0; k < 4; ++k) damaged[24 + static_cast<std::size_t>(k)] = static_cast<char>(0xFF);
-    CHECK_THROWS_WITH_AS(Checkpoint::parse(with_valid_crc(damaged), "huge"), doctest::Contains("truncated"),
-                         ddpm::FormatError);
+    CHECK_THROWS_WITH_AS(Checkpoint::parse(with_valid_crc(damaged), "huge"),
+                         doctest::Contains("truncated"), ddpm::FormatError);
     // A tensor dimension of 2^62 elements.
     Checkpoint c;
     const std::vector<double> one = {1.0};
@@ -118,13 +123,14 @@ TEST_CASE("damaged checkpoints are rejected with FormatError") {
     std::string tensor_bytes = c.serialize();
     // payload: u32 0 metadata, u32 1 tensor, u32 1 name length, 't', u8 type, u8 rank, u64 dim.
     const std::size_t dim_offset = 20 + 4 + 4 + 4 + 1 + 1 + 1;
-    for (int k = 0; k < 8; ++k) tensor_bytes[dim_offset + static_cast<std::size_t>(k)] = k == 7 ? 0x40 : 0;
+    for (int k = 0; k < 8; ++k)
+      tensor_bytes[dim_offset + static_cast<std::size_t>(k)] = k == 7 ? 0x40 : 0;
     CHECK_THROWS_WITH_AS(Checkpoint::parse(with_valid_crc(tensor_bytes), "huge"),
                          doctest::Contains("more elements than the file holds"), ddpm::FormatError);
   }
   SUBCASE("missing file, missing entries, wrong sizes") {
-    CHECK_THROWS_WITH_AS(Checkpoint::load("/nonexistent/x.ckpt"), doctest::Contains("cannot be opened"),
-                         ddpm::FormatError);
+    CHECK_THROWS_WITH_AS(Checkpoint::load("/nonexistent/x.ckpt"),
+                         doctest::Contains("cannot be opened"), ddpm::FormatError);
     const Checkpoint c = Checkpoint::parse(bytes, "ok");
     CHECK_THROWS_AS((void)c.get("nope"), ddpm::FormatError);
     std::vector<float> wrong(5);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Tests of the Trainer: resuming from a checkpoint is bitwise identical to not stopping, bad
 // checkpoints and non-finite training are refused clearly, and a short run learns.
+#include "ddpm/train/trainer.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -13,7 +15,6 @@
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/metrics.hpp"
 #include "ddpm/nn/mlp.hpp"
-#include "ddpm/train/trainer.hpp"
 
 namespace {
 
@@ -48,13 +49,16 @@ TEST_CASE("a run resumed from a checkpoint continues bitwise identically") {
   // Importance sampling with T = 40 warms up after 400 losses, so its history is part of the
   // state by the time of the checkpoint (step 12 of batch 64 = 768 losses).
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::cosine(40);
-  const ddpm::GaussianDiffusion<float> diffusion(schedule, {.variance = ddpm::VarianceKind::learned_range,
-                                                            .loss = ddpm::LossKind::hybrid});
+  const ddpm::GaussianDiffusion<float> diffusion(
+      schedule, {.variance = ddpm::VarianceKind::learned_range, .loss = ddpm::LossKind::hybrid});
   ddpm::nn::MlpConfig config = small_mlp();
   config.output_dim = 4;
-  const ddpm::train::TrainerOptions options{.batch_size = 64, .steps = 24,
-                                            .adam = {.learning_rate = 2e-3}, .warmup_steps = 5,
-                                            .decay = ddpm::optim::LrDecay::cosine, .grad_clip = 1.0,
+  const ddpm::train::TrainerOptions options{.batch_size = 64,
+                                            .steps = 24,
+                                            .adam = {.learning_rate = 2e-3},
+                                            .warmup_steps = 5,
+                                            .decay = ddpm::optim::LrDecay::cosine,
+                                            .grad_clip = 1.0,
                                             .ema_decay = 0.9,
                                             .timesteps = ddpm::train::TimestepSampling::importance,
                                             .seed = 5};
@@ -65,7 +69,8 @@ TEST_CASE("a run resumed from a checkpoint continues bitwise identically") {
   ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> uninterrupted(straight, diffusion, options);
   for (int i = 0; i < 24; ++i) uninterrupted.step(data);
 
-  const std::filesystem::path path = std::filesystem::temp_directory_path() / "ddpm_trainer_resume.ckpt";
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / "ddpm_trainer_resume.ckpt";
   {
     ddpm::nn::Mlp<float> first_half(config);
     ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(first_half, diffusion, options);
@@ -93,34 +98,39 @@ TEST_CASE("a run resumed from a checkpoint continues bitwise identically") {
 TEST_CASE("restoring a checkpoint of another architecture or diffusion is refused") {
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
   ddpm::nn::Mlp<float> model(small_mlp());
-  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.batch_size = 8, .steps = 2});
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion,
+                                                            {.batch_size = 8, .steps = 2});
   trainer.step(ToyData{});
   const ddpm::train::Checkpoint saved = trainer.checkpoint("mlp w32");
-  CHECK_THROWS_WITH_AS(trainer.restore(saved, "mlp w64"), doctest::Contains("architecture mismatch"),
-                       ddpm::FormatError);
+  CHECK_THROWS_WITH_AS(trainer.restore(saved, "mlp w64"),
+                       doctest::Contains("architecture mismatch"), ddpm::FormatError);
   const ddpm::GaussianDiffusion<float> other(ddpm::NoiseSchedule::linear(200));
-  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> other_trainer(model, other, {.batch_size = 8, .steps = 2});
-  CHECK_THROWS_WITH_AS(other_trainer.restore(saved, "mlp w32"), doctest::Contains("diffusion mismatch"),
-                       ddpm::FormatError);
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> other_trainer(model, other,
+                                                                  {.batch_size = 8, .steps = 2});
+  CHECK_THROWS_WITH_AS(other_trainer.restore(saved, "mlp w32"),
+                       doctest::Contains("diffusion mismatch"), ddpm::FormatError);
   // Same name, different tensor sizes (a wider model described with the same words).
   ddpm::nn::MlpConfig wider = small_mlp();
   wider.width = 48;
   ddpm::nn::Mlp<float> wide_model(wider);
-  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> wide(wide_model, diffusion, {.batch_size = 8, .steps = 2});
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> wide(wide_model, diffusion,
+                                                         {.batch_size = 8, .steps = 2});
   CHECK_THROWS_AS(wide.restore(saved, "mlp w32"), ddpm::FormatError);
 }
 
 TEST_CASE("a non-finite loss stops training with a clear error and leaves the weights untouched") {
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
   ddpm::nn::Mlp<float> model(small_mlp());
-  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.batch_size = 8, .steps = 10});
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion,
+                                                            {.batch_size = 8, .steps = 10});
   trainer.step(ToyData{});
   const std::vector<float> before = flat_parameters(model);
   const auto poisoned = [](std::int64_t, Index n, Batch<float>& out) {
     out = Batch<float>::Zero(n, 2);
     out(3, 1) = std::numeric_limits<float>::quiet_NaN();
   };
-  CHECK_THROWS_WITH_AS(trainer.step(poisoned), doctest::Contains("training stopped at step 1"), ddpm::NonFiniteError);
+  CHECK_THROWS_WITH_AS(trainer.step(poisoned), doctest::Contains("training stopped at step 1"),
+                       ddpm::NonFiniteError);
   CHECK(flat_parameters(model) == before);
   CHECK(trainer.step_count() == 1);
 }
@@ -129,10 +139,10 @@ TEST_CASE("bad trainer options are refused") {
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
   ddpm::nn::Mlp<float> model(small_mlp());
   using Trainer = ddpm::train::Trainer<float, ddpm::nn::Mlp<float>>;
-  CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.batch_size = 0}), doctest::Contains("batch_size = 0"),
-                       ddpm::InvalidArgument);
-  CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.ema_decay = 1.0}), doctest::Contains("ema_decay = 1"),
-                       ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.batch_size = 0}),
+                       doctest::Contains("batch_size = 0"), ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.ema_decay = 1.0}),
+                       doctest::Contains("ema_decay = 1"), ddpm::InvalidArgument);
   CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.grad_clip = -1}), doctest::Contains("grad_clip"),
                        ddpm::InvalidArgument);
   CHECK_THROWS_WITH_AS(ddpm::train::parse_timestep_sampling("random"), doctest::Contains("random"),
@@ -151,14 +161,16 @@ TEST_CASE("a short training run on 8gaussians lowers the MMD clearly (smoke test
   config.embedding_dim = 32;
   ddpm::nn::Mlp<float> model(config);
   ddpm::DdimSampler<float> sampler{ddpm::GaussianDiffusion<float>(schedule.respaced("ddim50"))};
-  const Batch<double> data = ddpm::data::sample_toy2d<double>(ddpm::data::ToyDataset::eight_gaussians, 1000, 777);
+  const Batch<double> data =
+      ddpm::data::sample_toy2d<double>(ddpm::data::ToyDataset::eight_gaussians, 1000, 777);
   const auto mmd_of_samples = [&] {
     const Batch<float> x = sampler.sample(model, 1000, 2, ddpm::CounterRng(8));
     return ddpm::eval::mmd2_rbf(x.cast<double>(), data);
   };
   const double untrained = mmd_of_samples();
   ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(
-      model, diffusion, {.batch_size = 256, .steps = 400, .adam = {.learning_rate = 2e-3}, .ema_decay = 0});
+      model, diffusion,
+      {.batch_size = 256, .steps = 400, .adam = {.learning_rate = 2e-3}, .ema_decay = 0});
   double first_loss = 0, last_loss = 0;
   for (int i = 0; i < 400; ++i) {
     const ddpm::train::StepStats s = trainer.step(ToyData{});
@@ -174,10 +186,12 @@ TEST_CASE("a short training run on 8gaussians lowers the MMD clearly (smoke test
   CHECK(trained < untrained / 3);
 }
 
-TEST_CASE("run() writes checkpoints and the loss log, and keeps the last good checkpoint on failure") {
+TEST_CASE(
+    "run() writes checkpoints and the loss log, and keeps the last good checkpoint on failure") {
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
   ddpm::nn::Mlp<float> model(small_mlp());
-  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.batch_size = 16, .steps = 30});
+  ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion,
+                                                            {.batch_size = 16, .steps = 30});
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "ddpm_trainer_run";
   std::filesystem::create_directories(dir);
   // Data that turns to NaN from step 25 on: checkpoints at steps 10 and 20 are written first.
@@ -186,11 +200,16 @@ TEST_CASE("run() writes checkpoints and the loss log, and keeps the last good ch
     if (step >= 25) out(0, 0) = std::numeric_limits<float>::infinity();
   };
   const ddpm::train::Trainer<float, ddpm::nn::Mlp<float>>::RunOptions run{
-      .checkpoint = dir / "model.ckpt", .checkpoint_every = 10, .architecture = "mlp small",
-      .loss_csv = dir / "loss.csv", .label = "test"};
-  const std::string expected = "the last good checkpoint is " + (dir / "model.ckpt").string() + " (step 20)";
-  CHECK_THROWS_WITH_AS(trainer.run(data, run, [](ddpm::train::Checkpoint& c) { c.set("note", "x"); }),
-                       doctest::Contains(expected.c_str()), ddpm::NonFiniteError);
+      .checkpoint = dir / "model.ckpt",
+      .checkpoint_every = 10,
+      .architecture = "mlp small",
+      .loss_csv = dir / "loss.csv",
+      .label = "test"};
+  const std::string expected =
+      "the last good checkpoint is " + (dir / "model.ckpt").string() + " (step 20)";
+  CHECK_THROWS_WITH_AS(
+      trainer.run(data, run, [](ddpm::train::Checkpoint& c) { c.set("note", "x"); }),
+      doctest::Contains(expected.c_str()), ddpm::NonFiniteError);
   const ddpm::train::Checkpoint kept = ddpm::train::Checkpoint::load(dir / "model.ckpt");
   CHECK(kept.get("step") == "20");
   CHECK(kept.get("note") == "x");

@@ -57,7 +57,8 @@ std::string to_text(const T& value) {
 /// that run every step must not allocate).
 template <class T, class Allowed>
 void require(bool ok, std::string_view parameter, const T& value, Allowed&& allowed) {
-  if (ok) [[likely]] return;
+  if (ok) [[likely]]
+    return;
   if constexpr (std::is_invocable_v<Allowed>) {
     throw InvalidArgument(parameter, to_text(value), std::string(allowed()));
   } else {
@@ -68,7 +69,8 @@ void require(bool ok, std::string_view parameter, const T& value, Allowed&& allo
 /// Throws InvalidArgument naming a shape mismatch "rows x cols".
 inline void require_shape(bool ok, std::string_view parameter, long long rows, long long cols,
                           std::string_view allowed) {
-  if (!ok) throw InvalidArgument(parameter, to_text(rows) + "x" + to_text(cols) + " matrix", allowed);
+  if (!ok)
+    throw InvalidArgument(parameter, to_text(rows) + "x" + to_text(cols) + " matrix", allowed);
 }
 
 }  // namespace detail

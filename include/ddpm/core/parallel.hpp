@@ -11,7 +11,8 @@
 namespace ddpm::detail {
 
 /// Runs body(i) for i in [0, n) with a static OpenMP schedule. Inside an already-parallel region it
-/// runs serially, so nesting never oversubscribes. The body must not throw: validate before calling.
+/// runs serially, so nesting never oversubscribes. The body must not throw: validate before
+/// calling.
 template <class Body>
 void parallel_for(Index n, Body&& body) {
 #ifdef _OPENMP

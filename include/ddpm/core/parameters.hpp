@@ -12,9 +12,9 @@ namespace ddpm {
 /// stay valid and at the same address for the lifetime of the model.
 template <class Real>
 struct ParameterBlock {
-  std::string name;         ///< e.g. "mlp.layer0.weight"; used by checkpoints to match tensors
-  std::span<Real> value;    ///< the parameters
-  std::span<Real> grad;     ///< d loss / d value, accumulated by backward()
+  std::string name;       ///< e.g. "mlp.layer0.weight"; used by checkpoints to match tensors
+  std::span<Real> value;  ///< the parameters
+  std::span<Real> grad;   ///< d loss / d value, accumulated by backward()
 };
 
 }  // namespace ddpm

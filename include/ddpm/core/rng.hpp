@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Counter-based random numbers (Philox4x32-10): every draw is a pure function of
-// (seed, stream, sample index, step), so results do not depend on threads or on how a batch is split.
+// (seed, stream, sample index, step), so results do not depend on threads or on how a batch is
+// split.
 #pragma once
 
 #include <array>
@@ -82,8 +83,8 @@ class CounterRng {
                                           std::uint32_t step, std::uint64_t bound,
                                           std::uint32_t k = 0) const noexcept {
     const Philox4x32::Counter b = bits(stream_id, sample, step, k / 2);
-    const std::uint64_t word = k % 2 == 0 ? (std::uint64_t{b[0]} << 32) | b[1]
-                                          : (std::uint64_t{b[2]} << 32) | b[3];
+    const std::uint64_t word =
+        k % 2 == 0 ? (std::uint64_t{b[0]} << 32) | b[1] : (std::uint64_t{b[2]} << 32) | b[3];
     return multiply_high(word, bound);
   }
 
@@ -93,7 +94,8 @@ class CounterRng {
   void normals(std::uint32_t stream_id, std::uint32_t sample, std::uint32_t step, Real* out,
                Index n) const noexcept {
     for (Index j = 0; j < n; j += 2) {
-      const Philox4x32::Counter b = bits(stream_id, sample, step, static_cast<std::uint32_t>(j / 2));
+      const Philox4x32::Counter b =
+          bits(stream_id, sample, step, static_cast<std::uint32_t>(j / 2));
       const double u1 = 1.0 - to_unit(b[0], b[1]);  // in (0, 1], so the log is finite
       const double u2 = to_unit(b[2], b[3]);
       const double radius = std::sqrt(-2.0 * std::log(u1));
@@ -117,7 +119,8 @@ class CounterRng {
  private:
   // High 64 bits of a 64x64-bit product (Lemire's multiply-shift range reduction), portably.
   static constexpr std::uint64_t multiply_high(std::uint64_t a, std::uint64_t b) noexcept {
-    const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+    const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu,
+                        b_hi = b >> 32;
     const std::uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi;
     const std::uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
     return a_hi * b_hi + (hi_lo >> 32) + (cross >> 32);

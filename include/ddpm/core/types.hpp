@@ -10,8 +10,9 @@ namespace ddpm {
 /// Row and size index type, Eigen's signed index.
 using Index = Eigen::Index;
 
-/// A batch of samples, one row per sample, features flattened (2 for a 2D point, C*H*W for an image).
-/// Row-major so that each sample is contiguous and per-sample loops touch one cache line run.
+/// A batch of samples, one row per sample, features flattened (2 for a 2D point, C*H*W for an
+/// image). Row-major so that each sample is contiguous and per-sample loops touch one cache line
+/// run.
 template <class Real>
 using Batch = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/io/file.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/io/file.hpp"
 
 namespace ddpm::io {
 

@@ -38,7 +38,8 @@ inline void write_file_atomically(const std::filesystem::path& path, std::string
                        && ::fsync(::fileno(file)) == 0
 #endif
       ;
-  if (std::fclose(file) != 0 || !written) fail("writing '" + tmp.string() + "' failed (disk full?)");
+  if (std::fclose(file) != 0 || !written)
+    fail("writing '" + tmp.string() + "' failed (disk full?)");
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) fail(ec.message());

@@ -9,8 +9,8 @@
 #include <string_view>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/types.hpp"
 #include "ddpm/core/parallel.hpp"
+#include "ddpm/core/types.hpp"
 
 namespace ddpm::nn {
 

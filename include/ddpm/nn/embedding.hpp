@@ -11,11 +11,11 @@
 #include <string>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
-#include "ddpm/core/parallel.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 
 namespace ddpm::nn {

@@ -47,7 +47,6 @@ class AncestralSampler : public ReverseLoop<AncestralSampler<Real>, Real> {
     });
   }
 
-
  private:
   GaussianDiffusion<Real> diffusion_;
   ReverseStep<Real> reverse_;

@@ -19,10 +19,10 @@ namespace ddpm {
 /// Passed to a sampler's progress callback after every step.
 template <class Real>
 struct SamplerProgress {
-  int done;             ///< steps completed
-  int total;            ///< steps in the whole loop
-  int t;                ///< original timestep just processed
-  const Batch<Real>& x; ///< the batch after this step (x_{t-1}; x_0 after the last)
+  int done;              ///< steps completed
+  int total;             ///< steps in the whole loop
+  int t;                 ///< original timestep just processed
+  const Batch<Real>& x;  ///< the batch after this step (x_{t-1}; x_0 after the last)
 };
 
 /// A progress callback that does nothing.

@@ -43,7 +43,8 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
     const double sigma =
         eta_ * std::sqrt((1.0 - ab_prev) / (1.0 - ab)) * std::sqrt(1.0 - ab / ab_prev);
     const Real x0_coef = static_cast<Real>(std::sqrt(ab_prev));
-    const Real eps_coef = static_cast<Real>(std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma)));
+    const Real eps_coef =
+        static_cast<Real>(std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma)));
     const Real noise_coef = static_cast<Real>(sigma);
     const bool noisy = s > 0 && sigma > 0.0;
     const Index dim = x_t.cols();
@@ -56,11 +57,11 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
       }
       for (Index j = 0; j < dim; ++j) {
         const Real z = noisy ? out[j] : Real(0);
-        out[j] = x0_coef * reverse_.pred_x0(i, j) + eps_coef * reverse_.pred_eps(i, j) + noise_coef * z;
+        out[j] =
+            x0_coef * reverse_.pred_x0(i, j) + eps_coef * reverse_.pred_eps(i, j) + noise_coef * z;
       }
     });
   }
-
 
   /// DDIM inversion (eta = 0 form, whatever this sampler's eta): maps data x_0 (in place) to the
   /// x_T from which denoise() with eta = 0 approximately returns it. Step j moves from the kept
@@ -79,7 +80,8 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
       timesteps_.assign(static_cast<std::size_t>(x.rows()), evaluated_at);
       model.predict(x, std::span<const int>(timesteps_), model_out);
       diffusion_.p_mean_variance(model_out, x, timesteps_, reverse_);
-      const Real x0_coef = static_cast<Real>(schedule.sqrt_alphas_cumprod()[static_cast<std::size_t>(j)]);
+      const Real x0_coef =
+          static_cast<Real>(schedule.sqrt_alphas_cumprod()[static_cast<std::size_t>(j)]);
       const Real eps_coef =
           static_cast<Real>(schedule.sqrt_one_minus_alphas_cumprod()[static_cast<std::size_t>(j)]);
       next.noalias() = x0_coef * reverse_.pred_x0 + eps_coef * reverse_.pred_eps;

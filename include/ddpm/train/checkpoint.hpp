@@ -36,7 +36,7 @@ struct Tensor {
   enum class Type : std::uint8_t { f32 = 1, f64 = 2, i64 = 3 };
   Type type = Type::f64;
   std::vector<std::uint64_t> shape;
-  std::vector<double> real;        ///< elements of f32 / f64 tensors
+  std::vector<double> real;           ///< elements of f32 / f64 tensors
   std::vector<std::int64_t> integer;  ///< elements of i64 tensors
 
   [[nodiscard]] std::uint64_t size() const {
@@ -60,7 +60,8 @@ class Checkpoint {
 
   /// Stores floating-point values (float or double) as a rank-1 tensor of that precision.
   template <class Real>
-  void put(const std::string& name, std::span<const Real> values, Tensor::Type type = Tensor::Type::f64) {
+  void put(const std::string& name, std::span<const Real> values,
+           Tensor::Type type = Tensor::Type::f64) {
     Tensor tensor;
     tensor.type = std::is_same_v<Real, float> ? Tensor::Type::f32 : type;
     tensor.shape = {values.size()};
@@ -244,8 +245,9 @@ inline Checkpoint Checkpoint::parse(std::string_view bytes, const std::string& s
   (void)head.get<std::uint64_t>("the magic");
   const auto version = head.get<std::uint32_t>("the version");
   if (version != kCheckpointVersion) {
-    head.fail("version " + std::to_string(version) + " is not supported (this build reads version " +
-              std::to_string(kCheckpointVersion) + ")");
+    head.fail("version " + std::to_string(version) +
+              " is not supported (this build reads version " + std::to_string(kCheckpointVersion) +
+              ")");
   }
   const auto payload_size = head.get<std::uint64_t>("the payload size");
   if (bytes.size() < header + trailer || payload_size != bytes.size() - header - trailer) {
@@ -256,7 +258,8 @@ inline Checkpoint Checkpoint::parse(std::string_view bytes, const std::string& s
   const std::string_view payload = bytes.substr(header, payload_size);
   detail::Reader tail(bytes.substr(header + payload_size), source, header + payload_size);
   const auto stored_crc = tail.get<std::uint32_t>("the checksum");
-  if (stored_crc != detail::crc32(payload)) head.fail("checksum mismatch: the contents are damaged");
+  if (stored_crc != detail::crc32(payload))
+    head.fail("checksum mismatch: the contents are damaged");
 
   Checkpoint checkpoint;
   detail::Reader in(payload, source, header);
@@ -270,10 +273,12 @@ inline Checkpoint Checkpoint::parse(std::string_view bytes, const std::string& s
     std::string name = in.get_string("a tensor name");
     Tensor t;
     const auto type = in.get<std::uint8_t>("a tensor type");
-    if (type < 1 || type > 3) in.fail("tensor '" + name + "' has unknown type " + std::to_string(type));
+    if (type < 1 || type > 3)
+      in.fail("tensor '" + name + "' has unknown type " + std::to_string(type));
     t.type = static_cast<Tensor::Type>(type);
     const auto rank = in.get<std::uint8_t>("a tensor rank");
-    if (rank > 8) in.fail("tensor '" + name + "' has rank " + std::to_string(rank) + " (at most 8)");
+    if (rank > 8)
+      in.fail("tensor '" + name + "' has rank " + std::to_string(rank) + " (at most 8)");
     std::uint64_t elements = 1;
     for (int d = 0; d < rank; ++d) {
       const auto extent = in.get<std::uint64_t>("a tensor dimension");

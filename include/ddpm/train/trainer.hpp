@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <iostream>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,18 +45,18 @@ inline TimestepSampling parse_timestep_sampling(std::string_view s) {
 /// Options of a Trainer. The learning rate follows optim::LrSchedule (warm-up, then decay).
 struct TrainerOptions {
   Index batch_size = 256;
-  std::int64_t steps = 10000;         ///< total optimizer steps (the end of the lr decay)
-  optim::AdamOptions adam{};          ///< adam.learning_rate is the base rate
+  std::int64_t steps = 10000;  ///< total optimizer steps (the end of the lr decay)
+  optim::AdamOptions adam{};   ///< adam.learning_rate is the base rate
   std::int64_t warmup_steps = 0;
   optim::LrDecay decay = optim::LrDecay::constant;
-  double final_lr = 0.0;              ///< floor of the decay
-  double grad_clip = 0.0;             ///< global-norm clipping threshold; 0 disables
-  double ema_decay = 0.999;           ///< weight EMA; 0 disables it
+  double final_lr = 0.0;     ///< floor of the decay
+  double grad_clip = 0.0;    ///< global-norm clipping threshold; 0 disables
+  double ema_decay = 0.999;  ///< weight EMA; 0 disables it
   /// EMA decay min(ema_decay, (1 + n) / (10 + n)) after n updates, so a short run's average is
   /// not dominated by the random initialization.
   bool ema_warmup = true;
   TimestepSampling timesteps = TimestepSampling::uniform;
-  std::uint64_t seed = 0;             ///< noise and timestep draws
+  std::uint64_t seed = 0;  ///< noise and timestep draws
 };
 
 /// What one step did.
@@ -70,7 +70,9 @@ struct StepStats {
 /// A data source: `data(step, batch_size, out)` fills `out` with batch_size rows for training
 /// step `step`. It must be a pure function of its arguments for runs to resume exactly.
 template <class D, class Real>
-concept DataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out) { d(step, n, out); };
+concept DataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out) {
+  d(step, n, out);
+};
 
 /// The training loop. Everything random is addressed by (seed, step), so the model, the optimizer
 /// state, the EMA, the importance sampler's history and the step count are the whole state: a run
@@ -101,10 +103,13 @@ class Trainer {
         rng_(options.seed) {
     ddpm::detail::require(options.batch_size >= 1, "batch_size", options.batch_size, ">= 1");
     ddpm::detail::require(options.steps >= 1, "steps", options.steps, ">= 1");
-    ddpm::detail::require(options.grad_clip >= 0.0, "grad_clip", options.grad_clip, ">= 0 (0 disables)");
+    ddpm::detail::require(options.grad_clip >= 0.0, "grad_clip", options.grad_clip,
+                          ">= 0 (0 disables)");
     ddpm::detail::require(options.ema_decay >= 0.0 && options.ema_decay < 1.0, "ema_decay",
-                    options.ema_decay, "[0, 1) (0 disables the EMA)");
-    if (options.ema_decay > 0.0) ema_.emplace(blocks(), optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
+                          options.ema_decay, "[0, 1) (0 disables the EMA)");
+    if (options.ema_decay > 0.0)
+      ema_.emplace(blocks(),
+                   optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
     const int T = diffusion_.num_timesteps();
     if (options.timesteps == TimestepSampling::importance) {
       timestep_sampler_ = LossSecondMomentSampler(T);
@@ -127,10 +132,11 @@ class Trainer {
     const auto counter = static_cast<std::uint32_t>(step);
     data(step, options_.batch_size, x0_);
     ddpm::detail::require_shape(x0_.rows() == options_.batch_size && x0_.cols() >= 1, "data batch",
-                          x0_.rows(), x0_.cols(),
-                          std::to_string(options_.batch_size) + " rows (the batch size)");
-    std::visit([&](auto& s) { s.sample(rng_, counter, 0, std::span<int>(t_), std::span<Real>(weights_)); },
-               timestep_sampler_);
+                                x0_.rows(), x0_.cols(),
+                                std::to_string(options_.batch_size) + " rows (the batch size)");
+    std::visit(
+        [&](auto& s) { s.sample(rng_, counter, 0, std::span<int>(t_), std::span<Real>(weights_)); },
+        timestep_sampler_);
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
@@ -143,15 +149,19 @@ class Trainer {
     }
     model_->zero_grad();
     model_->backward(grad_);
-    const double norm = options_.grad_clip > 0.0 ? optim::clip_grad_norm(blocks(), options_.grad_clip)
-                                                 : optim::global_grad_norm(blocks());
+    const double norm = options_.grad_clip > 0.0
+                            ? optim::clip_grad_norm(blocks(), options_.grad_clip)
+                            : optim::global_grad_norm(blocks());
     if (!std::isfinite(norm)) {
       throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
                            ": the gradient norm is " + ddpm::detail::to_text(norm) +
                            " (try a lower learning rate or gradient clipping)");
     }
-    std::visit([&](auto& s) { s.template update<Real>(t_, std::span<const Real>(loss_.vlb.data(), t_.size())); },
-               timestep_sampler_);
+    std::visit(
+        [&](auto& s) {
+          s.template update<Real>(t_, std::span<const Real>(loss_.vlb.data(), t_.size()));
+        },
+        timestep_sampler_);
     const double lr = lr_schedule_(step);
     adam_.set_learning_rate(lr);
     adam_.step(blocks());
@@ -222,10 +232,11 @@ class Trainer {
                         c.get("architecture") + "\", the model is \"" + architecture + "\"");
     }
     if (c.get("diffusion") != describe_diffusion()) {
-      throw FormatError("ddpm: checkpoint diffusion mismatch: the file has \"" + c.get("diffusion") +
-                        "\", this run uses \"" + describe_diffusion() + "\"");
+      throw FormatError("ddpm: checkpoint diffusion mismatch: the file has \"" +
+                        c.get("diffusion") + "\", this run uses \"" + describe_diffusion() + "\"");
     }
-    for (const ParameterBlock<Real>& block : blocks()) c.take<Real>("model." + block.name, block.value);
+    for (const ParameterBlock<Real>& block : blocks())
+      c.take<Real>("model." + block.name, block.value);
     const auto& adam_step = c.integers("adam.step");
     if (adam_step.size() != 1) throw FormatError("ddpm: checkpoint adam.step must hold one value");
     std::vector<Real> m(c.tensor("adam.m").real.size()), v(c.tensor("adam.v").real.size());
@@ -250,10 +261,10 @@ class Trainer {
 
   /// Where and how often run() writes things.
   struct RunOptions {
-    std::filesystem::path checkpoint;   ///< written every checkpoint_every steps and at the end
+    std::filesystem::path checkpoint;      ///< written every checkpoint_every steps and at the end
     std::int64_t checkpoint_every = 1000;  ///< 0: only at the end
-    std::string architecture;           ///< stored in the checkpoint
-    std::filesystem::path loss_csv;     ///< "step,loss,grad_norm,lr" per step (empty: none)
+    std::string architecture;              ///< stored in the checkpoint
+    std::filesystem::path loss_csv;        ///< "step,loss,grad_norm,lr" per step (empty: none)
     std::string label = "train";
   };
 
@@ -296,9 +307,10 @@ class Trainer {
     } catch (const NonFiniteError& e) {
       write_log();
       throw NonFiniteError(std::string(e.what()) + "; " +
-                           (last_saved >= 0 ? "the last good checkpoint is " + run.checkpoint.string() +
-                                                  " (step " + std::to_string(last_saved) + ")"
-                                            : std::string("no checkpoint was written before it")));
+                           (last_saved >= 0
+                                ? "the last good checkpoint is " + run.checkpoint.string() +
+                                      " (step " + std::to_string(last_saved) + ")"
+                                : std::string("no checkpoint was written before it")));
     }
     progress.finish();
     save();
@@ -313,16 +325,18 @@ class Trainer {
     std::int64_t value = 0;
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (error != std::errc() || end != text.data() + text.size() || value < 0) {
-      throw FormatError("ddpm: checkpoint metadata '" + key + "' is not a non-negative integer: \"" +
-                        text + "\"");
+      throw FormatError("ddpm: checkpoint metadata '" + key +
+                        "' is not a non-negative integer: \"" + text + "\"");
     }
     return value;
   }
 
   std::string describe_diffusion() const {
     const DiffusionOptions& o = diffusion_.options();
-    return "T=" + std::to_string(diffusion_.num_timesteps()) + " output=" + std::string(to_string(o.output)) +
-           " variance=" + std::string(to_string(o.variance)) + " loss=" + std::string(to_string(o.loss));
+    return "T=" + std::to_string(diffusion_.num_timesteps()) +
+           " output=" + std::string(to_string(o.output)) +
+           " variance=" + std::string(to_string(o.variance)) +
+           " loss=" + std::string(to_string(o.loss));
   }
 
   Model* model_;
@@ -331,7 +345,8 @@ class Trainer {
   optim::Adam<Real> adam_;
   optim::LrSchedule lr_schedule_;
   std::optional<optim::Ema<Real>> ema_;
-  std::variant<UniformTimestepSampler, LossSecondMomentSampler> timestep_sampler_{UniformTimestepSampler(1)};
+  std::variant<UniformTimestepSampler, LossSecondMomentSampler> timestep_sampler_{
+      UniformTimestepSampler(1)};
   CounterRng rng_;
   std::int64_t step_ = 0;
   // Workspaces reused every step.

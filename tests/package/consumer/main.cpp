@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
 // A user's program: includes ddpm, samples the 8gaussians mixture with the exact denoiser, checks
 // the result is finite and spread out.
-#include <ddpm/ddpm.hpp>
-
 #include <cstdio>
+#include <ddpm/ddpm.hpp>
 
 int main() {
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
