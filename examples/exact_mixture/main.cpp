@@ -12,6 +12,7 @@
 #include "ddpm/io/csv.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/progress.hpp"
+#include "ddpm/io/strips.hpp"
 
 namespace {
 
@@ -55,17 +56,11 @@ int run(const Options& options) {
   const ddpm::GaussianDiffusion<double> diffusion(schedule);
   const ddpm::CounterRng rng(options.seed);
 
-  // Keep a few intermediate states for the reverse-process strip.
-  std::vector<ddpm::io::Panel> strip;
-  const int snapshots = 6;
+  ddpm::io::ReverseStripRecorder<double> strip(schedule, ddpm::io::Frame{});
   ddpm::io::ProgressBar progress(schedule.size(), options.sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<double>& p) {
     progress.update(p.done);
-    const bool keep = p.done == 1 || p.done % std::max(1, p.total / (snapshots - 1)) == 0;
-    if (keep && static_cast<int>(strip.size()) < snapshots) {
-      strip.push_back(ddpm::io::make_panel(
-          p.x, "", "step " + std::to_string(p.done) + "/" + std::to_string(p.total)));
-    }
+    strip(p);
   };
   ddpm::Batch<double> samples;
   if (options.sampler == "ddpm") {
@@ -89,7 +84,7 @@ int run(const Options& options) {
                            "data (exact draws)"),
       ddpm::io::make_panel(samples, title)};
   ddpm::io::write_png(out / "compare.png", ddpm::io::render_panels(compare, 2));
-  ddpm::io::write_png(out / "reverse.png", ddpm::io::render_strip(strip));
+  ddpm::io::write_png(out / "reverse.png", ddpm::io::render_strip(strip.panels()));
 
   const Eigen::RowVector2d mean = samples.colwise().mean();
   const double variance = (samples.rowwise() - mean).array().square().mean();
