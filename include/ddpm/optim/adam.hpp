@@ -54,8 +54,9 @@ class AdamType {
 
   /// One update of `values` from `grads` (same size; the size is fixed by the first step).
   void step(std::span<Real> values, std::span<const Real> grads) {
-    detail::check(grads.size() == values.size(), "grads.size()", grads.size(),
-                  [&] { return "values.size() = " + ddpm::detail::to_text(values.size()); });
+    ddpm::detail::require(grads.size() == values.size(), "grads.size()", grads.size(), [&] {
+      return "values.size() = " + ddpm::detail::to_text(values.size());
+    });
     prepare(static_cast<Index>(values.size()));
     ++step_;
     update(0, values, grads);
@@ -121,7 +122,7 @@ class AdamType {
       m_.assign(static_cast<std::size_t>(size), Real(0));
       v_.assign(static_cast<std::size_t>(size), Real(0));
     }
-    detail::check(static_cast<Index>(m_.size()) == size, "parameter count", size, [&] {
+    ddpm::detail::require(static_cast<Index>(m_.size()) == size, "parameter count", size, [&] {
       return ddpm::detail::to_text(m_.size()) + ", the size of the optimizer state";
     });
   }

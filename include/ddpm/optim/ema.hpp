@@ -129,8 +129,9 @@ class Ema {
   }
 
   void check_size(std::size_t size) const {
-    detail::check(size == shadow_.size(), "parameter count", size,
-                  [&] { return ddpm::detail::to_text(shadow_.size()) + ", the size of the EMA"; });
+    ddpm::detail::require(size == shadow_.size(), "parameter count", size, [&] {
+      return ddpm::detail::to_text(shadow_.size()) + ", the size of the EMA";
+    });
   }
 
   void blend(Index offset, std::span<const Real> params) {

@@ -43,13 +43,6 @@ using BlockReal =
 
 namespace detail {
 
-/// Throws InvalidArgument(parameter, value, allowed()) unless `ok`; the text is built only on
-/// failure, so checks on the per-step path never allocate.
-template <class T, class Allowed>
-void check(bool ok, std::string_view parameter, const T& value, Allowed&& allowed) {
-  if (!ok) throw InvalidArgument(parameter, ddpm::detail::to_text(value), allowed());
-}
-
 /// Elements per chunk of the parallel element-wise loops: small enough that the four or five
 /// arrays an update touches stay in L2, large enough to amortize the loop overhead.
 inline constexpr Index kChunk = 4096;
