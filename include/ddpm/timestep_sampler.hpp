@@ -83,23 +83,22 @@ class LossSecondMomentSampler {
   /// The current sampling probabilities p_t (uniform until warmed up).
   [[nodiscard]] const std::vector<double>& probabilities() const noexcept { return probabilities_; }
 
-  /// Fills t[i] and weights[i] = 1 / (T p_t) for global sample first_sample + i of step `step`.
+  /// Fills t[i] and weights[i] = 1 / (T p_t) for global sample first_sample + i of step `step`
+  /// (uniform draws with weight 1 until warmed up).
   template <class Real>
   void sample(const CounterRng& rng, std::uint32_t step, std::uint32_t first_sample,
               std::span<int> t, std::span<Real> weights) const {
+    if (!warmed_up()) {
+      UniformTimestepSampler(num_timesteps_).sample(rng, step, first_sample, t, weights);
+      return;
+    }
     detail::require(weights.size() == t.size(), "weights.size()", weights.size(),
                     [&] { return "the size of t (" + std::to_string(t.size()) + ")"; });
     for (std::size_t i = 0; i < t.size(); ++i) {
       const std::uint32_t sample_index = first_sample + static_cast<std::uint32_t>(i);
-      if (!warmed_up()) {
-        t[i] = static_cast<int>(rng.uniform_int(stream::timesteps, sample_index, step,
-                                                static_cast<std::uint64_t>(num_timesteps_)));
-        weights[i] = Real(1);
-      } else {
-        t[i] = detail::draw_from_cdf(cdf_, rng.uniform(stream::timesteps, sample_index, step));
-        weights[i] = static_cast<Real>(
-            1.0 / (num_timesteps_ * probabilities_[static_cast<std::size_t>(t[i])]));
-      }
+      t[i] = detail::draw_from_cdf(cdf_, rng.uniform(stream::timesteps, sample_index, step));
+      weights[i] = static_cast<Real>(
+          1.0 / (num_timesteps_ * probabilities_[static_cast<std::size_t>(t[i])]));
     }
   }
 
