@@ -14,7 +14,9 @@ function(expect_files dir)
 endfunction()
 
 file(REMOVE_RECURSE ${OUT})
-set(small --width 32 --depth 2 --embedding 16 --T 100 --batch 64 --n 200 --sample-steps 20 --seed 4)
+# A constant learning rate, so that a 40-step run is the first part of a 60-step one.
+set(small --width 32 --depth 2 --embedding 16 --T 100 --batch 64 --n 200 --sample-steps 20 --seed 4
+    --decay constant --warmup 0)
 run_ok(train --dataset moons --steps 40 ${small} --checkpoint-every 20 --out ${OUT}/train)
 expect_files(${OUT}/train model.ckpt loss.csv loss.png forward.png reverse.png samples.csv samples.png compare.png)
 file(STRINGS ${OUT}/train/loss.csv loss_lines)
@@ -29,6 +31,15 @@ file(STRINGS ${OUT}/resumed/loss.csv resumed_lines)
 list(GET resumed_lines 1 first)
 if(NOT first MATCHES "^41,")
   message(FATAL_ERROR "the resumed run starts at '${first}', expected step 41")
+endif()
+# ... and, in a new process, exactly as a run that never stopped (loss, gradient norm and learning
+# rate printed to 9 digits).
+run_ok(train --dataset moons --steps 60 ${small} --out ${OUT}/straight)
+file(STRINGS ${OUT}/straight/loss.csv straight_lines)
+list(SUBLIST straight_lines 41 20 straight_tail)
+list(SUBLIST resumed_lines 1 20 resumed_tail)
+if(NOT straight_tail STREQUAL resumed_tail)
+  message(FATAL_ERROR "resumed steps 41-60 differ from the uninterrupted run:\n${resumed_tail}\nvs\n${straight_tail}")
 endif()
 
 run_ok(sample --checkpoint ${OUT}/train/model.ckpt --sampler ddim --n 100 --out ${OUT}/sample)

@@ -9,10 +9,14 @@
 #include <vector>
 
 #include "ddpm/core/rng.hpp"
+#include "ddpm/diffusion.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/optim/adam.hpp"
 #include "ddpm/optim/clip.hpp"
 #include "ddpm/optim/ema.hpp"
+#include "ddpm/samplers/ancestral.hpp"
+#include "ddpm/samplers/ddim.hpp"
+#include "ddpm/schedule.hpp"
 
 // The replacements below pair operator new with malloc and operator delete with free; GCC cannot
 // see that pairing through the replacement and warns at every `delete`.
@@ -134,6 +138,47 @@ TEST_CASE("no operator new in steady-state training and sampling steps") {
     g_counting = false;
     CHECK(g_allocations.load() == 0);
   }
+}
+
+TEST_CASE_TEMPLATE("no operator new in a steady-state sampler step", Sampler,
+                   ddpm::AncestralSampler<float>, ddpm::DdimSampler<float>) {
+  // 10k points as in the reference workloads, so the steps run their parallel loops.
+  const ddpm::Index n = 10000;
+  const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000).respaced("evenly 50");
+  Sampler sampler{ddpm::GaussianDiffusion<float>(schedule)};
+  const ddpm::CounterRng rng(3);
+  ddpm::Batch<float> x(n, 2), eps(n, 2), next;
+  rng.fill_normal(x, ddpm::stream::user, 0, 0);
+  rng.fill_normal(eps, ddpm::stream::user + 1, 0, 0);
+  const int t = schedule.timestep(25);
+  sampler.step(eps, t, x, next, rng);  // warm-up: sizes the sampler's workspaces and `next`
+
+  g_allocations = 0;
+  g_counting = true;
+  sampler.step(eps, t, x, next, rng);
+  sampler.step(eps, schedule.timestep(24), next, x, rng);
+  sampler.step(eps, schedule.timestep(0), x, next, rng);  // the last step (no noise)
+  g_counting = false;
+  CHECK(g_allocations.load() == 0);
+}
+
+TEST_CASE("no operator new in the steady-state sampling loop of the MLP") {
+  // denoise() over a short respaced schedule: the model's predict and the sampler's step, after
+  // one warm-up loop of the same size.
+  ddpm::nn::Mlp<float> model(ddpm::nn::toy_mlp_config(1));
+  model.set_training(false);
+  ddpm::DdimSampler<float> sampler{
+      ddpm::GaussianDiffusion<float>(ddpm::NoiseSchedule::linear(1000).respaced("evenly 5"))};
+  const ddpm::CounterRng rng(3);
+  ddpm::Batch<float> x(512, 2);
+  rng.fill_normal(x, ddpm::stream::user, 0, 0);
+  sampler.denoise(model, x, rng);
+
+  g_allocations = 0;
+  g_counting = true;
+  sampler.denoise(model, x, rng);
+  g_counting = false;
+  CHECK(g_allocations.load() == 0);
 }
 
 TEST_CASE("the allocation counter itself works") {

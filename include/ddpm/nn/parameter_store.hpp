@@ -144,8 +144,11 @@ class ParameterStore {
     }
   }
 
-  std::vector<Real> values_;
-  std::vector<Real> grads_;
+  // Aligned like Eigen's own buffers: vectorized reductions (bias gradients, norms) peel
+  // differently at different alignments, and a resumed run in a new process must reproduce the
+  // uninterrupted one bit for bit.
+  std::vector<Real, Eigen::aligned_allocator<Real>> values_;
+  std::vector<Real, Eigen::aligned_allocator<Real>> grads_;
   std::vector<std::string> names_;
   std::vector<Slot> slots_;
   std::vector<ParameterBlock<Real>> blocks_;

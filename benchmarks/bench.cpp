@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+// ddpm-bench: the ToyMLP reference workloads of BENCHMARKS.md (train step at batch 256 and 4096,
+// ancestral-1000 and DDIM-50 sampling of 10k points), printed as one JSON object of medians.
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "ddpm/ddpm.hpp"
+#include "ddpm/nn/mlp.hpp"
+#include "ddpm/optim/adam.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using ddpm::Batch;
+using ddpm::Index;
+
+// FLOP model (2 FLOP per multiply-add): one ToyMLP forward is 66*256 + 2*256*256 + 256*2 =
+// 148,480 multiply-adds per sample; a train step counts the backward as 2x the forward (3x in
+// all); a sampling step is one forward per point.
+constexpr double kToyMlpMacs = 66.0 * 256 + 2.0 * 256 * 256 + 256.0 * 2;
+
+struct Sizes {
+  Index train_small = 256;
+  Index train_large = 4096;
+  Index points = 10000;
+};
+
+struct Measurement {
+  std::string key;    // JSON key of the median time, with its unit
+  std::string stem;   // key without the unit, for the GFLOP/s key
+  double median = 0;  // in the key's unit
+  double gflops = 0;  // implied by the median
+};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+double seconds_of(const std::function<void()>& work) {
+  const auto start = std::chrono::steady_clock::now();
+  work();
+  const auto stop = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(stop - start).count();
+}
+
+/// One training step as a user's loop would run it: draw t and noise, q_sample, predict, the
+/// L_simple loss and its gradient, backward, Adam.
+class TrainStep {
+ public:
+  explicit TrainStep(Index batch)
+      : model_(ddpm::nn::toy_mlp_config(1)),
+        diffusion_(ddpm::NoiseSchedule::linear(1000)),
+        rng_(7),
+        x0_(batch, 2),
+        t_(static_cast<std::size_t>(batch)) {
+    rng_.fill_normal(x0_, ddpm::stream::user, 0, 0);
+  }
+
+  void run() {
+    const auto step = static_cast<std::uint32_t>(count_++);
+    for (std::size_t i = 0; i < t_.size(); ++i) {
+      t_[i] = static_cast<int>(
+          rng_.uniform_int(ddpm::stream::user + 1, static_cast<std::uint32_t>(i), step, 1000));
+    }
+    noise_.resize(x0_.rows(), x0_.cols());
+    rng_.fill_normal(noise_, ddpm::stream::forward_noise, 0, step);
+    diffusion_.q_sample(x0_, t_, noise_, x_t_);
+    model_.predict(x_t_, std::span<const int>(t_), out_);
+    diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_);
+    model_.zero_grad();
+    model_.backward(grad_);
+    adam_.step(model_.parameters());
+  }
+
+ private:
+  ddpm::nn::Mlp<float> model_;
+  ddpm::GaussianDiffusion<float> diffusion_;
+  ddpm::optim::Adam<float> adam_;
+  ddpm::CounterRng rng_;
+  Batch<float> x0_, noise_, x_t_, out_, grad_;
+  std::vector<int> t_;
+  ddpm::TrainingLoss<float> loss_;
+  std::int64_t count_ = 0;
+};
+
+// Timed steps per train "run": a step is short, so each run times this many steps one by one
+// and the median is over all of them.
+constexpr int kTrainStepsPerRun = 20;
+
+Measurement bench_train(const std::string& stem, Index batch, int repeats) {
+  TrainStep step(batch);
+  for (int i = 0; i < 5; ++i) step.run();  // warm-up: workspaces, Adam state, caches
+  std::vector<double> times;
+  for (int r = 0; r < repeats * kTrainStepsPerRun; ++r) {
+    times.push_back(seconds_of([&] { step.run(); }));
+  }
+  const double s = median(times);
+  const double flop = 6.0 * kToyMlpMacs * static_cast<double>(batch);
+  return {stem + "_ms", stem, 1e3 * s, flop / s * 1e-9};
+}
+
+template <class Sampler>
+Measurement bench_sampler(const std::string& stem, Sampler sampler, Index points, int repeats) {
+  ddpm::nn::Mlp<float> model(ddpm::nn::toy_mlp_config(1));
+  model.set_training(false);
+  const ddpm::CounterRng rng(11);
+  // Warm-up: size the model's inference workspaces and the sampler's at this batch.
+  {
+    Batch<float> x(points, 2), eps, next;
+    rng.fill_normal(x, ddpm::stream::user, 0, 0);
+    const std::vector<int> t(static_cast<std::size_t>(points), sampler.schedule().timestep(0));
+    model.predict(x, std::span<const int>(t), eps);
+    sampler.step(eps, sampler.schedule().timestep(0), x, next, rng);
+  }
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    Batch<float> x;
+    times.push_back(seconds_of([&] { x = sampler.sample(model, points, 2, rng); }));
+  }
+  const double s = median(times);
+  const double flop = 2.0 * kToyMlpMacs * static_cast<double>(points) * sampler.schedule().size();
+  return {stem + "_s", stem, s, flop / s * 1e-9};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "ddpm-bench: the ToyMLP reference workloads of BENCHMARKS.md; prints one JSON object of "
+      "medians (and the GFLOP/s they imply: 2 FLOP per multiply-add, 148,480 multiply-adds per "
+      "sample forward, a train step = 3x forward)."};
+  int threads = 0;
+  int repeats = 5;
+  std::string only;
+  bool small = false;
+  app.add_option("--threads", threads, "threads (OpenMP and Eigen); default: OpenMP's default")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--repeats", repeats,
+                 "timed runs per sampling workload after warm-up; train workloads time "
+                 "20 steps per run")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--only", only,
+                 "comma-separated keys (e.g. toy_train_b256_ms,toy_ddim50_n10000_s); default all");
+  app.add_flag("--small", small,
+               "tiny sizes for a seconds-long smoke run (batches 32/128, 64 points); same keys");
+  CLI11_PARSE(app, argc, argv);
+
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads(threads);
+  threads = omp_get_max_threads();
+#else
+  threads = 1;
+#endif
+  Eigen::setNbThreads(threads);
+
+  Sizes sizes;
+  if (small) sizes = {32, 128, 64};
+
+  const std::vector<std::string> all = {"toy_train_b256_ms", "toy_train_b4096_ms",
+                                        "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s"};
+  std::set<std::string> wanted;
+  if (only.empty()) {
+    wanted.insert(all.begin(), all.end());
+  } else {
+    std::stringstream list(only);
+    std::string key;
+    while (std::getline(list, key, ',')) {
+      if (std::find(all.begin(), all.end(), key) == all.end()) {
+        std::cerr << "ddpm-bench: unknown key '" << key << "' in --only; known keys:";
+        for (const std::string& k : all) std::cerr << ' ' << k;
+        std::cerr << '\n';
+        return 2;
+      }
+      wanted.insert(key);
+    }
+  }
+
+  const ddpm::NoiseSchedule linear = ddpm::NoiseSchedule::linear(1000);
+  std::vector<Measurement> results;
+  if (wanted.contains("toy_train_b256_ms")) {
+    results.push_back(bench_train("toy_train_b256", sizes.train_small, repeats));
+  }
+  if (wanted.contains("toy_train_b4096_ms")) {
+    results.push_back(bench_train("toy_train_b4096", sizes.train_large, repeats));
+  }
+  if (wanted.contains("toy_ddpm1000_n10000_s")) {
+    results.push_back(
+        bench_sampler("toy_ddpm1000_n10000",
+                      ddpm::AncestralSampler<float>{ddpm::GaussianDiffusion<float>(linear)},
+                      sizes.points, repeats));
+  }
+  if (wanted.contains("toy_ddim50_n10000_s")) {
+    results.push_back(bench_sampler(
+        "toy_ddim50_n10000",
+        ddpm::DdimSampler<float>{ddpm::GaussianDiffusion<float>(linear.respaced("evenly 50")), 0.0},
+        sizes.points, repeats));
+  }
+
+  std::printf("{\"implementation\": \"ddpm\", \"threads\": %d, \"repeats\": %d, \"small\": %s",
+              threads, repeats, small ? "true" : "false");
+  std::printf(", \"train_steps_per_repeat\": %d", kTrainStepsPerRun);
+  std::printf(
+      ", \"flop_model\": \"2 FLOP per multiply-add; forward 148480 MAC/sample; train step = "
+      "forward + backward (2x forward); sampling = 1 forward per point per step\"");
+  for (const Measurement& m : results) {
+    std::printf(", \"%s\": %.6g, \"%s_gflops\": %.4g", m.key.c_str(), m.median, m.stem.c_str(),
+                m.gflops);
+  }
+  std::printf("}\n");
+  return 0;
+}
