@@ -3,17 +3,49 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 
 namespace ddpm::test {
+
+/// A fresh directory under the system temp dir, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    const auto unique = std::chrono::steady_clock::now().time_since_epoch().count();
+    path = std::filesystem::temp_directory_path() /
+           ("ddpm_test_" + std::to_string(::getpid()) + "_" + std::to_string(unique) + "_" +
+            std::to_string(reinterpret_cast<std::uintptr_t>(this)));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  /// Writes `content` to a file `name` in the directory; returns its path.
+  std::filesystem::path write(const std::string& name, const std::string& content) const {
+    const std::filesystem::path file = path / name;
+    std::ofstream(file, std::ios::binary) << content;
+    return file;
+  }
+
+  std::filesystem::path path;
+};
 
 /// A rows x cols batch of standard normals, reproducible from `seed`.
 template <class Real = double>

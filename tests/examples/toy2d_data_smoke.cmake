@@ -1,19 +1,7 @@
 # Runs ddpm-toy2d train --data on a user's CSV (and then on the .npy its samples are written to):
 # the standardization lands in the checkpoint, samples come back in the user's units, resume and
 # eval work, and bad data files are refused with a message.
-function(run_ok)
-  execute_process(COMMAND ${PROGRAM} ${ARGV} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT result EQUAL 0)
-    message(FATAL_ERROR "ddpm-toy2d ${ARGV} failed (${result}):\n${out}\n${err}")
-  endif()
-endfunction()
-function(expect_files dir)
-  foreach(file ${ARGN})
-    if(NOT EXISTS ${dir}/${file})
-      message(FATAL_ERROR "${dir}/${file} was not written")
-    endif()
-  endforeach()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 function(expect_failure pattern)
   execute_process(COMMAND ${PROGRAM} ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(result EQUAL 0 OR NOT "${out}${err}" MATCHES "${pattern}")

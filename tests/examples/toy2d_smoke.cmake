@@ -1,17 +1,5 @@
 # Runs ddpm-toy2d end to end on small sizes: train, resume, sample, eval, and bad input.
-function(run_ok)
-  execute_process(COMMAND ${PROGRAM} ${ARGV} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT result EQUAL 0)
-    message(FATAL_ERROR "ddpm-toy2d ${ARGV} failed (${result}):\n${out}\n${err}")
-  endif()
-endfunction()
-function(expect_files dir)
-  foreach(file ${ARGN})
-    if(NOT EXISTS ${dir}/${file})
-      message(FATAL_ERROR "${dir}/${file} was not written")
-    endif()
-  endforeach()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 
 file(REMOVE_RECURSE ${OUT})
 # A constant learning rate, so that a 40-step run is the first part of a 60-step one.

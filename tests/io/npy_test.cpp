@@ -15,35 +15,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "support.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 using Shape = std::vector<std::uint64_t>;
 
-/// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("ddpm_npy_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-  [[nodiscard]] fs::path write(const std::string& name, const std::string& content) const {
-    const fs::path file = path / name;
-    std::ofstream(file, std::ios::binary) << content;
-    return file;
-  }
-};
+using ddpm::test::TempDir;
 
 std::string slurp(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);

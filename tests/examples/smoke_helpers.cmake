@@ -1,0 +1,15 @@
+# Helpers shared by the end-to-end smoke tests of the example programs (include()d by them).
+# PROGRAM is the program under test.
+function(run_ok)
+  execute_process(COMMAND ${PROGRAM} ${ARGV} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "${PROGRAM} ${ARGV} failed (${result}):\n${out}\n${err}")
+  endif()
+endfunction()
+function(expect_files dir)
+  foreach(file ${ARGN})
+    if(NOT EXISTS ${dir}/${file})
+      message(FATAL_ERROR "${dir}/${file} was not written")
+    endif()
+  endforeach()
+endfunction()
