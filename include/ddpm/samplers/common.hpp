@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -45,6 +46,35 @@ Batch<Real> prior_sample(Index n, Index dim, const CounterRng& rng, std::uint32_
 
 }  // namespace detail
 
+namespace detail {
+
+/// Switches a model that has set_training()/training() to inference for a scope, then back.
+template <class M>
+class InferenceMode {
+ public:
+  explicit InferenceMode(M& model) : model_(model) {
+    if constexpr (kHasSwitch) {
+      was_training_ = model_.training();
+      model_.set_training(false);
+    }
+  }
+  ~InferenceMode() {
+    if constexpr (kHasSwitch) model_.set_training(was_training_);
+  }
+  InferenceMode(const InferenceMode&) = delete;
+  InferenceMode& operator=(const InferenceMode&) = delete;
+
+ private:
+  static constexpr bool kHasSwitch = requires(M & m) {
+    { m.training() } -> std::convertible_to<bool>;
+    m.set_training(false);
+  };
+  M& model_;
+  bool was_training_ = false;
+};
+
+}  // namespace detail
+
 /// The whole reverse loop shared by the samplers: Derived provides
 /// `step(model_out, t, x_t, x_prev, rng, first_sample)` and `schedule()`.
 template <class Derived, class Real>
@@ -67,6 +97,8 @@ class ReverseLoop {
   void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
                OnStep&& on_step = {}) {
     detail::check_denoiser<M, Real>();
+    // A model with a training switch (like nn::Mlp) keeps no activations while sampling.
+    detail::InferenceMode<M> inference(model);
     Derived& sampler = static_cast<Derived&>(*this);
     const NoiseSchedule& schedule = sampler.schedule();
     loop_timesteps_.resize(static_cast<std::size_t>(x.rows()));
