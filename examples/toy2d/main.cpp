@@ -213,7 +213,6 @@ struct ToyData {
 };
 
 // The pictures' frame: [-4.5, 4.5]^2 for built-in data, fitted to the user's data for --data.
-ddpm::io::Frame frame_for(const ModelSpec& spec) { return spec.frame; }
 
 // The user's 2-D points of train --data, in their own units: a CSV file with a header (columns x
 // and y, or exactly two columns) or, for a name ending in .npy, an N x 2 NumPy array.
@@ -398,7 +397,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
   const ddpm::NoiseSchedule schedule =
       steps == spec.num_timesteps ? full : full.respaced("evenly " + std::to_string(steps));
   const ddpm::GaussianDiffusion<Real> diffusion(schedule, spec.diffusion_options());
-  ddpm::io::ReverseStripRecorder<Real> strip(schedule, frame_for(spec));
+  ddpm::io::ReverseStripRecorder<Real> strip(schedule, spec.frame);
   ddpm::io::ProgressBar progress(schedule.size(), args.sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
     progress.update(p.done);
@@ -429,7 +428,7 @@ void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples, const 
                    const std::string& title, std::uint64_t seed, const DataPoints* data) {
   ddpm::io::write_csv(out / "samples.csv", samples, {"x", "y"});
   ddpm::io::write_npy(out / "samples.npy", samples);
-  const ddpm::io::Frame frame = frame_for(spec);
+  const ddpm::io::Frame frame = spec.frame;
   ddpm::io::scatter_png(out / "samples.png", samples, title, frame);
   std::vector<ddpm::io::Panel> panels;
   try {
@@ -453,9 +452,8 @@ void write_forward_strip(const fs::path& path, const ModelSpec& spec, const Data
                                      : data.draw(3000, seed + 7);
   ddpm::Batch<double> noise(x0.rows(), 2);
   ddpm::CounterRng(seed).fill_normal(noise, ddpm::stream::user, 0, 0);
-  ddpm::io::write_png(path,
-                      ddpm::io::render_strip(to_user_units(
-                          ddpm::io::forward_strip(diffusion, x0, noise, frame_for(spec)), spec)));
+  ddpm::io::write_png(path, ddpm::io::render_strip(to_user_units(
+                                ddpm::io::forward_strip(diffusion, x0, noise, spec.frame), spec)));
 }
 
 ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint64_t seed) {

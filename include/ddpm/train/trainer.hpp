@@ -237,16 +237,14 @@ class Trainer {
     }
     for (const ParameterBlock<Real>& block : blocks())
       c.take<Real>("model." + block.name, block.value);
-    const auto& adam_step = c.integers("adam.step");
-    if (adam_step.size() != 1) throw FormatError("ddpm: checkpoint adam.step must hold one value");
     std::vector<Real> m(c.tensor("adam.m").real.size()), v(c.tensor("adam.v").real.size());
     c.take<Real>("adam.m", m);
     c.take<Real>("adam.v", v);
-    adam_.set_state(adam_step[0], m, v);
+    adam_.set_state(single_integer(c, "adam.step"), m, v);
     if (ema_) {
       std::vector<Real> shadow(ema_->shadow().size());
       c.take<Real>("ema.shadow", shadow);
-      ema_->set_state(c.integers("ema.updates").at(0), shadow);
+      ema_->set_state(single_integer(c, "ema.updates"), shadow);
     }
     if (auto* s = std::get_if<LossSecondMomentSampler>(&timestep_sampler_)) {
       std::vector<double> history(s->loss_history().size());
@@ -320,6 +318,15 @@ class Trainer {
 
  private:
   decltype(auto) blocks() { return model_->parameters(); }
+
+  static std::int64_t single_integer(const Checkpoint& c, const std::string& name) {
+    const std::vector<std::int64_t>& values = c.integers(name);
+    if (values.size() != 1) {
+      throw FormatError("ddpm: checkpoint tensor '" + name + "' must hold one value, not " +
+                        std::to_string(values.size()));
+    }
+    return values[0];
+  }
 
   static std::int64_t parse_integer(const std::string& text, const std::string& key) {
     std::int64_t value = 0;
