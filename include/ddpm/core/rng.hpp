@@ -50,6 +50,8 @@ inline constexpr std::uint32_t labels = 5;         ///< label dropout for classi
 inline constexpr std::uint32_t data = 6;           ///< synthetic data sets
 inline constexpr std::uint32_t projections = 7;    ///< random directions of sliced metrics
 inline constexpr std::uint32_t init = 8;           ///< network parameter initialization
+inline constexpr std::uint32_t dropout = 9;        ///< dropout masks while training
+inline constexpr std::uint32_t augment = 10;       ///< data augmentation (random flips)
 inline constexpr std::uint32_t user = 1000;        ///< first stream free for users
 }  // namespace stream
 

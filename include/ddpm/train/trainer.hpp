@@ -56,7 +56,11 @@ struct TrainerOptions {
   /// not dominated by the random initialization.
   bool ema_warmup = true;
   TimestepSampling timesteps = TimestepSampling::uniform;
-  std::uint64_t seed = 0;  ///< noise and timestep draws
+  /// With labeled data: the probability that a row's label is replaced by kNoLabel, so one model
+  /// learns the conditional and the unconditional denoiser (classifier-free guidance, Ho &
+  /// Salimans 2022). Drawn from (seed, stream::labels, row, step).
+  double label_dropout = 0.0;
+  std::uint64_t seed = 0;  ///< noise, timestep and label-dropout draws
 };
 
 /// What one step did.
@@ -72,6 +76,14 @@ struct StepStats {
 template <class D, class Real>
 concept DataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out) {
   d(step, n, out);
+};
+
+/// A labeled data source: `data(step, batch_size, out, labels)` also fills `labels` with one class
+/// label per row (the model must be a ConditionalDenoiser).
+template <class D, class Real>
+concept LabeledDataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out,
+                                     std::vector<int>& labels) {
+  d(step, n, out, labels);
 };
 
 /// The training loop. Everything random is addressed by (seed, step), so the model, the optimizer
@@ -107,6 +119,8 @@ class Trainer {
                           ">= 0 (0 disables)");
     ddpm::detail::require(options.ema_decay >= 0.0 && options.ema_decay < 1.0, "ema_decay",
                           options.ema_decay, "[0, 1) (0 disables the EMA)");
+    ddpm::detail::require(options.label_dropout >= 0.0 && options.label_dropout <= 1.0,
+                          "label_dropout", options.label_dropout, "[0, 1]");
     if (options.ema_decay > 0.0)
       ema_.emplace(blocks(),
                    optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
@@ -125,12 +139,24 @@ class Trainer {
   /// (leaving the parameters untouched) if the loss or the gradient is not finite.
   template <class Data>
   StepStats step(Data&& data) {
-    static_assert(DataSource<Data, Real>,
+    constexpr bool labeled = LabeledDataSource<Data, Real>;
+    static_assert(DataSource<Data, Real> || labeled,
                   "the data source must be callable as data(std::int64_t step, ddpm::Index n, "
-                  "ddpm::Batch<Real>& out)");
+                  "ddpm::Batch<Real>& out) or, with labels, as data(step, n, out, "
+                  "std::vector<int>& labels)");
     const std::int64_t step = step_;
     const auto counter = static_cast<std::uint32_t>(step);
-    data(step, options_.batch_size, x0_);
+    if constexpr (labeled) {
+      static_assert(ConditionalDenoiser<Model, Real>,
+                    "labeled data needs a model with predict(x_t, t, labels, out)");
+      data(step, options_.batch_size, x0_, labels_);
+      ddpm::detail::require(static_cast<Index>(labels_.size()) == options_.batch_size,
+                            "data labels", labels_.size(),
+                            std::to_string(options_.batch_size) + " labels (the batch size)");
+      drop_labels(counter);
+    } else {
+      data(step, options_.batch_size, x0_);
+    }
     ddpm::detail::require_shape(x0_.rows() == options_.batch_size && x0_.cols() >= 1, "data batch",
                                 x0_.rows(), x0_.cols(),
                                 std::to_string(options_.batch_size) + " rows (the batch size)");
@@ -140,7 +166,15 @@ class Trainer {
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
-    model_->predict(x_t_, std::span<const int>(t_), out_);
+    // A model with dropout draws its masks from the step, so a resumed run is exact.
+    if constexpr (requires(Model & m) { m.set_dropout_draw(counter); }) {
+      model_->set_dropout_draw(counter);
+    }
+    if constexpr (labeled) {
+      model_->predict(x_t_, std::span<const int>(t_), std::span<const int>(labels_), out_);
+    } else {
+      model_->predict(x_t_, std::span<const int>(t_), out_);
+    }
     diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_, weights_);
     if (!std::isfinite(static_cast<double>(loss_.mean))) {
       throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
@@ -338,6 +372,17 @@ class Trainer {
     return value;
   }
 
+  // Replaces labels by kNoLabel with probability options_.label_dropout.
+  void drop_labels(std::uint32_t counter) {
+    if (options_.label_dropout <= 0.0) return;
+    for (std::size_t i = 0; i < labels_.size(); ++i) {
+      if (rng_.uniform(stream::labels, static_cast<std::uint32_t>(i), counter, 0) <
+          options_.label_dropout) {
+        labels_[i] = kNoLabel;
+      }
+    }
+  }
+
   std::string describe_diffusion() const {
     const DiffusionOptions& o = diffusion_.options();
     return "T=" + std::to_string(diffusion_.num_timesteps()) +
@@ -358,6 +403,7 @@ class Trainer {
   std::int64_t step_ = 0;
   // Workspaces reused every step.
   std::vector<int> t_;
+  std::vector<int> labels_;
   std::vector<Real> weights_;
   Batch<Real> x0_, noise_, x_t_, out_, grad_;
   TrainingLoss<Real> loss_;
