@@ -126,16 +126,18 @@ class ConvGraph {
     }
   }
 
-  /// Runs every op on `batch` images given as planar rows (batch x C*H*W of the input node).
-  /// Dropout masks are draws (block index, `draw`) of `rng` when keep_for_backward.
+  /// Runs every op on images given as planar rows (batch x C*H*W of the input node). With
+  /// `dropout_on` the dropout masks are draws (block index, `draw`) of `rng`.
   void forward(Eigen::Ref<const Batch<Real>> planar, Eigen::Ref<const Batch<Real>> embedding,
-               bool keep_for_backward, const CounterRng& rng, std::uint32_t draw) {
+               bool keep_for_backward, bool dropout_on, const CounterRng& rng, std::uint32_t draw) {
     const Index batch = planar.rows();
     for (Node& node : nodes_) node.shape.batch = batch;
     Node& input = nodes_[0];
     to_channels_last<Real>(planar, input.shape,
                            input.value.resize(input.shape.pixels(), input.shape.channels));
-    for (const Op& op : ops_) run_forward(op, embedding, keep_for_backward, rng, draw);
+    for (const Op& op : ops_) {
+      run_forward(op, embedding, keep_for_backward, dropout_on, rng, draw);
+    }
   }
 
   /// The value of a node after forward().
@@ -195,7 +197,7 @@ class ConvGraph {
   }
 
   void run_forward(const Op& op, const Eigen::Ref<const Batch<Real>>& embedding, bool keep,
-                   const CounterRng& rng, std::uint32_t draw) {
+                   bool dropout_on, const CounterRng& rng, std::uint32_t draw) {
     Node& in = nodes_[op.in];
     Node& out = nodes_[op.out];
     Eigen::Map<Batch<Real>> y = out.value.resize(out.shape.pixels(), out.shape.channels);
@@ -208,7 +210,7 @@ class ConvGraph {
         norms_[op.layer].forward(x, in.shape, y, keep);
         break;
       case Kind::block:
-        blocks_[op.layer].forward(x, in.shape, embedding, y, keep, rng,
+        blocks_[op.layer].forward(x, in.shape, embedding, y, keep, dropout_on, rng,
                                   static_cast<std::uint32_t>(op.layer), draw);
         break;
       case Kind::attention:

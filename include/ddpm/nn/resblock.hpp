@@ -90,10 +90,10 @@ class ResBlock {
   [[nodiscard]] Index out_channels() const noexcept { return out_; }
 
   /// y = block(x, e). x: s.pixels() x in_channels, e: s.batch x embedding_dim (SiLU already
-  /// applied), y: s.pixels() x out_channels, not aliasing x. Dropout masks are draws (`layer`,
-  /// `draw`) of `rng` when `training`.
+  /// applied), y: s.pixels() x out_channels, not aliasing x. With `dropout_on` the dropout masks
+  /// are draws (`layer`, `draw`) of `rng`.
   void forward(ConstRef x, const ImageShape& s, ConstRef e, Ref y, bool keep_for_backward,
-               const CounterRng& rng, std::uint32_t layer, std::uint32_t draw) {
+               bool dropout_on, const CounterRng& rng, std::uint32_t layer, std::uint32_t draw) {
     const Index pixels = s.pixels();
     Eigen::Map<Batch<Real>> a1 = a1_.resize(pixels, in_);
     Eigen::Map<Batch<Real>> h1 = h1_.resize(pixels, out_);
@@ -111,7 +111,7 @@ class ResBlock {
       norm2_.forward(h1, hs, n2, keep_for_backward);
       modulate(n2, emb, hs, a2);
     }
-    dropout_.forward(a2, a2, rng, layer, draw, keep_for_backward);
+    dropout_.forward(a2, a2, rng, layer, draw, dropout_on);
     if (skip_) {
       skip_->forward(x, s, y);
     } else {

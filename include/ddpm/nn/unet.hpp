@@ -146,7 +146,7 @@ class UNet {
     time_.check_labels(labels, rows);
     const bool keep = training_;
     const Eigen::Map<const Batch<Real>> embedding = time_.forward(t, labels, keep);
-    graph_.forward(x_t, embedding, keep, dropout_rng_, dropout_draw_);
+    graph_.forward(x_t, embedding, keep, keep, dropout_rng_, dropout_draw_);
     if (keep) ++dropout_draw_;
     const std::size_t last = graph_.last();
     out.resize(rows, output_dim());

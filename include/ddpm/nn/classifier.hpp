@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: MIT
+// A classifier of noisy images p(y | x_t, t) (Dhariwal & Nichol 2021): the UNet's down path with
+// the timestep embedding, global average pooling and a two-layer head. It supplies classifier
+// guidance and, at t = 0, the penultimate features of a Frechet distance between image sets.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/parameters.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
+#include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/check.hpp"
+#include "ddpm/nn/conv_graph.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/parameter_store.hpp"
+#include "ddpm/nn/time_embedding.hpp"
+#include "ddpm/nn/workspace.hpp"
+
+namespace ddpm::nn {
+
+/// Shape and options of a Classifier.
+struct ClassifierConfig {
+  Index image_channels = 1;
+  Index height = 28;  ///< divisible by 2^(levels - 1)
+  Index width = 28;   ///< divisible by 2^(levels - 1)
+  Index base_channels = 32;
+  std::vector<Index> channel_mult = {1, 2, 2};
+  Index res_blocks = 1;  ///< ResBlocks per level
+  Index groups = 8;
+  double dropout = 0.0;
+  int num_classes = 10;
+  Index feature_dim = 128;  ///< width of the penultimate layer (the Frechet-distance features)
+  std::uint64_t seed = 0;
+  double max_period = 10000.0;
+};
+
+/// logits = W2 SiLU(W1 pool(SiLU(GroupNorm(encoder(x_t, t))))), encoder = conv_in and, per level,
+/// ResBlocks reading the timestep embedding followed (except at the last level) by a 3x3 stride-2
+/// conv. Images are planar rows, as for the UNet.
+/// \code
+///   nn::Classifier<float> classifier(config);
+///   double loss = classifier.train_step_gradients(x_t, t, labels);   // mean cross-entropy
+///   classifier.log_prob_gradient(x_t, t, labels, grad);               // for ClassifierGuidance
+///   classifier.features(x0, zeros, features);                         // batch x feature_dim
+/// \endcode
+template <class Real>
+class Classifier {
+ public:
+  using ConstRef = Eigen::Ref<const Batch<Real>>;
+
+  explicit Classifier(const ClassifierConfig& config) : config_(config), dropout_rng_(config.seed) {
+    validate(config);
+    build();
+    store_.allocate();
+    bind();
+    initialize(config.seed);
+  }
+
+  Classifier(const Classifier& other)
+      : config_(other.config_),
+        store_(other.store_),
+        time_(other.time_),
+        graph_(other.graph_),
+        hidden_(other.hidden_),
+        head_(other.head_),
+        dropout_rng_(other.dropout_rng_),
+        dropout_draw_(other.dropout_draw_),
+        training_(other.training_) {
+    bind();
+  }
+  Classifier& operator=(const Classifier& other) {
+    if (this != &other) {
+      Classifier copy(other);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  Classifier(Classifier&&) noexcept = default;
+  Classifier& operator=(Classifier&&) noexcept = default;
+  ~Classifier() = default;
+
+  void initialize(std::uint64_t seed) {
+    const CounterRng rng(seed);
+    time_.initialize(rng, 0);
+    std::uint32_t layer = TimeEmbedding<Real>::kLayerIds;
+    graph_.initialize(rng, layer);
+    hidden_.initialize(rng, layer++);
+    head_.initialize(rng, layer++);
+  }
+
+  [[nodiscard]] const ClassifierConfig& config() const noexcept { return config_; }
+  [[nodiscard]] Index input_dim() const noexcept {
+    return config_.image_channels * config_.height * config_.width;
+  }
+  [[nodiscard]] int num_classes() const noexcept { return config_.num_classes; }
+
+  /// logits (batch x num_classes) of x_t at timesteps t.
+  void logits(ConstRef x_t, std::span<const int> t, Batch<Real>& out) {
+    forward(x_t, t, false, false);
+    out = logits_.view();
+  }
+
+  /// The penultimate features (batch x feature_dim) of x at timesteps t (t = 0 for clean images).
+  void features(ConstRef x, std::span<const int> t, Batch<Real>& out) {
+    forward(x, t, false, false);
+    out = features_.view();
+  }
+
+  /// Mean cross-entropy of `labels` for x_t; with training on, also accumulates its gradient
+  /// into gradient_values() (call zero_grad() first). Returns the loss and counts correct
+  /// predictions in `correct` when given.
+  double cross_entropy(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
+                       Index* correct = nullptr) {
+    check_labels(labels, x_t.rows());
+    forward(x_t, t, training_, training_);
+    const Index n = x_t.rows();
+    Eigen::Map<Batch<Real>> d_logits = grad_logits_.resize(n, config_.num_classes);
+    double loss = 0.0;
+    Index right = 0;
+    for (Index i = 0; i < n; ++i) {
+      const int y = labels[static_cast<std::size_t>(i)];
+      const double log_z = log_softmax_row(i, d_logits);
+      loss -= static_cast<double>(logits_.view()(i, y)) - log_z;
+      Index argmax = 0;
+      logits_.view().row(i).maxCoeff(&argmax);
+      right += argmax == y ? 1 : 0;
+      // d(-log p_y)/d logits = softmax - onehot, averaged over the batch.
+      d_logits(i, y) -= Real(1);
+    }
+    if (correct != nullptr) *correct = right;
+    if (training_) {
+      d_logits /= static_cast<Real>(n);
+      backward(d_logits, nullptr);
+    }
+    return loss / static_cast<double>(n);
+  }
+
+  /// grad.row(i) = d log p(labels[i] | x_t.row(i), t[i]) / d x_t.row(i), for classifier guidance.
+  /// Parameter gradients are accumulated as a side effect (the classifier is not being trained).
+  void log_prob_gradient(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
+                         Batch<Real>& grad) {
+    check_labels(labels, x_t.rows());
+    forward(x_t, t, /*keep=*/true, /*dropout_on=*/false);
+    const Index n = x_t.rows();
+    Eigen::Map<Batch<Real>> d_logits = grad_logits_.resize(n, config_.num_classes);
+    for (Index i = 0; i < n; ++i) {
+      log_softmax_row(i, d_logits);
+      d_logits.row(i) = -d_logits.row(i);  // d log p_y / d logits = onehot - softmax
+      d_logits(i, labels[static_cast<std::size_t>(i)]) += Real(1);
+    }
+    backward(d_logits, &grad);
+  }
+
+  [[nodiscard]] std::span<ParameterBlock<Real>> parameters() noexcept { return store_.blocks(); }
+  [[nodiscard]] std::span<Real> parameter_values() noexcept { return store_.values(); }
+  [[nodiscard]] std::span<const Real> parameter_values() const noexcept { return store_.values(); }
+  [[nodiscard]] std::span<Real> gradient_values() noexcept { return store_.grads(); }
+  [[nodiscard]] Index parameter_count() const noexcept { return store_.size(); }
+  void zero_grad() noexcept { store_.zero_grad(); }
+
+  /// Training on: cross_entropy() accumulates gradients and applies dropout. On by default;
+  /// logits() and features() never keep activations or apply dropout.
+  void set_training(bool training) noexcept { training_ = training; }
+  [[nodiscard]] bool training() const noexcept { return training_; }
+  void set_dropout_draw(std::uint32_t draw) noexcept { dropout_draw_ = draw; }
+
+ private:
+  static void validate(const ClassifierConfig& c) {
+    ddpm::detail::require(c.image_channels >= 1, "image_channels", c.image_channels, ">= 1");
+    ddpm::detail::require(c.base_channels >= 1, "base_channels", c.base_channels, ">= 1");
+    ddpm::detail::require(!c.channel_mult.empty(), "channel_mult", "{}", "at least one level");
+    for (const Index mult : c.channel_mult) {
+      ddpm::detail::require(mult >= 1, "channel_mult", mult, "entries >= 1");
+    }
+    ddpm::detail::require(c.res_blocks >= 1, "res_blocks", c.res_blocks, ">= 1");
+    const Index factor = Index{1} << (c.channel_mult.size() - 1);
+    const std::string divisible =
+        "a positive multiple of 2^(levels - 1) = " + ddpm::detail::to_text(factor);
+    ddpm::detail::require(c.height >= 1 && c.height % factor == 0, "height", c.height, divisible);
+    ddpm::detail::require(c.width >= 1 && c.width % factor == 0, "width", c.width, divisible);
+    ddpm::detail::require(c.groups >= 1 && c.base_channels % c.groups == 0, "groups", c.groups,
+                          "a divisor of base_channels (and so of every level's channels)");
+    ddpm::detail::require(c.num_classes >= 2, "num_classes", c.num_classes, ">= 2");
+    ddpm::detail::require(c.feature_dim >= 1, "feature_dim", c.feature_dim, ">= 1");
+    ddpm::detail::require(c.dropout >= 0.0 && c.dropout < 1.0, "dropout", c.dropout, "[0, 1)");
+  }
+
+  void check_labels(std::span<const int> labels, Index rows) const {
+    ddpm::detail::require(static_cast<Index>(labels.size()) == rows, "labels.size()", labels.size(),
+                          [&] { return "x_t.rows() = " + std::to_string(rows); });
+    for (const int y : labels) {
+      ddpm::detail::require(y >= 0 && y < config_.num_classes, "label", y, [&] {
+        return "a class in 0.." + std::to_string(config_.num_classes - 1);
+      });
+    }
+  }
+
+  void build() {
+    const ClassifierConfig& c = config_;
+    const Index emb = 4 * c.base_channels;
+    time_ = TimeEmbedding<Real>(store_, "time", c.base_channels, emb, 0, c.max_period);
+    ConvGraph<Real>& g = graph_;
+    std::size_t h = g.input(c.height, c.width, c.image_channels);
+    h = g.conv(store_, "conv_in", h, c.base_channels, 3, 1);
+    const auto levels = static_cast<Index>(c.channel_mult.size());
+    for (Index l = 0; l < levels; ++l) {
+      const Index channels = c.base_channels * c.channel_mult[static_cast<std::size_t>(l)];
+      const std::string level = "down" + std::to_string(l);
+      for (Index b = 0; b < c.res_blocks; ++b) {
+        h = g.block(store_, level + ".block" + std::to_string(b), h, channels, emb, c.groups,
+                    c.dropout, EmbeddingInjection::add);
+      }
+      if (l + 1 < levels) h = g.conv(store_, level + ".downsample", h, channels, 3, 2);
+    }
+    g.norm(store_, "out.norm", h, c.groups, Activation::silu);
+    const Index channels = g.shape(g.last()).channels;
+    hidden_ = Linear<Real>(store_, "head.0", channels, c.feature_dim, Activation::silu);
+    head_ = Linear<Real>(store_, "head.1", c.feature_dim, c.num_classes);
+  }
+
+  void bind() noexcept {
+    time_.bind(store_);
+    graph_.bind(store_);
+    hidden_.bind(store_);
+    head_.bind(store_);
+  }
+
+  // keep: activations for backward(); dropout_on: dropout masks (training only).
+  void forward(const ConstRef& x, std::span<const int> t, bool keep, bool dropout_on) {
+    const Index rows = x.rows();
+    detail::check_shape(x.cols() == input_dim(), "x_t", rows, x.cols(), [&] {
+      return "image_channels * height * width = " + ddpm::detail::to_text(input_dim()) + " columns";
+    });
+    detail::check(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                  [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    const Eigen::Map<const Batch<Real>> embedding = time_.forward(t, std::span<const int>(), keep);
+    graph_.forward(x, embedding, keep, dropout_on, dropout_rng_, dropout_draw_);
+    if (dropout_on) ++dropout_draw_;
+    const std::size_t last = graph_.last();
+    const ImageShape shape = graph_.shape(last);
+    const Eigen::Map<Batch<Real>> h = graph_.value(last);
+    Eigen::Map<Batch<Real>> pooled = pooled_.resize(rows, shape.channels);
+    const Index plane = shape.plane();
+    ddpm::detail::parallel_for(rows, plane * shape.channels, [&](Index n) {
+      pooled.row(n) = h.middleRows(n * plane, plane).colwise().mean();
+    });
+    hidden_.forward(pooled, features_.resize(rows, config_.feature_dim), keep);
+    head_.forward(features_.view(), logits_.resize(rows, config_.num_classes), keep);
+    batch_ = keep ? rows : -1;
+  }
+
+  // Writes softmax(logits.row(i)) into out.row(i); returns log sum exp(logits.row(i)).
+  double log_softmax_row(Index i, Eigen::Map<Batch<Real>>& out) const {
+    const Real* row = logits_.data() + i * logits_.cols();
+    const Index k_count = logits_.cols();
+    const double max = static_cast<double>(*std::max_element(row, row + k_count));
+    double sum = 0.0;
+    for (Index k = 0; k < k_count; ++k) sum += std::exp(static_cast<double>(row[k]) - max);
+    const double log_z = max + std::log(sum);
+    for (Index k = 0; k < k_count; ++k) {
+      out(i, k) = static_cast<Real>(std::exp(static_cast<double>(row[k]) - log_z));
+    }
+    return log_z;
+  }
+
+  void backward(const Eigen::Map<Batch<Real>>& d_logits, Batch<Real>* grad_x) {
+    if (batch_ < 0) throw std::logic_error("ddpm::nn::Classifier: backward needs training mode");
+    const Index rows = batch_;
+    Eigen::Map<Batch<Real>> d_features = grad_features_.resize(rows, config_.feature_dim);
+    head_.backward(features_.view(), d_logits, d_features);
+    Eigen::Map<Batch<Real>> d_pooled = grad_pooled_.resize(rows, pooled_.cols());
+    hidden_.backward(pooled_.view(), d_features, d_pooled);
+    graph_.begin_backward();
+    const std::size_t last = graph_.last();
+    const ImageShape shape = graph_.shape(last);
+    Eigen::Map<Batch<Real>> d_h = graph_.grad(last);
+    const Index plane = shape.plane();
+    const Real inverse_plane = Real(1) / static_cast<Real>(plane);
+    ddpm::detail::parallel_for(rows, plane * shape.channels, [&](Index n) {
+      d_h.middleRows(n * plane, plane).rowwise() = d_pooled.row(n) * inverse_plane;
+    });
+    Eigen::Map<Batch<Real>> d_embedding = grad_embedding_.resize(rows, time_.dim());
+    d_embedding.setZero();
+    graph_.backward(time_.output(), d_embedding, grad_x != nullptr);
+    time_.backward(d_embedding);
+    if (grad_x != nullptr) graph_.input_gradient_planar(*grad_x);
+  }
+
+  ClassifierConfig config_;
+  ParameterStore<Real> store_;
+  TimeEmbedding<Real> time_;
+  ConvGraph<Real> graph_;
+  Linear<Real> hidden_;
+  Linear<Real> head_;
+  Workspace<Real> pooled_;
+  Workspace<Real> features_;
+  Workspace<Real> logits_;
+  Workspace<Real> grad_logits_;
+  Workspace<Real> grad_features_;
+  Workspace<Real> grad_pooled_;
+  Workspace<Real> grad_embedding_;
+  CounterRng dropout_rng_;
+  std::uint32_t dropout_draw_ = 0;
+  Index batch_ = -1;
+  bool training_ = true;
+};
+
+}  // namespace ddpm::nn
