@@ -20,7 +20,7 @@ ddpm_require_packages() {
   fi
 }
 
-# What the library, examples and tests need (OpenMP comes with g++'s libgomp; python3-numpy lets the
+# What the library, examples and tests need (OpenMP comes with g++'s libgomp; python3-numpy dataset-fashion-mnist lets the
 # .npy interoperability test run instead of skipping).
 DDPM_BUILD_PACKAGES=(g++ cmake make libeigen3-dev doctest-dev libstb-dev libcli11-dev zlib1g-dev
-  libbenchmark-dev clang-format python3-numpy)
+  libbenchmark-dev clang-format python3-numpy dataset-fashion-mnist)

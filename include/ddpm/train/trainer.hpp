@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -298,6 +299,9 @@ class Trainer {
     std::string architecture;              ///< stored in the checkpoint
     std::filesystem::path loss_csv;        ///< "step,loss,grad_norm,lr" per step (empty: none)
     std::string label = "train";
+    /// Stop after this much wall-clock time (0: no limit); the run ends as at options().steps,
+    /// with a checkpoint. For comparisons at a fixed time budget.
+    double time_limit_seconds = 0.0;
   };
 
   /// Steps until options().steps, with a progress display (step, loss, steps/s, ETA), periodic
@@ -324,8 +328,14 @@ class Trainer {
     const auto write_log = [&] {
       if (!run.loss_csv.empty()) io::write_file_atomically(run.loss_csv, log);
     };
+    const auto start = std::chrono::steady_clock::now();
+    const auto out_of_time = [&] {
+      return run.time_limit_seconds > 0.0 &&
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >=
+                 run.time_limit_seconds;
+    };
     try {
-      while (step_ < options_.steps) {
+      while (step_ < options_.steps && !out_of_time()) {
         const StepStats s = step(data);
         losses.push_back(s.loss);
         char line[128];
