@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// ddpm-bench: the ToyMLP reference workloads of BENCHMARKS.md (train step at batch 256 and 4096,
-// ancestral-1000 and DDIM-50 sampling of 10k points), printed as one JSON object of medians.
+// ddpm-bench: the reference workloads of BENCHMARKS.md (ToyMLP train step at batch 256 and 4096,
+// ancestral-1000 and DDIM-50 sampling of 10k points; UNetSmall train step and forward at batch
+// 64), printed as one JSON object of medians.
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "CLI/CLI.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/nn/unet.hpp"
 #include "ddpm/optim/adam.hpp"
 
 #ifdef _OPENMP
@@ -30,14 +32,18 @@ using ddpm::Batch;
 using ddpm::Index;
 
 // FLOP model (2 FLOP per multiply-add): one ToyMLP forward is 66*256 + 2*256*256 + 256*2 =
-// 148,480 multiply-adds per sample; a train step counts the backward as 2x the forward (3x in
-// all); a sampling step is one forward per point.
-constexpr double kToyMlpMacs = 66.0 * 256 + 2.0 * 256 * 256 + 256.0 * 2;
+// 148,480 multiply-adds per sample; one UNetSmall forward is 138,318,976 multiply-adds per image
+// (its convolutions, linear layers and the two attention products; BENCHMARKS.md's ~276.6
+// MFLOP). A train step counts the backward as 2x the forward (3x in all); a sampling step is one
+// forward per point.
+constexpr double kToyMlpForwardFlop = 2.0 * (66.0 * 256 + 2.0 * 256 * 256 + 256.0 * 2);
+constexpr double kUNetSmallForwardFlop = 2.0 * 138318976.0;
 
 struct Sizes {
   Index train_small = 256;
   Index train_large = 4096;
   Index points = 10000;
+  Index unet_batch = 64;
 };
 
 struct Measurement {
@@ -62,16 +68,21 @@ double seconds_of(const std::function<void()>& work) {
 
 /// One training step as a user's loop would run it: draw t and noise, q_sample, predict, the
 /// L_simple loss and its gradient, backward, Adam.
+template <class Model>
 class TrainStep {
  public:
-  explicit TrainStep(Index batch)
-      : model_(ddpm::nn::toy_mlp_config(1)),
+  template <class Config>
+  TrainStep(const Config& config, double learning_rate, Index batch)
+      : model_(config),
         diffusion_(ddpm::NoiseSchedule::linear(1000)),
+        adam_({.learning_rate = learning_rate}),
         rng_(7),
-        x0_(batch, 2),
         t_(static_cast<std::size_t>(batch)) {
+    x0_.resize(batch, model_.input_dim());
     rng_.fill_normal(x0_, ddpm::stream::user, 0, 0);
   }
+
+  [[nodiscard]] Index batch() const noexcept { return x0_.rows(); }
 
   void run() {
     const auto step = static_cast<std::uint32_t>(count_++);
@@ -90,7 +101,7 @@ class TrainStep {
   }
 
  private:
-  ddpm::nn::Mlp<float> model_;
+  Model model_;
   ddpm::GaussianDiffusion<float> diffusion_;
   ddpm::optim::Adam<float> adam_;
   ddpm::CounterRng rng_;
@@ -100,20 +111,42 @@ class TrainStep {
   std::int64_t count_ = 0;
 };
 
-// Timed steps per train "run": a step is short, so each run times this many steps one by one
-// and the median is over all of them.
+// Timed steps per train or network-forward "run": a step is short, so each run times this many
+// steps one by one and the median is over all of them.
 constexpr int kTrainStepsPerRun = 20;
 
-Measurement bench_train(const std::string& stem, Index batch, int repeats) {
-  TrainStep step(batch);
-  for (int i = 0; i < 5; ++i) step.run();  // warm-up: workspaces, Adam state, caches
+/// Median time of `repeats * kTrainStepsPerRun` calls of `work` after `warm_up` untimed ones.
+double median_step_seconds(const std::function<void()>& work, int warm_up, int repeats) {
+  for (int i = 0; i < warm_up; ++i) work();  // workspaces, Adam state, caches
   std::vector<double> times;
-  for (int r = 0; r < repeats * kTrainStepsPerRun; ++r) {
-    times.push_back(seconds_of([&] { step.run(); }));
-  }
-  const double s = median(times);
-  const double flop = 6.0 * kToyMlpMacs * static_cast<double>(batch);
+  for (int r = 0; r < repeats * kTrainStepsPerRun; ++r) times.push_back(seconds_of(work));
+  return median(times);
+}
+
+template <class Model>
+Measurement bench_train(const std::string& stem, TrainStep<Model> step, double forward_flop,
+                        int repeats) {
+  const double s = median_step_seconds([&] { step.run(); }, 5, repeats);
+  const double flop = 3.0 * forward_flop * static_cast<double>(step.batch());
   return {stem + "_ms", stem, 1e3 * s, flop / s * 1e-9};
+}
+
+/// model.predict at `batch` in inference mode: the network cost of one sampling step.
+Measurement bench_unet_forward(const std::string& stem, Index batch, int repeats) {
+  ddpm::nn::UNet<float> model(ddpm::nn::unet_small_config(1));
+  model.set_training(false);
+  const ddpm::CounterRng rng(11);
+  Batch<float> x(batch, model.input_dim()), out;
+  rng.fill_normal(x, ddpm::stream::user, 0, 0);
+  std::vector<int> t(static_cast<std::size_t>(batch));
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    t[i] = static_cast<int>(
+        rng.uniform_int(ddpm::stream::user + 1, static_cast<std::uint32_t>(i), 0, 1000));
+  }
+  const double s =
+      median_step_seconds([&] { model.predict(x, std::span<const int>(t), out); }, 3, repeats);
+  return {stem + "_ms", stem, 1e3 * s,
+          kUNetSmallForwardFlop * static_cast<double>(batch) / s * 1e-9};
 }
 
 template <class Sampler>
@@ -135,7 +168,7 @@ Measurement bench_sampler(const std::string& stem, Sampler sampler, Index points
     times.push_back(seconds_of([&] { x = sampler.sample(model, points, 2, rng); }));
   }
   const double s = median(times);
-  const double flop = 2.0 * kToyMlpMacs * static_cast<double>(points) * sampler.schedule().size();
+  const double flop = kToyMlpForwardFlop * static_cast<double>(points) * sampler.schedule().size();
   return {stem + "_s", stem, s, flop / s * 1e-9};
 }
 
@@ -143,9 +176,10 @@ Measurement bench_sampler(const std::string& stem, Sampler sampler, Index points
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "ddpm-bench: the ToyMLP reference workloads of BENCHMARKS.md; prints one JSON object of "
-      "medians (and the GFLOP/s they imply: 2 FLOP per multiply-add, 148,480 multiply-adds per "
-      "sample forward, a train step = 3x forward)."};
+      "ddpm-bench: the ToyMLP and UNetSmall reference workloads of BENCHMARKS.md; prints one "
+      "JSON object of medians (and the GFLOP/s they imply: 2 FLOP per multiply-add, 148,480 "
+      "(ToyMLP) or 138,318,976 (UNetSmall) multiply-adds per sample forward, a train step = 3x "
+      "forward)."};
   int threads = 0;
   int repeats = 5;
   std::string only;
@@ -153,13 +187,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "threads (OpenMP and Eigen); default: OpenMP's default")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--repeats", repeats,
-                 "timed runs per sampling workload after warm-up; train workloads time "
-                 "20 steps per run")
+                 "timed runs per sampling workload after warm-up; train and UNet forward "
+                 "workloads time 20 steps per run")
       ->check(CLI::PositiveNumber);
   app.add_option("--only", only,
                  "comma-separated keys (e.g. toy_train_b256_ms,toy_ddim50_n10000_s); default all");
   app.add_flag("--small", small,
-               "tiny sizes for a seconds-long smoke run (batches 32/128, 64 points); same keys");
+               "tiny sizes for a seconds-long smoke run (ToyMLP batches 32/128, 64 points; UNet "
+               "batch 2); same keys");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef _OPENMP
@@ -171,10 +206,11 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(threads);
 
   Sizes sizes;
-  if (small) sizes = {32, 128, 64};
+  if (small) sizes = {32, 128, 64, 2};
 
-  const std::vector<std::string> all = {"toy_train_b256_ms", "toy_train_b4096_ms",
-                                        "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s"};
+  const std::vector<std::string> all = {"toy_train_b256_ms",     "toy_train_b4096_ms",
+                                        "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s",
+                                        "unet_train_b64_ms",     "unet_forward_b64_ms"};
   std::set<std::string> wanted;
   if (only.empty()) {
     wanted.insert(all.begin(), all.end());
@@ -194,11 +230,18 @@ int main(int argc, char** argv) {
 
   const ddpm::NoiseSchedule linear = ddpm::NoiseSchedule::linear(1000);
   std::vector<Measurement> results;
+  using ddpm::nn::Mlp;
+  using ddpm::nn::UNet;
+  const ddpm::nn::MlpConfig toy = ddpm::nn::toy_mlp_config(1);
   if (wanted.contains("toy_train_b256_ms")) {
-    results.push_back(bench_train("toy_train_b256", sizes.train_small, repeats));
+    results.push_back(bench_train("toy_train_b256",
+                                  TrainStep<Mlp<float>>(toy, 1e-3, sizes.train_small),
+                                  kToyMlpForwardFlop, repeats));
   }
   if (wanted.contains("toy_train_b4096_ms")) {
-    results.push_back(bench_train("toy_train_b4096", sizes.train_large, repeats));
+    results.push_back(bench_train("toy_train_b4096",
+                                  TrainStep<Mlp<float>>(toy, 1e-3, sizes.train_large),
+                                  kToyMlpForwardFlop, repeats));
   }
   if (wanted.contains("toy_ddpm1000_n10000_s")) {
     results.push_back(
@@ -212,13 +255,23 @@ int main(int argc, char** argv) {
         ddpm::DdimSampler<float>{ddpm::GaussianDiffusion<float>(linear.respaced("evenly 50")), 0.0},
         sizes.points, repeats));
   }
+  if (wanted.contains("unet_train_b64_ms")) {
+    results.push_back(
+        bench_train("unet_train_b64",
+                    TrainStep<UNet<float>>(ddpm::nn::unet_small_config(1), 2e-4, sizes.unet_batch),
+                    kUNetSmallForwardFlop, repeats));
+  }
+  if (wanted.contains("unet_forward_b64_ms")) {
+    results.push_back(bench_unet_forward("unet_forward_b64", sizes.unet_batch, repeats));
+  }
 
   std::printf("{\"implementation\": \"ddpm\", \"threads\": %d, \"repeats\": %d, \"small\": %s",
               threads, repeats, small ? "true" : "false");
   std::printf(", \"train_steps_per_repeat\": %d", kTrainStepsPerRun);
   std::printf(
-      ", \"flop_model\": \"2 FLOP per multiply-add; forward 148480 MAC/sample; train step = "
-      "forward + backward (2x forward); sampling = 1 forward per point per step\"");
+      ", \"flop_model\": \"2 FLOP per multiply-add; forward 148480 MAC/sample (ToyMLP), "
+      "138318976 MAC/image (UNetSmall); train step = forward + backward (2x forward); sampling = "
+      "1 forward per point per step\"");
   for (const Measurement& m : results) {
     std::printf(", \"%s\": %.6g, \"%s_gflops\": %.4g", m.key.c_str(), m.median, m.stem.c_str(),
                 m.gflops);

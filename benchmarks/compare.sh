@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Side-by-side ToyMLP benchmark of ddpm and PyTorch (tuned as in BENCHMARKS.md, and out of the
-# box), run interleaved on the same thread count; prints a Markdown table of medians, ratios and
-# GFLOP/s, and with --results FILE writes it with the machine description.
+# Side-by-side ToyMLP and UNetSmall benchmark of ddpm and PyTorch (tuned as in BENCHMARKS.md, and
+# out of the box), run interleaved on the same thread count; prints a Markdown table of medians,
+# ratios and GFLOP/s, and with --results FILE writes it with the machine description.
 #
 #   benchmarks/compare.sh [--threads N] [--repeats R] [--only KEY,...] [--full-default]
-#                         [--results benchmarks/RESULTS.md] [--build-dir DIR]
+#                         [--results benchmarks/RESULTS.md] [--build-dir DIR] [--small]
 #
 # Each round runs every implementation once per workload (ddpm, PyTorch tuned, PyTorch default,
-# in turn); a train run times 20 steps one by one. The figure is the median over R rounds of each
-# run's median. PyTorch out of the box (reference BLAS) takes ~12 minutes per ancestral run, so
-# its ancestral workload runs only with --full-default.
+# in turn); a train run (and a UNet forward run) times 20 steps one by one. The figure is the
+# median over R rounds of each run's median. PyTorch out of the box (reference BLAS) takes ~12
+# minutes per ancestral run, so its ancestral workload runs only with --full-default. --small
+# passes --small to both programs: tiny sizes that check the script end to end in seconds (the
+# figures mean nothing).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +20,9 @@ repo="$(dirname "$here")"
 threads=2
 repeats=5
 only="toy_train_b256_ms,toy_train_b4096_ms,toy_ddpm1000_n10000_s,toy_ddim50_n10000_s"
+only+=",unet_train_b64_ms,unet_forward_b64_ms"
 full_default=0
+small=()
 results=""
 build_dir="$repo/build/bench-release"
 while [[ $# -gt 0 ]]; do
@@ -29,7 +33,8 @@ while [[ $# -gt 0 ]]; do
     --full-default) full_default=1; shift ;;
     --results) results="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --small) small=(--small); shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -77,21 +82,21 @@ IFS=',' read -r -a keys <<<"$only"
 for key in "${keys[@]}"; do
   for ((r = 1; r <= repeats; ++r)); do
     echo "[$key] round $r/$repeats" >&2
-    "$bench" --threads "$threads" --only "$key" --repeats 1 >>"$out_dir/ddpm.jsonl"
+    "$bench" --threads "$threads" --only "$key" --repeats 1 "${small[@]}" >>"$out_dir/ddpm.jsonl"
     "${tuned_env[@]}" /usr/bin/python3 "$torch_script" --threads "$threads" --only "$key" \
-      --repeats 1 >>"$out_dir/tuned.jsonl"
+      --repeats 1 "${small[@]}" >>"$out_dir/tuned.jsonl"
     if [[ $key != toy_ddpm1000_n10000_s || $full_default -eq 1 ]] && [[ $r -eq 1 ]]; then
       # Out of the box is 30x slower: one round is enough to place it.
       "${default_env[@]}" /usr/bin/python3 "$torch_script" --threads "$threads" --only "$key" \
-        --repeats 1 >>"$out_dir/default.jsonl"
+        --repeats 1 "${small[@]}" >>"$out_dir/default.jsonl"
     fi
   done
 done
 touch "$out_dir/default.jsonl"
 
-table="$(/usr/bin/python3 - "$out_dir" "$threads" "$repeats" <<'EOF'
+table="$(/usr/bin/python3 - "$out_dir" "$threads" "$repeats" "${#small[@]}" <<'EOF'
 import json, statistics, sys
-out_dir, threads, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
+out_dir, threads, repeats, small = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] != "0"
 def load(name):
     runs = {}
     for line in open(f"{out_dir}/{name}.jsonl"):
@@ -101,11 +106,16 @@ def load(name):
 ddpm, tuned, default = load("ddpm"), load("tuned"), load("default")
 names = {"toy_train_b256_ms": "ToyMLP train, batch 256", "toy_train_b4096_ms": "ToyMLP train, batch 4096",
          "toy_ddpm1000_n10000_s": "ToyMLP ancestral 1000 steps, 10k points",
-         "toy_ddim50_n10000_s": "ToyMLP DDIM 50 steps, 10k points"}
+         "toy_ddim50_n10000_s": "ToyMLP DDIM 50 steps, 10k points",
+         "unet_train_b64_ms": "UNetSmall train, batch 64",
+         "unet_forward_b64_ms": "UNetSmall forward, batch 64"}
 goals = {"toy_train_b256_ms": 1.5, "toy_train_b4096_ms": 1.3, "toy_ddpm1000_n10000_s": 1.3,
-         "toy_ddim50_n10000_s": 1.3}
+         "toy_ddim50_n10000_s": 1.3, "unet_train_b64_ms": 1.0, "unet_forward_b64_ms": 1.0}
 def fmt(v, unit):
     return f"{v:.3g} {unit}" if v is not None else "not run"
+if small:
+    print("SMOKE RUN (--small): tiny sizes under the usual names; these figures mean nothing.")
+    print()
 print(f"Threads: {threads}; medians over {repeats} interleaved rounds (PyTorch out of the box: 1 round).")
 print()
 print("| workload | PyTorch tuned | PyTorch default | ddpm | ratio (tuned / ddpm) | goal | GFLOP/s tuned / default / ddpm |")
@@ -132,12 +142,13 @@ if [[ -n "$results" ]]; then
   torch_version="$(/usr/bin/python3 -c 'import torch; print(torch.__version__)')"
   openblas="$(dpkg-query -W -f='${Version}' libopenblas0-openmp)"
   {
-    echo "# ddpm vs PyTorch on the ToyMLP reference workloads"
+    echo "# ddpm vs PyTorch on the ToyMLP and UNetSmall reference workloads"
     echo
     echo "Produced by \`benchmarks/compare.sh --threads $threads --repeats $repeats\` on $(date -u +%Y-%m-%d)."
-    echo "Workloads, FLOP model and goals: BENCHMARKS.md (2 FLOP per multiply-add, 148,480"
-    echo "multiply-adds per sample forward, a train step = 3x forward, a sampling step = 1 forward per"
-    echo "point). Ratio = PyTorch tuned time / ddpm time (higher is better for ddpm)."
+    echo "Workloads, FLOP model and goals: BENCHMARKS.md (2 FLOP per multiply-add; forward"
+    echo "148,480 multiply-adds per ToyMLP sample and 138,318,976 per UNetSmall image; a train"
+    echo "step = 3x forward, a sampling step = 1 forward per point). Ratio = PyTorch tuned time /"
+    echo "ddpm time (higher is better for ddpm)."
     echo
     echo "Machine: $cpu, $(nproc) cores visible, $(uname -r); shared with other jobs, so absolute"
     echo "times drift between runs — read the ratios, which come from interleaved runs."

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 // Google Benchmark micro-benchmarks of the hot kernels: the ToyMLP train step and forward pass at
-// the reference shapes, one sampler step over 10k points, q_sample, the loss and the RNG.
+// the reference shapes, one sampler step over 10k points, q_sample, the loss and the RNG, and the
+// UNetSmall layers (Conv2d, GroupNorm + SiLU, attention) at its batch-64 shapes.
 #include <benchmark/benchmark.h>
 
+#include <utility>
 #include <vector>
 
 #include "ddpm/ddpm.hpp"
+#include "ddpm/nn/attention.hpp"
+#include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/optim/adam.hpp"
 
@@ -136,6 +141,182 @@ void BM_FillNormal(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * x.size());
 }
 BENCHMARK(BM_FillNormal)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- UNetSmall layers at batch 64 -------------------------------------------------------------
+
+constexpr Index kUNetBatch = 64;
+
+/// `flop` per iteration reported as GFLOP/s.
+void report_gflops(benchmark::State& state, double flop) {
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      flop, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+/// One layer in a store of its own, bound (the layer contract of parameter_store.hpp).
+template <class Layer>
+struct Bound {
+  template <class... Args>
+  explicit Bound(Args&&... args) : layer(store, "layer", std::forward<Args>(args)...) {
+    store.allocate();
+    layer.bind(store);
+  }
+  ddpm::nn::ParameterStore<float> store;
+  Layer layer;
+};
+
+/// Conv2d of kernel 3 at batch 64, from the args (in channels, out channels, input side, stride).
+struct ConvCase {
+  explicit ConvCase(const benchmark::State& state)
+      : conv(state.range(0), state.range(1), 3, state.range(3)),
+        in{kUNetBatch, state.range(2), state.range(2), state.range(0)},
+        out(conv.layer.output_shape(in)),
+        x(normals(in.pixels(), in.channels, 1)),
+        dy(normals(out.pixels(), out.channels, 2)),
+        y(out.pixels(), out.channels),
+        dx(in.pixels(), in.channels) {
+    conv.layer.initialize(ddpm::CounterRng(1), 0);
+  }
+  /// 2 FLOP per multiply-add, out pixels x out channels x 9 x in channels multiply-adds.
+  [[nodiscard]] double forward_flop() const {
+    return 2.0 * static_cast<double>(out.pixels() * out.channels * 9 * in.channels);
+  }
+  Bound<ddpm::nn::Conv2d<float>> conv;
+  ddpm::nn::ImageShape in, out;
+  Batch<float> x, dy, y, dx;
+};
+
+void BM_Conv2dForward(benchmark::State& state) {
+  ConvCase c(state);
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.conv.layer.forward(c.x, c.in, c.y);
+  for (auto _ : state) {
+    c.conv.layer.forward(c.x, c.in, c.y);
+    benchmark::DoNotOptimize(c.y.data());
+  }
+  report_gflops(state, c.forward_flop());
+}
+
+// dW and dx: twice the forward's multiply-adds.
+void BM_Conv2dBackward(benchmark::State& state) {
+  ConvCase c(state);
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.conv.layer.backward(c.x, c.in, c.dy, c.dx);
+  for (auto _ : state) {
+    c.conv.layer.backward(c.x, c.in, c.dy, c.dx);
+    benchmark::DoNotOptimize(c.dx.data());
+  }
+  report_gflops(state, 2.0 * c.forward_flop());
+}
+
+// The UNetSmall shapes: 3x3 32->32 at 28x28, 64->64 at 14x14, and the stride-2 32->32 at 28.
+void unet_conv_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"cin", "cout", "side", "stride"});
+  b->Args({32, 32, 28, 1})->Args({64, 64, 14, 1})->Args({32, 32, 28, 2});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK(BM_Conv2dForward)->Apply(unet_conv_shapes);
+BENCHMARK(BM_Conv2dBackward)->Apply(unet_conv_shapes);
+
+/// GroupNorm(8, 32) + SiLU on 64 x 28 x 28 x 32, as in every level-0 ResBlock.
+struct NormCase {
+  NormCase()
+      : norm(8, 32, ddpm::nn::Activation::silu),
+        x(normals(shape.pixels(), shape.channels, 1)),
+        dy(normals(shape.pixels(), shape.channels, 2)),
+        y(shape.pixels(), shape.channels),
+        dx(shape.pixels(), shape.channels) {
+    norm.layer.initialize();
+  }
+  const ddpm::nn::ImageShape shape{kUNetBatch, 28, 28, 32};
+  Bound<ddpm::nn::GroupNorm<float>> norm;
+  Batch<float> x, dy, y, dx;
+};
+
+// keep = 1: training (statistics and pre-activations kept for backward); 0: inference.
+void BM_GroupNormSiluForward(benchmark::State& state) {
+  NormCase c;
+  const bool keep = state.range(0) != 0;
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.norm.layer.forward(c.x, c.shape, c.y, keep);
+  for (auto _ : state) {
+    c.norm.layer.forward(c.x, c.shape, c.y, keep);
+    benchmark::DoNotOptimize(c.y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * c.x.size());
+}
+BENCHMARK(BM_GroupNormSiluForward)
+    ->ArgName("keep")
+    ->Arg(1)
+    ->Arg(0)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+void BM_GroupNormSiluBackward(benchmark::State& state) {
+  NormCase c;
+  c.norm.layer.forward(c.x, c.shape, c.y);
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.norm.layer.backward(c.x, c.shape, c.dy, c.dx);
+  for (auto _ : state) {
+    c.norm.layer.backward(c.x, c.shape, c.dy, c.dx);
+    benchmark::DoNotOptimize(c.dx.data());
+  }
+  state.SetItemsProcessed(state.iterations() * c.x.size());
+}
+BENCHMARK(BM_GroupNormSiluBackward)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+/// The middle attention of UNetSmall: single head, 64 channels, on 64 x 7 x 7 x 64.
+struct AttentionCase {
+  AttentionCase()
+      : attention(64, 1, 8),
+        x(normals(shape.pixels(), shape.channels, 1)),
+        dy(normals(shape.pixels(), shape.channels, 2)),
+        y(shape.pixels(), shape.channels),
+        dx(shape.pixels(), shape.channels) {
+    attention.layer.initialize(ddpm::CounterRng(1), 0);
+  }
+  /// Per image: qkv (HW x C x 3C), proj (HW x C x C), q k^T and A v (HW x HW x C each).
+  [[nodiscard]] double forward_flop() const {
+    const double hw = static_cast<double>(shape.plane());
+    const double c = static_cast<double>(shape.channels);
+    return 2.0 * static_cast<double>(shape.batch) * (hw * c * 4.0 * c + 2.0 * hw * hw * c);
+  }
+  const ddpm::nn::ImageShape shape{kUNetBatch, 7, 7, 64};
+  Bound<ddpm::nn::SpatialAttention<float>> attention;
+  Batch<float> x, dy, y, dx;
+};
+
+// keep = 1: training (attention matrices kept for backward); 0: inference.
+void BM_AttentionForward(benchmark::State& state) {
+  AttentionCase c;
+  const bool keep = state.range(0) != 0;
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.attention.layer.forward(c.x, c.shape, c.y, keep);
+  for (auto _ : state) {
+    c.attention.layer.forward(c.x, c.shape, c.y, keep);
+    benchmark::DoNotOptimize(c.y.data());
+  }
+  report_gflops(state, c.forward_flop());
+}
+BENCHMARK(BM_AttentionForward)
+    ->ArgName("keep")
+    ->Arg(1)
+    ->Arg(0)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Every product again for the weights and once more for the inputs: twice the forward's.
+void BM_AttentionBackward(benchmark::State& state) {
+  AttentionCase c;
+  c.attention.layer.forward(c.x, c.shape, c.y);
+  // Untimed warm-up: the first call sizes the workspaces.
+  c.attention.layer.backward(c.x, c.shape, c.dy, c.dx);
+  for (auto _ : state) {
+    c.attention.layer.backward(c.x, c.shape, c.dy, c.dx);
+    benchmark::DoNotOptimize(c.dx.data());
+  }
+  report_gflops(state, 2.0 * c.forward_flop());
+}
+BENCHMARK(BM_AttentionBackward)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The ToyMLP reference workloads of BENCHMARKS.md in PyTorch, printed as one JSON object with the
-same keys as ddpm-bench (medians, and the GFLOP/s they imply with the same FLOP model).
+"""The ToyMLP and UNetSmall reference workloads of BENCHMARKS.md in PyTorch, printed as one JSON
+object with the same keys as ddpm-bench (medians, and the GFLOP/s they imply with the same FLOP
+model).
 
 Run with the system interpreter and Debian's python3-torch; see compare.sh for the tuned
 environment (OpenBLAS from libopenblas0-openmp with AVX-512 kernels, malloc settings).
@@ -20,8 +21,13 @@ import torch.nn.functional as F
 # 2 FLOP per multiply-add; forward 66*256 + 2*256*256 + 256*2 multiply-adds per sample; a train
 # step counts the backward as 2x the forward; a sampling step is one forward per point.
 TOY_MLP_MACS = 66 * 256 + 2 * 256 * 256 + 256 * 2
+# UNetSmall forward per image: 138,318,976 multiply-adds in its convolutions, linear layers and
+# the two attention products (BENCHMARKS.md's ~276.6 MFLOP); a train step again counts as 3x.
+UNET_SMALL_FORWARD_FLOP = 2.0 * 138_318_976
+UNET_SMALL_PARAMETERS = 793_697
 TRAIN_STEPS_PER_REPEAT = 20
-KEYS = ["toy_train_b256_ms", "toy_train_b4096_ms", "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s"]
+KEYS = ["toy_train_b256_ms", "toy_train_b4096_ms", "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s",
+        "unet_train_b64_ms", "unet_forward_b64_ms"]
 
 
 def sinusoidal_embedding(t, dim=64, max_period=10000.0):
@@ -46,6 +52,84 @@ class ToyMlp(torch.nn.Module):
 
     def forward(self, x, t):
         return self.net(torch.cat([x, sinusoidal_embedding(t)], dim=1))
+
+
+class ResBlock(torch.nn.Module):
+    """GroupNorm(8, cin) -> SiLU -> conv3x3 -> + Linear(128, cout)(SiLU(temb)) -> GroupNorm(8, cout)
+    -> SiLU -> conv3x3, plus the input (through a 1x1 conv when cin != cout)."""
+
+    def __init__(self, cin, cout, emb=128):
+        super().__init__()
+        self.norm1 = torch.nn.GroupNorm(8, cin)
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = torch.nn.Linear(emb, cout)
+        self.norm2 = torch.nn.GroupNorm(8, cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = torch.nn.Conv2d(cin, cout, 1) if cin != cout else torch.nn.Identity()
+
+    def forward(self, x, e):  # e = SiLU(temb)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(e)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Attention(torch.nn.Module):
+    """Single head: x + proj(v softmax(q^T k / sqrt(C))^T), q, k, v = 1x1 conv of GroupNorm(x)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.norm = torch.nn.GroupNorm(8, c)
+        self.qkv = torch.nn.Conv2d(c, 3 * c, 1)
+        self.proj = torch.nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3 * c, h * w).chunk(3, dim=1)
+        a = torch.softmax(torch.bmm(q.transpose(1, 2), k) / math.sqrt(c), dim=-1)  # b x HW x HW
+        o = torch.bmm(v, a.transpose(1, 2))  # b x C x HW
+        return x + self.proj(o.reshape(b, c, h, w))
+
+
+class UNetSmall(torch.nn.Module):
+    """UNetSmall of BENCHMARKS.md, as ddpm::nn::unet_small_config(): channels 32, 64, 64 at 28, 14,
+    7, one ResBlock per level, attention in the middle only, time embedding 32 -> 128 -> 128."""
+
+    def __init__(self):
+        super().__init__()
+        self.time = torch.nn.Sequential(
+            torch.nn.Linear(32, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128))
+        self.conv_in = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.down = torch.nn.ModuleList([ResBlock(32, 32), ResBlock(32, 64), ResBlock(64, 64)])
+        self.downsample = torch.nn.ModuleList(
+            [torch.nn.Conv2d(32, 32, 3, stride=2, padding=1),
+             torch.nn.Conv2d(64, 64, 3, stride=2, padding=1)])
+        self.middle = torch.nn.ModuleList([ResBlock(64, 64), Attention(64), ResBlock(64, 64)])
+        # Up levels 2, 1, 0: the input is [h, skip of that level].
+        self.up = torch.nn.ModuleList(
+            [ResBlock(64 + 64, 64), ResBlock(64 + 64, 64), ResBlock(64 + 32, 32)])
+        self.upsample_conv = torch.nn.ModuleList(
+            [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.Conv2d(64, 64, 3, padding=1)])
+        self.out_norm = torch.nn.GroupNorm(8, 32)
+        self.out_conv = torch.nn.Conv2d(32, 1, 3, padding=1)
+
+    def forward(self, x, t):
+        e = F.silu(self.time(sinusoidal_embedding(t, dim=32)))
+        h = self.conv_in(x)
+        skips = []
+        for level, block in enumerate(self.down):
+            h = block(h, e)
+            skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+        h = self.middle[0](h, e)
+        h = self.middle[1](h)
+        h = self.middle[2](h, e)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), e)
+            if i < len(self.upsample_conv):
+                h = self.upsample_conv[i](F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.out_conv(F.silu(self.out_norm(h)))
 
 
 class Schedule:
@@ -77,17 +161,35 @@ def evenly(T, n):
     return [int(math.floor(i * stride + 0.5)) for i in range(n)]
 
 
-def bench_train(batch, repeats):
-    torch.manual_seed(1)
-    model = ToyMlp()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+def unet_small():
+    model = UNetSmall()
+    count = sum(p.numel() for p in model.parameters())
+    assert count == UNET_SMALL_PARAMETERS, f"UNetSmall has {count} parameters"
+    return model
+
+
+def timed_median(work, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_train(model, lr, x0_shape, forward_flop, repeats):
+    """One step as ddpm-bench times it: uniform t, q_sample, forward, L_simple, backward, Adam."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     sched = Schedule()
-    x0 = torch.randn(batch, 2)
+    x0 = torch.randn(*x0_shape)
+    batch = x0_shape[0]
+    scale = (batch,) + (1,) * (len(x0_shape) - 1)
 
     def step():
         t = torch.randint(0, 1000, (batch,))
         noise = torch.randn_like(x0)
-        x_t = sched.sqrt_ab[t, None] * x0 + sched.sqrt_one_minus_ab[t, None] * noise
+        x_t = (sched.sqrt_ab[t].view(scale) * x0 +
+               sched.sqrt_one_minus_ab[t].view(scale) * noise)
         loss = F.mse_loss(model(x_t, t), noise)  # L_simple
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,13 +197,21 @@ def bench_train(batch, repeats):
 
     for _ in range(5):
         step()
-    times = []
-    for _ in range(repeats * TRAIN_STEPS_PER_REPEAT):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    s = statistics.median(times)
-    return 1e3 * s, 6.0 * TOY_MLP_MACS * batch / s * 1e-9
+    s = timed_median(step, repeats * TRAIN_STEPS_PER_REPEAT)
+    return 1e3 * s, 3.0 * forward_flop * batch / s * 1e-9
+
+
+def bench_forward(model, x_shape, forward_flop, repeats):
+    """model(x_t, t) in inference (one sampling step's network cost), timed as the train steps."""
+    model.eval()
+    batch = x_shape[0]
+    x = torch.randn(*x_shape)
+    t = torch.randint(0, 1000, (batch,))
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, t)
+        s = timed_median(lambda: model(x, t), repeats * TRAIN_STEPS_PER_REPEAT)
+    return 1e3 * s, forward_flop * batch / s * 1e-9
 
 
 @torch.inference_mode()
@@ -136,7 +246,6 @@ def ddim(model, sched, n, eta=0.0):
 
 
 def bench_sampler(sampler, sched, n, repeats):
-    torch.manual_seed(1)
     model = ToyMlp().eval()
     with torch.inference_mode():  # warm-up at this batch size
         model(torch.randn(n, 2), torch.zeros(n, dtype=torch.long))
@@ -153,9 +262,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per sampling workload; train times 20 steps per run")
+                        help="timed runs per sampling workload; train and UNet forward workloads "
+                             "time 20 steps per run")
     parser.add_argument("--only", default="", help="comma-separated keys; default all")
-    parser.add_argument("--small", action="store_true", help="tiny sizes (batches 32/128, 64 points)")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny sizes (ToyMLP batches 32/128, 64 points; UNet batch 2)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -163,20 +274,29 @@ def main():
     for key in wanted:
         if key not in KEYS:
             sys.exit(f"torch_reference.py: unknown key {key!r}; known keys: {' '.join(KEYS)}")
-    b_small, b_large, points = (32, 128, 64) if args.small else (256, 4096, 10000)
+    b_small, b_large, points, b_unet = (32, 128, 64, 2) if args.small else (256, 4096, 10000, 64)
 
     out = {"implementation": "pytorch " + torch.__version__, "threads": torch.get_num_threads(),
            "repeats": args.repeats, "small": args.small,
            "train_steps_per_repeat": TRAIN_STEPS_PER_REPEAT}
+    toy_flop = 2.0 * TOY_MLP_MACS
+    image = (b_unet, 1, 28, 28)
     jobs = {
-        "toy_train_b256_ms": lambda: bench_train(b_small, args.repeats),
-        "toy_train_b4096_ms": lambda: bench_train(b_large, args.repeats),
+        "toy_train_b256_ms": lambda: bench_train(ToyMlp(), 1e-3, (b_small, 2), toy_flop,
+                                                 args.repeats),
+        "toy_train_b4096_ms": lambda: bench_train(ToyMlp(), 1e-3, (b_large, 2), toy_flop,
+                                                  args.repeats),
         "toy_ddpm1000_n10000_s": lambda: bench_sampler(ancestral, Schedule(), points, args.repeats),
         "toy_ddim50_n10000_s": lambda: bench_sampler(
             ddim, Schedule(kept=evenly(1000, 50)), points, args.repeats),
+        "unet_train_b64_ms": lambda: bench_train(unet_small(), 2e-4, image,
+                                                 UNET_SMALL_FORWARD_FLOP, args.repeats),
+        "unet_forward_b64_ms": lambda: bench_forward(unet_small(), image, UNET_SMALL_FORWARD_FLOP,
+                                                     args.repeats),
     }
     for key in KEYS:
         if key in wanted:
+            torch.manual_seed(1)
             value, gflops = jobs[key]()
             out[key] = value
             out[key.rsplit("_", 1)[0] + "_gflops"] = gflops
