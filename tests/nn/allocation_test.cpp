@@ -11,6 +11,7 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/nn/unet.hpp"
 #include "ddpm/optim/adam.hpp"
 #include "ddpm/optim/clip.hpp"
 #include "ddpm/optim/ema.hpp"
@@ -177,6 +178,50 @@ TEST_CASE("no operator new in the steady-state sampling loop of the MLP") {
   g_allocations = 0;
   g_counting = true;
   sampler.denoise(model, x, rng);
+  g_counting = false;
+  CHECK(g_allocations.load() == 0);
+}
+
+TEST_CASE("no operator new in steady-state UNet training and inference steps") {
+  // A small UNet with every kind of op (attention at 4x4, two heads, dropout, labels, scale-shift)
+  // at batch 8, after one warm-up step.
+  ddpm::nn::UNetConfig config;
+  config.height = 8;
+  config.width = 8;
+  config.base_channels = 8;
+  config.channel_mult = {1, 2};
+  config.attention_resolutions = {4};
+  config.attention_heads = 2;
+  config.dropout = 0.1;
+  config.num_classes = 3;
+  config.injection = ddpm::nn::EmbeddingInjection::scale_shift;
+  ddpm::nn::UNet<float> model(config);
+  ddpm::optim::Adam<float> adam;
+  const ddpm::Index batch = 8;
+  ddpm::Batch<float> x(batch, model.input_dim()), out, grad(batch, model.output_dim()), grad_x;
+  ddpm::CounterRng(1).fill_normal(x, ddpm::stream::user, 0, 0);
+  grad.setConstant(0.01f);
+  const std::vector<int> t{0, 1, 10, 100, 500, 900, 998, 999};
+  const std::vector<int> labels{0, 1, 2, ddpm::kNoLabel, 0, 1, 2, ddpm::kNoLabel};
+  const auto train_step = [&] {
+    model.zero_grad();
+    model.predict(x, t, labels, out);
+    model.backward(grad, grad_x);
+    adam.step(model.parameters());
+  };
+  train_step();
+  g_allocations = 0;
+  g_counting = true;
+  train_step();
+  train_step();
+  g_counting = false;
+  CHECK(g_allocations.load() == 0);
+
+  model.set_training(false);
+  model.predict(x, t, labels, out);
+  g_allocations = 0;
+  g_counting = true;
+  model.predict(x, t, labels, out);
   g_counting = false;
   CHECK(g_allocations.load() == 0);
 }
