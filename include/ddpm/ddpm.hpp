@@ -11,6 +11,7 @@
 #include "ddpm/diffusion.hpp"
 #include "ddpm/gaussian.hpp"
 #include "ddpm/gaussian_mixture.hpp"
+#include "ddpm/guidance.hpp"
 #include "ddpm/mixture_denoiser.hpp"
 #include "ddpm/samplers/ancestral.hpp"
 #include "ddpm/samplers/ddim.hpp"
