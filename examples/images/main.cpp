@@ -553,7 +553,7 @@ int train_classifier(const ClassifierArgs& args, const Common& common) {
     rng.fill_normal(noise, ddpm::stream::forward_noise, 0, counter);
     diffusion.q_sample(x0, t, noise, x_t);
     classifier.zero_grad();
-    classifier.set_dropout_draw(counter);
+    classifier.set_dropout_source(rng, counter);
     const double loss = classifier.cross_entropy(x_t, t, labels);
     if (!std::isfinite(loss)) {
       throw ddpm::NonFiniteError("ddpm: classifier training diverged at step " +

@@ -48,7 +48,7 @@ template <class Model>
 double weighted_output(Model& model, const Batch<double>& x, std::span<const int> t,
                        std::span<const int> labels, const Batch<double>& weights) {
   Batch<double> out;
-  model.set_dropout_draw(7);
+  model.set_dropout_source(ddpm::CounterRng(3), 7);
   model.predict(x, t, labels, out);
   return (out.array() * weights.array()).sum();
 }
@@ -70,7 +70,7 @@ void check_whole_model_gradients(const UNetConfig& config, Index batch) {
   const Batch<double> weights = random_batch(batch, model.output_dim(), 12);
 
   model.zero_grad();
-  model.set_dropout_draw(7);
+  model.set_dropout_source(ddpm::CounterRng(3), 7);
   Batch<double> out;
   model.predict(x, t, labels, out);
   Batch<double> grad_x;

@@ -15,6 +15,7 @@
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/metrics.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/nn/unet.hpp"
 
 namespace {
 
@@ -38,7 +39,8 @@ struct ToyData {
   }
 };
 
-std::vector<float> flat_parameters(ddpm::nn::Mlp<float>& model) {
+template <class Model>
+std::vector<float> flat_parameters(Model& model) {
   const auto values = model.parameter_values();
   return {values.begin(), values.end()};
 }
@@ -93,6 +95,53 @@ TEST_CASE("a run resumed from a checkpoint continues bitwise identically") {
   }
   CHECK(resumed.checkpoint(arch).serialize() == uninterrupted.checkpoint(arch).serialize());
   std::filesystem::remove(path);
+}
+
+TEST_CASE("a class-conditional UNet run with dropout and label dropout resumes bitwise") {
+  // The dropout masks follow the step (the Trainer sets the model's draw) and label dropout is
+  // drawn from (seed, step), so the state in the checkpoint is the whole state.
+  ddpm::nn::UNetConfig config;
+  config.height = 4;
+  config.width = 4;
+  config.base_channels = 4;
+  config.channel_mult = {1, 2};
+  config.groups = 2;
+  config.dropout = 0.2;
+  config.num_classes = 3;
+  config.seed = 4;
+  const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(50));
+  const ddpm::train::TrainerOptions options{
+      .batch_size = 6, .steps = 8, .ema_decay = 0.9, .label_dropout = 0.3, .seed = 7};
+  const auto data = [](std::int64_t step, Index n, Batch<float>& out, std::vector<int>& labels) {
+    out.resize(n, 16);
+    ddpm::CounterRng(21).fill_normal(out, ddpm::stream::user, 0, static_cast<std::uint32_t>(step));
+    labels.resize(static_cast<std::size_t>(n));
+    for (Index i = 0; i < n; ++i)
+      labels[static_cast<std::size_t>(i)] = static_cast<int>((i + step) % 3);
+  };
+  const std::string arch = "test-unet";
+  ddpm::nn::UNet<float> straight(config);
+  ddpm::train::Trainer<float, ddpm::nn::UNet<float>> uninterrupted(straight, diffusion, options);
+  for (int i = 0; i < 8; ++i) uninterrupted.step(data);
+
+  ddpm::nn::UNet<float> first_half(config);
+  ddpm::train::Trainer<float, ddpm::nn::UNet<float>> trainer(first_half, diffusion, options);
+  for (int i = 0; i < 4; ++i) trainer.step(data);
+  const ddpm::train::Checkpoint saved = trainer.checkpoint(arch);
+  ddpm::nn::UNetConfig other_seed = config;
+  other_seed.seed = 99;
+  ddpm::nn::UNet<float> resumed_model(other_seed);
+  ddpm::train::Trainer<float, ddpm::nn::UNet<float>> resumed(resumed_model, diffusion, options);
+  resumed.restore(saved, arch);
+  for (int i = 0; i < 4; ++i) resumed.step(data);
+  CHECK(flat_parameters(resumed_model) == flat_parameters(straight));
+  // Dropout and label dropout change the run: without them the weights differ.
+  ddpm::nn::UNetConfig no_dropout = config;
+  no_dropout.dropout = 0.0;
+  ddpm::nn::UNet<float> plain(no_dropout);
+  ddpm::train::Trainer<float, ddpm::nn::UNet<float>> plain_trainer(plain, diffusion, options);
+  for (int i = 0; i < 8; ++i) plain_trainer.step(data);
+  CHECK(flat_parameters(plain) != flat_parameters(straight));
 }
 
 TEST_CASE("restoring a checkpoint of another architecture or diffusion is refused") {

@@ -173,7 +173,11 @@ class Classifier {
   /// logits() and features() never keep activations or apply dropout.
   void set_training(bool training) noexcept { training_ = training; }
   [[nodiscard]] bool training() const noexcept { return training_; }
-  void set_dropout_draw(std::uint32_t draw) noexcept { dropout_draw_ = draw; }
+  /// Dropout masks of the next training pass: draw `draw` of `rng` (as UNet::set_dropout_source).
+  void set_dropout_source(const CounterRng& rng, std::uint32_t draw) noexcept {
+    dropout_rng_ = rng;
+    dropout_draw_ = draw;
+  }
 
  private:
   static void validate(const ClassifierConfig& c) {

@@ -174,10 +174,13 @@ class UNet {
   void set_training(bool training) noexcept { training_ = training; }
   [[nodiscard]] bool training() const noexcept { return training_; }
 
-  /// The dropout masks of the next training predict() are draw number dropout_draw(); each
-  /// training predict() advances it. The Trainer sets it to the step, so resumed runs are exact.
-  [[nodiscard]] std::uint32_t dropout_draw() const noexcept { return dropout_draw_; }
-  void set_dropout_draw(std::uint32_t draw) noexcept { dropout_draw_ = draw; }
+  /// The dropout masks of the next training predict() are draw number `draw` of `rng` (each
+  /// training predict() advances the draw). The Trainer sets them from its own seed and the step,
+  /// both in its checkpoint, so a resumed run is exact. By default: the init seed, draw 0.
+  void set_dropout_source(const CounterRng& rng, std::uint32_t draw) noexcept {
+    dropout_rng_ = rng;
+    dropout_draw_ = draw;
+  }
 
  private:
   static void validate(const UNetConfig& c) {

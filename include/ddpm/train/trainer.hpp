@@ -167,9 +167,10 @@ class Trainer {
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
-    // A model with dropout draws its masks from the step, so a resumed run is exact.
-    if constexpr (requires(Model & m) { m.set_dropout_draw(counter); }) {
-      model_->set_dropout_draw(counter);
+    // A model with dropout draws its masks from the run's seed and the step, so a resumed run is
+    // exact.
+    if constexpr (requires(Model & m) { m.set_dropout_source(rng_, counter); }) {
+      model_->set_dropout_source(rng_, counter);
     }
     if constexpr (labeled) {
       model_->predict(x_t_, std::span<const int>(t_), std::span<const int>(labels_), out_);
