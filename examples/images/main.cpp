@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../common_options.hpp"
 #include "ddpm/data/images.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/frechet.hpp"
@@ -26,10 +27,6 @@
 #include "ddpm/optim/adam.hpp"
 #include "ddpm/train/checkpoint.hpp"
 #include "ddpm/train/trainer.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -165,19 +162,11 @@ struct ModelSpec {
   }
 };
 
-struct Common {
-  std::uint64_t seed = 0;
-  int threads = 0;
-  std::string out = "out/images";
+struct Common : ddpm_examples::CommonOptions {
+  Common() { out = "out/images"; }
 };
-
-void set_threads(int threads) {
-  if (threads <= 0) return;
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#endif
-  Eigen::setNbThreads(threads);
-}
+using ddpm_examples::add_common_options;
+using ddpm_examples::set_threads;
 
 // The training images: --data, or Fashion-MNIST from the Debian package.
 ddpm::data::ImageSet load_training_images(const std::string& data) {
@@ -279,9 +268,8 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
   }
   std::optional<ddpm::nn::Classifier<Real>> classifier;
   if (!args.classifier.empty()) classifier.emplace(load_classifier(args.classifier));
-  if (classifier && args.label < 0) {
-    ddpm::detail::require(false, "--label", args.label, "a class in 0.. for classifier guidance");
-  }
+  ddpm::detail::require(!classifier || args.label >= 0, "--label", args.label,
+                        "a class in 0.. for classifier guidance");
 
   const ddpm::Index dim = spec.dim();
   const ddpm::Index guided = dim;  // the epsilon part; a learned variance follows it
@@ -713,13 +701,6 @@ int eval(const EvalArgs& args, const Common& common) {
 }
 
 // ---- command line -----------------------------------------------------------------------------
-
-void add_common_options(CLI::App& app, Common& common) {
-  app.add_option("--seed", common.seed, "random seed")->capture_default_str();
-  app.add_option("--threads", common.threads, "threads (0: OpenMP's default)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--out", common.out, "output folder")->capture_default_str();
-}
 
 void add_sample_options(CLI::App& app, SampleArgs& args) {
   app.add_option("--checkpoint", args.checkpoint, "model.ckpt written by train")->required();

@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "../common_options.hpp"
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/metrics.hpp"
@@ -26,10 +27,6 @@
 #include "ddpm/io/strips.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/train/trainer.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -189,19 +186,11 @@ struct SampleArgs {
   bool raw_weights = false;
 };
 
-struct Common {
-  std::uint64_t seed = 0;
-  int threads = 0;
-  std::string out = "out/toy2d";
+struct Common : ddpm_examples::CommonOptions {
+  Common() { out = "out/toy2d"; }
 };
-
-void set_threads(int threads) {
-  if (threads <= 0) return;
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#endif
-  Eigen::setNbThreads(threads);
-}
+using ddpm_examples::add_common_options;
+using ddpm_examples::set_threads;
 
 // The data set of `spec` as a training data source: batch `step` is samples step*n .. step*n+n-1.
 struct ToyData {
@@ -738,13 +727,6 @@ void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoint) {
   app.add_option("--n", args.n, "number of samples")
       ->check(CLI::Range(2, 10000000))
       ->capture_default_str();
-}
-
-void add_common_options(CLI::App& app, Common& common) {
-  app.add_option("--seed", common.seed, "random seed")->capture_default_str();
-  app.add_option("--threads", common.threads, "threads (0: OpenMP's default)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--out", common.out, "output folder")->capture_default_str();
 }
 
 }  // namespace

@@ -181,23 +181,10 @@ class Classifier {
 
  private:
   static void validate(const ClassifierConfig& c) {
-    ddpm::detail::require(c.image_channels >= 1, "image_channels", c.image_channels, ">= 1");
-    ddpm::detail::require(c.base_channels >= 1, "base_channels", c.base_channels, ">= 1");
-    ddpm::detail::require(!c.channel_mult.empty(), "channel_mult", "{}", "at least one level");
-    for (const Index mult : c.channel_mult) {
-      ddpm::detail::require(mult >= 1, "channel_mult", mult, "entries >= 1");
-    }
-    ddpm::detail::require(c.res_blocks >= 1, "res_blocks", c.res_blocks, ">= 1");
-    const Index factor = Index{1} << (c.channel_mult.size() - 1);
-    const std::string divisible =
-        "a positive multiple of 2^(levels - 1) = " + ddpm::detail::to_text(factor);
-    ddpm::detail::require(c.height >= 1 && c.height % factor == 0, "height", c.height, divisible);
-    ddpm::detail::require(c.width >= 1 && c.width % factor == 0, "width", c.width, divisible);
-    ddpm::detail::require(c.groups >= 1 && c.base_channels % c.groups == 0, "groups", c.groups,
-                          "a divisor of base_channels (and so of every level's channels)");
+    detail::validate_levels(c.image_channels, c.height, c.width, c.base_channels, c.channel_mult,
+                            c.res_blocks, c.groups, c.dropout);
     ddpm::detail::require(c.num_classes >= 2, "num_classes", c.num_classes, ">= 2");
     ddpm::detail::require(c.feature_dim >= 1, "feature_dim", c.feature_dim, ">= 1");
-    ddpm::detail::require(c.dropout >= 0.0 && c.dropout < 1.0, "dropout", c.dropout, "[0, 1)");
   }
 
   void check_labels(std::span<const int> labels, Index rows) const {

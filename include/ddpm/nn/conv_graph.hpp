@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
@@ -23,6 +24,32 @@
 #include "ddpm/nn/workspace.hpp"
 
 namespace ddpm::nn {
+
+namespace detail {
+
+/// The checks shared by the networks built as levels of a ConvGraph (UNet, Classifier): each
+/// throws InvalidArgument naming the config field.
+inline void validate_levels(Index image_channels, Index height, Index width, Index base_channels,
+                            const std::vector<Index>& channel_mult, Index res_blocks, Index groups,
+                            double dropout) {
+  ddpm::detail::require(image_channels >= 1, "image_channels", image_channels, ">= 1");
+  ddpm::detail::require(base_channels >= 1, "base_channels", base_channels, ">= 1");
+  ddpm::detail::require(!channel_mult.empty(), "channel_mult", "{}", "at least one level");
+  for (const Index mult : channel_mult) {
+    ddpm::detail::require(mult >= 1, "channel_mult", mult, "entries >= 1");
+  }
+  ddpm::detail::require(res_blocks >= 1, "res_blocks", res_blocks, ">= 1");
+  const Index factor = Index{1} << (channel_mult.size() - 1);
+  const std::string divisible =
+      "a positive multiple of 2^(levels - 1) = " + ddpm::detail::to_text(factor);
+  ddpm::detail::require(height >= 1 && height % factor == 0, "height", height, divisible);
+  ddpm::detail::require(width >= 1 && width % factor == 0, "width", width, divisible);
+  ddpm::detail::require(groups >= 1 && base_channels % groups == 0, "groups", groups,
+                        "a divisor of base_channels (and so of every level's channels)");
+  ddpm::detail::require(dropout >= 0.0 && dropout < 1.0, "dropout", dropout, "[0, 1)");
+}
+
+}  // namespace detail
 
 /// A directed acyclic graph of image layers, built op by op: each builder call adds a layer that
 /// reads earlier nodes and returns its output node. Node 0 is the input (channels-last).
