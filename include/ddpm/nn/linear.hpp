@@ -12,6 +12,7 @@
 #include <string>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/gemm.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
@@ -25,9 +26,10 @@ namespace ddpm::nn {
 
 /// y = f(x W + b) (+ skip), x: batch x in, W: in x out (row-major), b: 1 x out.
 ///
-/// W is stored in x out -- the transpose of PyTorch's `nn.Linear.weight` -- so the forward pass is
-/// one plain row-major x row-major GEMM, and the backward products x^T dz and dz W^T are transposed
-/// views that Eigen's GEMM reads without copying. Parameters: "<name>.weight", "<name>.bias".
+/// W is stored in x out -- the transpose of PyTorch's `nn.Linear.weight`. All three products
+/// (x W, x^T dz, dz W^T) run on ddpm's packed GEMM (core/gemm.hpp), which reads the transposed
+/// operands through strides, and bias + activation (+ skip) run on each tile as it finishes.
+/// Parameters: "<name>.weight", "<name>.bias".
 ///
 /// \code
 ///   nn::ParameterStore<float> store;
@@ -138,29 +140,30 @@ class Linear {
     ddpm::detail::require_shape(y.rows() == rows && y.cols() == out_, "y", y.rows(), y.cols(),
                                 "batch x out_features");
     const bool store_z = keep && activation_ != Activation::identity;
-    // The GEMM writes the pre-activation z either into the layer's own workspace (kept for
-    // backward) or straight into y, where the bias + activation pass then runs in place.
-    StridedMap<Real> z =
-        store_z ? StridedMap<Real>(pre_activation_.resize(rows, out_).data(), rows, out_,
-                                   Eigen::OuterStride<>(out_))
-                : StridedMap<Real>(y.data(), rows, out_, Eigen::OuterStride<>(y.outerStride()));
-    z.noalias() = x * weight();
+    // The product writes the pre-activation z either into the layer's own workspace (kept for
+    // backward) or straight into y; bias, activation and skip then run on each finished tile while
+    // it is still in L1.
+    Real* z = store_z ? pre_activation_.resize(rows, out_).data() : y.data();
+    const Index ldz = store_z ? out_ : y.outerStride();
     kept_rows_ = store_z ? rows : -1;
-    if (rows == 0) return;
     const Real* b = bias_;
-    const Index n = out_;
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      ddpm::detail::parallel_for(rows, n, [&](Index r) {
-        Real* zr = z.data() + r * z.outerStride();
-        Real* yr = y.data() + r * y.outerStride();
-        detail::ArrayMap<Real>(zr, n) += detail::ConstArrayMap<Real>(b, n);
-        Kernel::forward(zr, yr, n);
-        if (skip != nullptr) {
-          detail::ArrayMap<Real>(yr, n) +=
-              detail::ConstArrayMap<Real>(skip->data() + r * skip->outerStride(), n);
-        }
-      });
+      ddpm::detail::gemm(rows, out_, in_, ddpm::detail::strided(x),
+                         ddpm::detail::StridedMatrix<Real>{weight_, out_, 1}, z, ldz, false,
+                         [&](Index i, Index j, Index tile_rows, Index cols) {
+                           for (Index r = i; r < i + tile_rows; ++r) {
+                             Real* zr = z + r * ldz + j;
+                             Real* yr = y.data() + r * y.outerStride() + j;
+                             detail::ArrayMap<Real>(zr, cols) +=
+                                 detail::ConstArrayMap<Real>(b + j, cols);
+                             Kernel::forward(zr, yr, cols);
+                             if (skip != nullptr) {
+                               detail::ArrayMap<Real>(yr, cols) += detail::ConstArrayMap<Real>(
+                                   skip->data() + r * skip->outerStride() + j, cols);
+                             }
+                           }
+                         });
     });
   }
 
@@ -208,17 +211,13 @@ class Linear {
     BiasMap bias_grad_map = bias_grad();
     for (Index c = 0; c < chunks; ++c) bias_grad_map += partial.row(c);
 
-    const ConstStridedMap<Real> dz =
-        dz_is_dy ? ConstStridedMap<Real>(dy.data(), rows, n, Eigen::OuterStride<>(dy.outerStride()))
-                 : ConstStridedMap<Real>(dz_data, rows, n, Eigen::OuterStride<>(n));
-    WeightMap weight_grad_map = weight_grad();
-    weight_grad_map.noalias() += x.transpose() * dz;
+    const ddpm::detail::StridedMatrix<Real> dz{dz_is_dy ? dy.data() : dz_data,
+                                               dz_is_dy ? dy.outerStride() : n, 1};
+    ddpm::detail::gemm(in_, n, rows, ddpm::detail::strided(x).transposed(), dz, weight_grad_, n,
+                       true);
     if (dx != nullptr) {
-      if (accumulate) {
-        dx->noalias() += dz * weight().transpose();
-      } else {
-        dx->noalias() = dz * weight().transpose();
-      }
+      ddpm::detail::gemm(rows, in_, n, dz, ddpm::detail::StridedMatrix<Real>{weight_, 1, n},
+                         dx->data(), dx->outerStride(), accumulate);
     }
   }
 

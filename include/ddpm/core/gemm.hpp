@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: MIT
+// A blocked, packed matrix product C (+)= A B for the network layers, written on Eigen's SIMD
+// packets: a register-blocked micro-kernel, packing buffers allocated once per thread, no zero-fill
+// of C, an epilogue hook that runs on each finished tile while it is still in L1, and a fixed
+// reduction order, so results do not depend on the thread count.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/types.hpp"
+
+namespace ddpm::detail {
+
+/// A read-only strided matrix: element (i, j) is data[i * row_stride + j * col_stride], so one
+/// type describes a row-major matrix, a column-major one, and the transpose of either.
+template <class Real>
+struct StridedMatrix {
+  const Real* data;
+  Index row_stride;
+  Index col_stride;
+
+  [[nodiscard]] const Real& operator()(Index i, Index j) const noexcept {
+    return data[i * row_stride + j * col_stride];
+  }
+  [[nodiscard]] StridedMatrix transposed() const noexcept { return {data, col_stride, row_stride}; }
+};
+
+/// The strided view of a dense Eigen matrix, map or block (anything with direct access).
+template <class Matrix>
+[[nodiscard]] StridedMatrix<typename Matrix::Scalar> strided(const Matrix& m) noexcept {
+  return {m.data(), m.rowStride(), m.colStride()};
+}
+
+/// An epilogue that does nothing.
+struct NoEpilogue {
+  void operator()(Index, Index, Index, Index) const noexcept {}
+};
+
+/// Block sizes of the product. kMr x kNr is the register tile (accumulators fill most of the SIMD
+/// registers: 12 x 2 packets with 32 registers, 6 x 2 with 16), kKc the depth of one packed panel,
+/// kMc the rows of A packed per block (kMc x kKc stays in L2), kNc the columns of B per block.
+template <class Real>
+struct GemmShape {
+  using Packet = typename Eigen::internal::packet_traits<Real>::type;
+  static constexpr int kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+#ifdef EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS
+  static constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+#else
+  static constexpr int kRegisters = 16;
+#endif
+  static constexpr int kNrPackets = 2;
+  static constexpr Index kNr = kNrPackets * kPacket;
+  static constexpr Index kMr = kRegisters >= 32 ? 12 : 6;
+  static constexpr Index kKc = 256;
+  static constexpr Index kMc = 8 * kMr;
+  static constexpr Index kNc = 2048 / static_cast<Index>(sizeof(Real)) * 4 / kNr * kNr;
+};
+
+/// C[0:Mr, 0:Nr] (+)= A_panel B_panel over depth kc: A packed k-major (Mr values per k), B packed
+/// k-major (Nr values per k). `rows` x `cols` of the tile are valid; a partial tile goes through
+/// a local buffer.
+template <class Real>
+void gemm_micro_kernel(Index kc, const Real* a, const Real* b, Real* c, Index ldc, Index rows,
+                       Index cols, bool overwrite) {
+  using Shape = GemmShape<Real>;
+  using Packet = typename Shape::Packet;
+  using Eigen::internal::pload;
+  using Eigen::internal::ploadu;
+  using Eigen::internal::pmadd;
+  using Eigen::internal::pset1;
+  using Eigen::internal::pstoreu;
+  constexpr int kMr = static_cast<int>(Shape::kMr);
+  constexpr int kNp = Shape::kNrPackets;
+  constexpr int kP = Shape::kPacket;
+
+  Packet acc[kMr][kNp];
+  for (int r = 0; r < kMr; ++r) {
+    for (int q = 0; q < kNp; ++q) acc[r][q] = pset1<Packet>(Real(0));
+  }
+  for (Index p = 0; p < kc; ++p) {
+    Packet bp[kNp];
+    for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
+    for (int r = 0; r < kMr; ++r) {
+      const Packet ar = pset1<Packet>(a[r]);
+      for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
+    }
+    a += kMr;
+    b += kNp * kP;
+  }
+
+  if (rows == kMr && cols == Shape::kNr) {
+    for (int r = 0; r < kMr; ++r) {
+      Real* cr = c + r * ldc;
+      for (int q = 0; q < kNp; ++q) {
+        const Packet sum =
+            overwrite ? acc[r][q] : Eigen::internal::padd(acc[r][q], ploadu<Packet>(cr + q * kP));
+        pstoreu(cr + q * kP, sum);
+      }
+    }
+    return;
+  }
+  alignas(64) Real tile[kMr * kNp * kP];
+  for (int r = 0; r < kMr; ++r) {
+    for (int q = 0; q < kNp; ++q) pstoreu(tile + r * Shape::kNr + q * kP, acc[r][q]);
+  }
+  for (Index r = 0; r < rows; ++r) {
+    Real* cr = c + r * ldc;
+    const Real* tr = tile + r * Shape::kNr;
+    for (Index j = 0; j < cols; ++j) cr[j] = overwrite ? tr[j] : cr[j] + tr[j];
+  }
+}
+
+/// Packs rows [0, mc) x depth [0, kc) of `a` into Mr-row panels, k-major, zero-padding the last
+/// panel.
+template <class Real>
+void pack_lhs(StridedMatrix<Real> a, Index mc, Index kc, Real* out) {
+  constexpr Index kMr = GemmShape<Real>::kMr;
+  for (Index i0 = 0; i0 < mc; i0 += kMr) {
+    const Index rows = std::min(kMr, mc - i0);
+    if (a.col_stride == 1) {
+      // Row-major source: walk each row contiguously, scatter into the panel.
+      for (Index r = 0; r < rows; ++r) {
+        const Real* src = a.data + (i0 + r) * a.row_stride;
+        for (Index p = 0; p < kc; ++p) out[p * kMr + r] = src[p];
+      }
+    } else {
+      for (Index p = 0; p < kc; ++p) {
+        for (Index r = 0; r < rows; ++r) out[p * kMr + r] = a(i0 + r, p);
+      }
+    }
+    if (rows < kMr) {
+      for (Index p = 0; p < kc; ++p) {
+        for (Index r = rows; r < kMr; ++r) out[p * kMr + r] = Real(0);
+      }
+    }
+    out += kMr * kc;
+  }
+}
+
+/// Packs depth [0, kc) x columns [0, nc) of `b` into Nr-column panels, k-major, zero-padding the
+/// last panel.
+template <class Real>
+void pack_rhs(StridedMatrix<Real> b, Index kc, Index nc, Real* out) {
+  constexpr Index kNr = GemmShape<Real>::kNr;
+  for (Index j0 = 0; j0 < nc; j0 += kNr) {
+    const Index cols = std::min(kNr, nc - j0);
+    for (Index p = 0; p < kc; ++p) {
+      Real* dst = out + p * kNr;
+      if (b.col_stride == 1) {
+        const Real* src = b.data + p * b.row_stride + j0;
+        for (Index j = 0; j < cols; ++j) dst[j] = src[j];
+      } else {
+        for (Index j = 0; j < cols; ++j) dst[j] = b(p, j0 + j);
+      }
+      for (Index j = cols; j < kNr; ++j) dst[j] = Real(0);
+    }
+    out += kNr * kc;
+  }
+}
+
+/// This thread's packing buffers, allocated on first use and kept: steady-state products do not
+/// allocate.
+template <class Real>
+struct GemmBuffers {
+  std::vector<Real, Eigen::aligned_allocator<Real>> lhs, rhs;
+
+  static GemmBuffers& local() {
+    thread_local GemmBuffers buffers;
+    using Shape = GemmShape<Real>;
+    if (buffers.lhs.empty()) {
+      buffers.lhs.resize(static_cast<std::size_t>(Shape::kMc * Shape::kKc));
+      buffers.rhs.resize(static_cast<std::size_t>(Shape::kKc * Shape::kNc));
+    }
+    return buffers;
+  }
+};
+
+/// Single-threaded C (+)= A B for A m x k, B k x n, C row-major with row stride ldc. With
+/// `accumulate` false C is overwritten (it need not be initialized). epilogue(i, j, rows, cols)
+/// runs once on every finished tile of C, after its last depth block.
+template <class Real, class Epilogue = NoEpilogue>
+void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
+                 Index ldc, bool accumulate, Epilogue&& epilogue = {}) {
+  using Shape = GemmShape<Real>;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || n < Shape::kNr / 2) {
+    // Too narrow for the register tile (an output layer with 2 columns would waste most of every
+    // tile): Eigen's product, which has kernels for thin right-hand sides.
+    using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+    const Eigen::Map<const Batch<Real>, 0, Strided> lhs(a.data, m, k,
+                                                        Strided(a.row_stride, a.col_stride));
+    const Eigen::Map<const Batch<Real>, 0, Strided> rhs(b.data, k, n,
+                                                        Strided(b.row_stride, b.col_stride));
+    Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
+    if (accumulate) {
+      out.noalias() += lhs * rhs;
+    } else {
+      out.noalias() = lhs * rhs;
+    }
+    for (Index i = 0; i < m; i += Shape::kMr) {
+      for (Index j = 0; j < n; j += Shape::kNr) {
+        epilogue(i, j, std::min(Shape::kMr, m - i), std::min(Shape::kNr, n - j));
+      }
+    }
+    return;
+  }
+  GemmBuffers<Real>& buffers = GemmBuffers<Real>::local();
+  Real* packed_a = buffers.lhs.data();
+  Real* packed_b = buffers.rhs.data();
+  for (Index jc = 0; jc < n; jc += Shape::kNc) {
+    const Index nc = std::min(Shape::kNc, n - jc);
+    for (Index pc = 0; pc < k; pc += Shape::kKc) {
+      const Index kc = std::min(Shape::kKc, k - pc);
+      const bool overwrite = pc == 0 && !accumulate;
+      const bool last = pc + kc == k;
+      pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc, packed_b);
+      for (Index ic = 0; ic < m; ic += Shape::kMc) {
+        const Index mc = std::min(Shape::kMc, m - ic);
+        pack_lhs(StridedMatrix<Real>{&a(ic, pc), a.row_stride, a.col_stride}, mc, kc, packed_a);
+        for (Index jr = 0; jr < nc; jr += Shape::kNr) {
+          const Index cols = std::min(Shape::kNr, nc - jr);
+          const Real* b_panel = packed_b + jr * kc;
+          for (Index ir = 0; ir < mc; ir += Shape::kMr) {
+            const Index rows = std::min(Shape::kMr, mc - ir);
+            Real* c_tile = c + (ic + ir) * ldc + jc + jr;
+            gemm_micro_kernel(kc, packed_a + ir * kc, b_panel, c_tile, ldc, rows, cols, overwrite);
+            if (last) epilogue(ic + ir, jc + jr, rows, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// C (+)= A B as gemm_serial, split over the OpenMP threads when called outside a parallel region
+/// and the product is large enough: by blocks of rows of C when it is tall, else by blocks of
+/// columns. Every element is reduced in the same order on any thread count.
+template <class Real, class Epilogue = NoEpilogue>
+void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
+          Index ldc, bool accumulate, Epilogue&& epilogue = {}) {
+  using Shape = GemmShape<Real>;
+  const int threads = max_threads();
+  const bool worth_splitting = threads > 1 && m * n * std::max<Index>(k, 1) >= 64 * 64 * 64;
+  if (!worth_splitting) {
+    gemm_serial(m, n, k, a, b, c, ldc, accumulate, epilogue);
+    return;
+  }
+  const bool by_rows = m >= n || n < 2 * Shape::kNr;
+  const Index unit = by_rows ? Shape::kMr : Shape::kNr;
+  const Index extent = by_rows ? m : n;
+  const Index units = (extent + unit - 1) / unit;
+  const Index parts = std::min<Index>(threads, units);
+  parallel_for(parts, [&](Index part) {
+    const Index begin = units * part / parts * unit;
+    const Index end = std::min(extent, units * (part + 1) / parts * unit);
+    if (begin >= end) return;
+    if (by_rows) {
+      gemm_serial(
+          end - begin, n, k, StridedMatrix<Real>{&a(begin, 0), a.row_stride, a.col_stride}, b,
+          c + begin * ldc, ldc, accumulate,
+          [&](Index i, Index j, Index rows, Index cols) { epilogue(begin + i, j, rows, cols); });
+    } else {
+      gemm_serial(
+          m, end - begin, k, a, StridedMatrix<Real>{&b(0, begin), b.row_stride, b.col_stride},
+          c + begin, ldc, accumulate,
+          [&](Index i, Index j, Index rows, Index cols) { epilogue(i, begin + j, rows, cols); });
+    }
+  });
+}
+
+}  // namespace ddpm::detail
