@@ -35,6 +35,24 @@ template <class Matrix>
   return {m.data(), m.rowStride(), m.colStride()};
 }
 
+/// Calls f with `m` (rows x cols) as an Eigen map with a unit inner stride when it has one (row-
+/// or column-major), which keeps Eigen on its fast product kernels.
+template <class Real, class F>
+void with_eigen_map(StridedMatrix<Real> m, Index rows, Index cols, F&& f) {
+  using ColMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  if (m.col_stride == 1) {
+    f(Eigen::Map<const Batch<Real>, 0, Eigen::OuterStride<>>(m.data, rows, cols,
+                                                             Eigen::OuterStride<>(m.row_stride)));
+  } else if (m.row_stride == 1) {
+    f(Eigen::Map<const ColMajor, 0, Eigen::OuterStride<>>(m.data, rows, cols,
+                                                          Eigen::OuterStride<>(m.col_stride)));
+  } else {
+    using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+    f(Eigen::Map<const Batch<Real>, 0, Strided>(m.data, rows, cols,
+                                                Strided(m.row_stride, m.col_stride)));
+  }
+}
+
 /// An epilogue that does nothing.
 struct NoEpilogue {
   void operator()(Index, Index, Index, Index) const noexcept {}
@@ -63,9 +81,9 @@ struct GemmShape {
 /// C[0:Mr, 0:Nr] (+)= A_panel B_panel over depth kc: A packed k-major (Mr values per k), B packed
 /// k-major (Nr values per k). `rows` x `cols` of the tile are valid; a partial tile goes through
 /// a local buffer.
-template <class Real>
-void gemm_micro_kernel(Index kc, const Real* a, const Real* b, Real* c, Index ldc, Index rows,
-                       Index cols, bool overwrite) {
+template <class Real, bool kRowMajorA>
+void gemm_micro_kernel(Index kc, const Real* a, Index lda, const Real* b, Real* c, Index ldc,
+                       Index rows, Index cols, bool overwrite) {
   using Shape = GemmShape<Real>;
   using Packet = typename Shape::Packet;
   using Eigen::internal::pload;
@@ -81,15 +99,29 @@ void gemm_micro_kernel(Index kc, const Real* a, const Real* b, Real* c, Index ld
   for (int r = 0; r < kMr; ++r) {
     for (int q = 0; q < kNp; ++q) acc[r][q] = pset1<Packet>(Real(0));
   }
-  for (Index p = 0; p < kc; ++p) {
-    Packet bp[kNp];
-    for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
-    for (int r = 0; r < kMr; ++r) {
-      const Packet ar = pset1<Packet>(a[r]);
-      for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
+  if constexpr (kRowMajorA) {
+    const Real* row[kMr];
+    for (int r = 0; r < kMr; ++r) row[r] = a + std::min<Index>(r, rows - 1) * lda;
+    for (Index p = 0; p < kc; ++p) {
+      Packet bp[kNp];
+      for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
+      for (int r = 0; r < kMr; ++r) {
+        const Packet ar = pset1<Packet>(row[r][p]);
+        for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
+      }
+      b += kNp * kP;
     }
-    a += kMr;
-    b += kNp * kP;
+  } else {
+    for (Index p = 0; p < kc; ++p) {
+      Packet bp[kNp];
+      for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
+      for (int r = 0; r < kMr; ++r) {
+        const Packet ar = pset1<Packet>(a[r]);
+        for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
+      }
+      a += kMr;
+      b += kNp * kP;
+    }
   }
 
   if (rows == kMr && cols == Shape::kNr) {
@@ -190,17 +222,16 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
   if (k <= 0 || n < Shape::kNr / 2) {
     // Too narrow for the register tile (an output layer with 2 columns would waste most of every
     // tile): Eigen's product, which has kernels for thin right-hand sides.
-    using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
-    const Eigen::Map<const Batch<Real>, 0, Strided> lhs(a.data, m, k,
-                                                        Strided(a.row_stride, a.col_stride));
-    const Eigen::Map<const Batch<Real>, 0, Strided> rhs(b.data, k, n,
-                                                        Strided(b.row_stride, b.col_stride));
     Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
-    if (accumulate) {
-      out.noalias() += lhs * rhs;
-    } else {
-      out.noalias() = lhs * rhs;
-    }
+    with_eigen_map(a, m, k, [&](const auto& lhs) {
+      with_eigen_map(b, k, n, [&](const auto& rhs) {
+        if (accumulate) {
+          out.noalias() += lhs * rhs;
+        } else {
+          out.noalias() = lhs * rhs;
+        }
+      });
+    });
     for (Index i = 0; i < m; i += Shape::kMr) {
       for (Index j = 0; j < n; j += Shape::kNr) {
         epilogue(i, j, std::min(Shape::kMr, m - i), std::min(Shape::kNr, n - j));
@@ -210,6 +241,9 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
   }
   GemmBuffers<Real>& buffers = GemmBuffers<Real>::local();
   Real* packed_a = buffers.lhs.data();
+  // A row-major A is read in place (its rows are already contiguous along the depth); any other
+  // layout is packed into Mr-row panels.
+  const bool row_major_a = a.col_stride == 1;
   Real* packed_b = buffers.rhs.data();
   for (Index jc = 0; jc < n; jc += Shape::kNc) {
     const Index nc = std::min(Shape::kNc, n - jc);
@@ -220,14 +254,22 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
       pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc, packed_b);
       for (Index ic = 0; ic < m; ic += Shape::kMc) {
         const Index mc = std::min(Shape::kMc, m - ic);
-        pack_lhs(StridedMatrix<Real>{&a(ic, pc), a.row_stride, a.col_stride}, mc, kc, packed_a);
+        if (!row_major_a) {
+          pack_lhs(StridedMatrix<Real>{&a(ic, pc), a.row_stride, a.col_stride}, mc, kc, packed_a);
+        }
         for (Index jr = 0; jr < nc; jr += Shape::kNr) {
           const Index cols = std::min(Shape::kNr, nc - jr);
           const Real* b_panel = packed_b + jr * kc;
           for (Index ir = 0; ir < mc; ir += Shape::kMr) {
             const Index rows = std::min(Shape::kMr, mc - ir);
             Real* c_tile = c + (ic + ir) * ldc + jc + jr;
-            gemm_micro_kernel(kc, packed_a + ir * kc, b_panel, c_tile, ldc, rows, cols, overwrite);
+            if (row_major_a) {
+              gemm_micro_kernel<Real, true>(kc, &a(ic + ir, pc), a.row_stride, b_panel, c_tile, ldc,
+                                            rows, cols, overwrite);
+            } else {
+              gemm_micro_kernel<Real, false>(kc, packed_a + ir * kc, 0, b_panel, c_tile, ldc, rows,
+                                             cols, overwrite);
+            }
             if (last) epilogue(ic + ir, jc + jr, rows, cols);
           }
         }
