@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/gemm.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
@@ -35,7 +36,8 @@ namespace ddpm::nn {
 /// im2col buffer of its own and multiplies it by W, so no batch-sized buffer exists. A convolution
 /// is linear in x, so backward() takes x again and rebuilds each tile rather than storing it (it
 /// needs no earlier forward() and the layer keeps no activations). A 1x1 stride-1 convolution
-/// without padding skips im2col: its GEMMs read x itself. Results do not depend on the number of
+/// without padding skips im2col: its GEMMs read x itself. The products run on ddpm's packed GEMM
+/// (core/gemm.hpp) with the bias added per finished tile. Results do not depend on the number of
 /// threads.
 ///
 /// \code
@@ -154,25 +156,28 @@ class Conv2d {
                                 y.cols(), "output_shape(in).pixels() x out_channels");
     const Index rows = g.out.pixels();
     const Index tiles = (rows + kTileRows - 1) / kTileRows;
-    const ConstWeightMap w(weight_, patch(), out_);
-    const ConstBiasMap b(bias_, out_);
+    const ddpm::detail::StridedMatrix<Real> w{weight_, out_, 1};
     for_each_worker(tiles, rows * patch() * out_, [&](Index first, Index last, Real* col) {
       for (Index tile = first; tile < last; ++tile) {
         const Index begin = tile * kTileRows;
         const Index count = std::min(kTileRows, rows - begin);
-        StridedMap<Real> y_tile(y.data() + begin * y.outerStride(), count, out_,
-                                Eigen::OuterStride<>(y.outerStride()));
-        if (accumulate) {
-          y_tile.rowwise() += b;
-        } else {
-          y_tile.rowwise() = b;
-        }
+        Real* y_tile = y.data() + begin * y.outerStride();
+        const Index ldy = y.outerStride();
+        const auto add_bias = [&](Index i, Index j, Index tile_rows, Index cols) {
+          for (Index r = i; r < i + tile_rows; ++r) {
+            detail::ArrayMap<Real>(y_tile + r * ldy + j, cols) +=
+                detail::ConstArrayMap<Real>(bias_ + j, cols);
+          }
+        };
         if (direct()) {
-          y_tile.noalias() += rows_of(x, begin, count) * w;
+          ddpm::detail::gemm_serial(count, out_, in_,
+                                    ddpm::detail::strided(rows_of(x, begin, count)), w, y_tile, ldy,
+                                    accumulate, add_bias);
         } else {
           im2col(x, g, begin, count, col);
-          y_tile.noalias() +=
-              ConstStridedMap<Real>(col, count, patch(), Eigen::OuterStride<>(patch())) * w;
+          ddpm::detail::gemm_serial(count, out_, patch(),
+                                    ddpm::detail::StridedMatrix<Real>{col, patch(), 1}, w, y_tile,
+                                    ldy, accumulate, add_bias);
         }
       }
     });
@@ -192,7 +197,6 @@ class Conv2d {
   }
 
  private:
-  using ColumnMajorMap = Eigen::Map<Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>>;
   /// Elements per parallel block when the per-group weight gradients are summed.
   static constexpr Index kReduceBlock = 4096;
 
@@ -224,9 +228,9 @@ class Conv2d {
   /// Splits items [0, count) into one contiguous range per thread and runs body(first, last,
   /// scratch), scratch being that thread's kTileRows x patch() buffer; in parallel when `work`
   /// (multiply-adds in all) is worth a fork. Every thread count makes the same items with the same
-  /// arithmetic, so results are bitwise equal. All threads enter the parallel region even when
-  /// some get no item: Eigen then keeps each GEMM single-threaded, where a lone caller would let
-  /// it split the GEMM its own way.
+  /// arithmetic, so results are bitwise equal. Each thread runs single-threaded products
+  /// (gemm_serial); all threads enter the parallel region even when some get no item, so the
+  /// thin products gemm_serial hands to Eigen stay single-threaded too.
   template <class Body>
   void for_each_worker(Index count, Index work, Body&& body) {
     const Index workers = ddpm::detail::max_threads();
@@ -347,7 +351,10 @@ class Conv2d {
     const Index k = patch();
     Eigen::Map<Batch<Real>> weight_partials = weight_partials_.resize(groups, k * out_);
     Eigen::Map<Batch<Real>> bias_partials = bias_partials_.resize(groups, out_);
-    const ConstWeightMap w(weight_, patch(), out_);
+    // dx = dy W^T: W^T is copied once per call, so every tile packs it from contiguous rows.
+    const ddpm::detail::StridedMatrix<Real> w_transposed{
+        dx != nullptr ? transposed_weight_.resize(out_, k).data() : nullptr, k, 1};
+    if (dx != nullptr) transposed_weight_.view() = ConstWeightMap(weight_, k, out_).transpose();
     const Index out_image = g.out.plane();
     for_each_worker(
         groups, g.out.pixels() * k * out_ * (dx != nullptr ? 2 : 1),
@@ -357,25 +364,22 @@ class Conv2d {
             const Index image_end = std::min(in.batch, image_begin + per_group);
             const Index begin = image_begin * out_image;
             const Index end = image_end * out_image;
-            ColumnMajorMap dw(weight_partials.data() + group * k * out_, k, out_);
+            Real* dw = weight_partials.data() + group * k * out_;
             detail::ArrayMap<Real> db(bias_partials.data() + group * out_, out_);
             db.setZero();
             for (Index r = begin; r < end; ++r) {
               db += detail::ConstArrayMap<Real>(dy.data() + r * dy.outerStride(), out_);
             }
             if (direct()) {
-              // One GEMM per group: x needs no expansion, so there is no tile buffer to bound.
-              const ConstStridedMap<Real> x_rows = rows_of(x, begin, end - begin);
-              const ConstStridedMap<Real> dy_rows = rows_of(dy, begin, end - begin);
-              dw.noalias() = x_rows.transpose() * dy_rows;
+              // One product per group: x needs no expansion, so there is no tile buffer to bound.
+              const auto x_rows = ddpm::detail::strided(rows_of(x, begin, end - begin));
+              const auto dy_rows = ddpm::detail::strided(rows_of(dy, begin, end - begin));
+              ddpm::detail::gemm_serial(in_, out_, end - begin, x_rows.transposed(), dy_rows, dw,
+                                        out_, false);
               if (dx != nullptr) {
-                StridedMap<Real> dx_rows(dx->data() + begin * dx->outerStride(), end - begin, in_,
-                                         Eigen::OuterStride<>(dx->outerStride()));
-                if (accumulate) {
-                  dx_rows.noalias() += dy_rows * w.transpose();
-                } else {
-                  dx_rows.noalias() = dy_rows * w.transpose();
-                }
+                ddpm::detail::gemm_serial(end - begin, in_, out_, dy_rows, w_transposed,
+                                          dx->data() + begin * dx->outerStride(), dx->outerStride(),
+                                          accumulate);
               }
               continue;
             }
@@ -385,23 +389,22 @@ class Conv2d {
                 detail::ArrayMap<Real>(dx->data() + r * dx->outerStride(), in_).setZero();
               }
             }
-            dw.setZero();
             for (Index tile = begin; tile < end; tile += kTileRows) {
               const Index count = std::min(kTileRows, end - tile);
               im2col(x, g, tile, count, col);
-              const ConstStridedMap<Real> dy_rows = rows_of(dy, tile, count);
-              StridedMap<Real> col_map(col, count, k, Eigen::OuterStride<>(k));
-              dw.noalias() += col_map.transpose() * dy_rows;
+              const auto dy_rows = ddpm::detail::strided(rows_of(dy, tile, count));
+              const ddpm::detail::StridedMatrix<Real> col_rows{col, k, 1};
+              ddpm::detail::gemm_serial(k, out_, count, col_rows.transposed(), dy_rows, dw, out_,
+                                        tile != begin);
               if (dx != nullptr) {
-                col_map.noalias() = dy_rows * w.transpose();  // the tile is no longer needed
+                // The tile is no longer needed: it takes dy W^T, then scatters into dx.
+                ddpm::detail::gemm_serial(count, k, out_, dy_rows, w_transposed, col, k, false);
                 col2im_add(col, g, tile, count, *dx);
               }
             }
           }
         });
-    // Fixed order over groups: the sums do not depend on which thread made which partial. The
-    // partials are column-major (K x out), which gives Eigen's GEMM the long side (K) as the rows
-    // it blocks by; they are summed into the first one and added transposed to W.grad.
+    // Fixed order over groups: the sums do not depend on which thread made which partial.
     const Index size = k * out_;
     const Index blocks = (size + kReduceBlock - 1) / kReduceBlock;
     Real* total = weight_partials.data();
@@ -412,9 +415,8 @@ class Conv2d {
       for (Index group = 1; group < groups; ++group) {
         sum += detail::ConstArrayMap<Real>(total + group * size + begin, count);
       }
+      detail::ArrayMap<Real>(weight_grad_ + begin, count) += sum;
     });
-    WeightMap weight_grad_map = weight_grad();
-    weight_grad_map += ColumnMajorMap(total, k, out_);
     detail::ArrayMap<Real> bias_grad_map(bias_grad_, out_);
     for (Index group = 0; group < groups; ++group) {
       bias_grad_map += detail::ConstArrayMap<Real>(bias_partials.data() + group * out_, out_);
@@ -437,6 +439,7 @@ class Conv2d {
   std::vector<Workspace<Real>> scratch_;  // one im2col tile per thread
   Workspace<Real> weight_partials_;       // per-group weight gradients, groups x (patch * out)
   Workspace<Real> bias_partials_;         // per-group bias gradients, groups x out
+  Workspace<Real> transposed_weight_;     // W^T for dx, out x patch
 };
 
 }  // namespace ddpm::nn
