@@ -153,7 +153,13 @@ void pack_lhs(StridedMatrix<Real> a, Index mc, Index kc, Real* out) {
   constexpr Index kMr = GemmShape<Real>::kMr;
   for (Index i0 = 0; i0 < mc; i0 += kMr) {
     const Index rows = std::min(kMr, mc - i0);
-    if (a.col_stride == 1) {
+    if (a.row_stride == 1 && rows == kMr) {
+      // Column-major source (x^T in a weight gradient): each depth step is one contiguous run.
+      for (Index p = 0; p < kc; ++p) {
+        const Real* src = a.data + i0 + p * a.col_stride;
+        for (Index r = 0; r < kMr; ++r) out[p * kMr + r] = src[r];
+      }
+    } else if (a.col_stride == 1) {
       // Row-major source: walk each row contiguously, scatter into the panel.
       for (Index r = 0; r < rows; ++r) {
         const Real* src = a.data + (i0 + r) * a.row_stride;
