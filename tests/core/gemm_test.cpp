@@ -166,6 +166,32 @@ TEST_CASE("the gemm epilogue sees every element once, after its final value") {
   }
 }
 
+TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing per call", Real,
+                   float, double) {
+  using Shape = ddpm::detail::GemmShape<Real>;
+  struct Case {
+    Index m, n, k;
+    bool b_col;
+  };
+  // Several depth blocks, several column blocks (n > kNc), a thin one that goes to Eigen, and a
+  // transposed B.
+  for (const Case shape :
+       {Case{30, 70, Shape::kKc + 40, false}, Case{5, Shape::kNc + 40, 20, false},
+        Case{17, 3, 50, false}, Case{40, 64, 100, true}}) {
+    CAPTURE(shape.n);
+    const Operand<Real> a(shape.m, shape.k, false, 8), b(shape.k, shape.n, shape.b_col, 9);
+    ddpm::detail::PackedRhs<Real> packed;
+    packed.pack(b.view, shape.k, shape.n);
+    for (const bool accumulate : {false, true}) {
+      std::vector<Real> once = normals<Real>(shape.m * shape.n, 10), each = once;
+      ddpm::detail::gemm_serial(shape.m, a.view, packed, once.data(), shape.n, accumulate);
+      ddpm::detail::gemm_serial(shape.m, shape.n, shape.k, a.view, b.view, each.data(), shape.n,
+                                accumulate);
+      CHECK(once == each);
+    }
+  }
+}
+
 #ifdef _OPENMP
 TEST_CASE("gemm results do not depend on the number of threads") {
   const int saved = omp_get_max_threads();

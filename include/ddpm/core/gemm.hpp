@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // A blocked, packed matrix product C (+)= A B for the network layers, written on Eigen's SIMD
 // packets: a register-blocked micro-kernel, packing buffers allocated once per thread, no zero-fill
-// of C, an epilogue hook that runs on each finished tile while it is still in L1, and a fixed
+// of C, an epilogue hook that runs on each finished block while it is still in L2, and a fixed
 // reduction order, so results do not depend on the thread count.
 #pragma once
 
@@ -217,47 +217,97 @@ struct GemmBuffers {
   }
 };
 
-/// Single-threaded C (+)= A B for A m x k, B k x n, C row-major with row stride ldc. With
-/// `accumulate` false C is overwritten (it need not be initialized). epilogue(i, j, rows, cols)
-/// runs once on every finished tile of C, after its last depth block.
-template <class Real, class Epilogue = NoEpilogue>
-void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
-                 Index ldc, bool accumulate, Epilogue&& epilogue = {}) {
-  using Shape = GemmShape<Real>;
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0 || n < Shape::kNr / 2) {
-    // Too narrow for the register tile (an output layer with 2 columns would waste most of every
-    // tile): Eigen's product, which has kernels for thin right-hand sides.
-    Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
-    with_eigen_map(a, m, k, [&](const auto& lhs) {
-      with_eigen_map(b, k, n, [&](const auto& rhs) {
-        if (accumulate) {
-          out.noalias() += lhs * rhs;
-        } else {
-          out.noalias() = lhs * rhs;
-        }
-      });
-    });
-    for (Index i = 0; i < m; i += Shape::kMr) {
-      for (Index j = 0; j < n; j += Shape::kNr) {
-        epilogue(i, j, std::min(Shape::kMr, m - i), std::min(Shape::kNr, n - j));
+/// A right-hand side packed once for many products (a layer's weights, shared by the threads and
+/// the tiles of a batch): the panels gemm_serial would otherwise pack for every call. Storage
+/// only grows. A matrix too narrow for the register tile is not packed; its products go to Eigen
+/// through the view kept here.
+template <class Real>
+class PackedRhs {
+ public:
+  /// Packs b (depth x cols).
+  void pack(StridedMatrix<Real> b, Index depth, Index cols) {
+    using Shape = GemmShape<Real>;
+    view_ = b;
+    depth_ = depth;
+    cols_ = cols;
+    if (cols < Shape::kNr / 2 || depth <= 0) return;
+    const Index padded = (cols + Shape::kNr - 1) / Shape::kNr * Shape::kNr;
+    const auto size = static_cast<std::size_t>(depth * padded);
+    if (data_.size() < size) data_.resize(size);
+    for (Index jc = 0; jc < cols; jc += Shape::kNc) {
+      const Index nc = std::min(Shape::kNc, cols - jc);
+      for (Index pc = 0; pc < depth; pc += Shape::kKc) {
+        const Index kc = std::min(Shape::kKc, depth - pc);
+        pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc,
+                 data_.data() + offset(jc, pc, nc));
       }
     }
-    return;
   }
-  GemmBuffers<Real>& buffers = GemmBuffers<Real>::local();
-  Real* packed_a = buffers.lhs.data();
+
+  [[nodiscard]] StridedMatrix<Real> view() const noexcept { return view_; }
+  [[nodiscard]] Index depth() const noexcept { return depth_; }
+  [[nodiscard]] Index cols() const noexcept { return cols_; }
+
+  /// The packed block of columns [jc, jc + nc) and depth [pc, pc + kc).
+  [[nodiscard]] const Real* block(Index jc, Index pc, Index nc) const noexcept {
+    return data_.data() + offset(jc, pc, nc);
+  }
+
+ private:
+  // Column blocks hold the full depth back to back; within one, depth block pc starts at pc rows
+  // of its padded width.
+  [[nodiscard]] Index offset(Index jc, Index pc, Index nc) const noexcept {
+    using Shape = GemmShape<Real>;
+    const Index padded = (nc + Shape::kNr - 1) / Shape::kNr * Shape::kNr;
+    return jc * depth_ + pc * padded;
+  }
+
+  std::vector<Real, Eigen::aligned_allocator<Real>> data_;
+  StridedMatrix<Real> view_{nullptr, 0, 0};
+  Index depth_ = 0;
+  Index cols_ = 0;
+};
+
+namespace gemm_internal {
+
+/// Eigen's product for shapes the register tile does not fit, with the epilogue run per block.
+template <class Real, class Epilogue>
+void thin_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
+                  Index ldc, bool accumulate, Epilogue& epilogue) {
+  using Shape = GemmShape<Real>;
+  Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
+  with_eigen_map(a, m, k, [&](const auto& lhs) {
+    with_eigen_map(b, k, n, [&](const auto& rhs) {
+      if (accumulate) {
+        out.noalias() += lhs * rhs;
+      } else {
+        out.noalias() = lhs * rhs;
+      }
+    });
+  });
+  for (Index i = 0; i < m; i += Shape::kMc) {
+    for (Index j = 0; j < n; j += Shape::kNc) {
+      epilogue(i, j, std::min(Shape::kMc, m - i), std::min(Shape::kNc, n - j));
+    }
+  }
+}
+
+/// The blocked loops; rhs_block(jc, pc, kc, nc) returns the packed B block to use.
+template <class Real, class Epilogue, class RhsBlock>
+void blocked_product(Index m, Index n, Index k, StridedMatrix<Real> a, Real* c, Index ldc,
+                     bool accumulate, Epilogue& epilogue, RhsBlock&& rhs_block) {
+  using Shape = GemmShape<Real>;
+  Real* packed_a = GemmBuffers<Real>::local().lhs.data();
   // A row-major A is read in place (its rows are already contiguous along the depth); any other
   // layout is packed into Mr-row panels.
   const bool row_major_a = a.col_stride == 1;
-  Real* packed_b = buffers.rhs.data();
   for (Index jc = 0; jc < n; jc += Shape::kNc) {
     const Index nc = std::min(Shape::kNc, n - jc);
     for (Index pc = 0; pc < k; pc += Shape::kKc) {
       const Index kc = std::min(Shape::kKc, k - pc);
       const bool overwrite = pc == 0 && !accumulate;
       const bool last = pc + kc == k;
-      pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc, packed_b);
+      const Real* packed_b = rhs_block(jc, pc, kc, nc);
       for (Index ic = 0; ic < m; ic += Shape::kMc) {
         const Index mc = std::min(Shape::kMc, m - ic);
         if (!row_major_a) {
@@ -276,12 +326,55 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
               gemm_micro_kernel<Real, false>(kc, packed_a + ir * kc, 0, b_panel, c_tile, ldc, rows,
                                              cols, overwrite);
             }
-            if (last) epilogue(ic + ir, jc + jr, rows, cols);
           }
         }
+        // Once per finished row block: long contiguous rows keep the vectorized epilogue
+        // efficient (per register tile, 32-element rows spent as long on loop set-up as on math).
+        if (last) epilogue(ic, jc, mc, nc);
       }
     }
   }
+}
+
+}  // namespace gemm_internal
+
+/// Single-threaded C (+)= A B for A m x k, B k x n, C row-major with row stride ldc. With
+/// `accumulate` false C is overwritten (it need not be initialized). epilogue(i, j, rows, cols)
+/// runs once on every finished block of C (at most kMc x kNc), after its last depth block.
+template <class Real, class Epilogue = NoEpilogue>
+void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
+                 Index ldc, bool accumulate, Epilogue&& epilogue = {}) {
+  using Shape = GemmShape<Real>;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || n < Shape::kNr / 2) {
+    // Too narrow for the register tile (an output layer with 2 columns would waste most of every
+    // tile): Eigen's product, which has kernels for thin right-hand sides.
+    gemm_internal::thin_product(m, n, k, a, b, c, ldc, accumulate, epilogue);
+    return;
+  }
+  Real* packed_b = GemmBuffers<Real>::local().rhs.data();
+  gemm_internal::blocked_product(
+      m, n, k, a, c, ldc, accumulate, epilogue, [&](Index jc, Index pc, Index kc, Index nc) {
+        pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc, packed_b);
+        return static_cast<const Real*>(packed_b);
+      });
+}
+
+/// gemm_serial with a right-hand side packed beforehand (b.depth() x b.cols()).
+template <class Real, class Epilogue = NoEpilogue>
+void gemm_serial(Index m, StridedMatrix<Real> a, const PackedRhs<Real>& b, Real* c, Index ldc,
+                 bool accumulate, Epilogue&& epilogue = {}) {
+  using Shape = GemmShape<Real>;
+  const Index n = b.cols();
+  const Index k = b.depth();
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || n < Shape::kNr / 2) {
+    gemm_internal::thin_product(m, n, k, a, b.view(), c, ldc, accumulate, epilogue);
+    return;
+  }
+  gemm_internal::blocked_product(
+      m, n, k, a, c, ldc, accumulate, epilogue,
+      [&](Index jc, Index pc, Index, Index nc) { return b.block(jc, pc, nc); });
 }
 
 /// C (+)= A B as gemm_serial, split over the OpenMP threads when called outside a parallel region

@@ -156,7 +156,8 @@ class Conv2d {
                                 y.cols(), "output_shape(in).pixels() x out_channels");
     const Index rows = g.out.pixels();
     const Index tiles = (rows + kTileRows - 1) / kTileRows;
-    const ddpm::detail::StridedMatrix<Real> w{weight_, out_, 1};
+    // W is packed once per call and shared by every thread and tile.
+    packed_weight_.pack(ddpm::detail::StridedMatrix<Real>{weight_, out_, 1}, patch(), out_);
     for_each_worker(tiles, rows * patch() * out_, [&](Index first, Index last, Real* col) {
       for (Index tile = first; tile < last; ++tile) {
         const Index begin = tile * kTileRows;
@@ -170,14 +171,12 @@ class Conv2d {
           }
         };
         if (direct()) {
-          ddpm::detail::gemm_serial(count, out_, in_,
-                                    ddpm::detail::strided(rows_of(x, begin, count)), w, y_tile, ldy,
-                                    accumulate, add_bias);
+          ddpm::detail::gemm_serial(count, ddpm::detail::strided(rows_of(x, begin, count)),
+                                    packed_weight_, y_tile, ldy, accumulate, add_bias);
         } else {
           im2col(x, g, begin, count, col);
-          ddpm::detail::gemm_serial(count, out_, patch(),
-                                    ddpm::detail::StridedMatrix<Real>{col, patch(), 1}, w, y_tile,
-                                    ldy, accumulate, add_bias);
+          ddpm::detail::gemm_serial(count, ddpm::detail::StridedMatrix<Real>{col, patch(), 1},
+                                    packed_weight_, y_tile, ldy, accumulate, add_bias);
         }
       }
     });
@@ -351,10 +350,10 @@ class Conv2d {
     const Index k = patch();
     Eigen::Map<Batch<Real>> weight_partials = weight_partials_.resize(groups, k * out_);
     Eigen::Map<Batch<Real>> bias_partials = bias_partials_.resize(groups, out_);
-    // dx = dy W^T: W^T is copied once per call, so every tile packs it from contiguous rows.
-    const ddpm::detail::StridedMatrix<Real> w_transposed{
-        dx != nullptr ? transposed_weight_.resize(out_, k).data() : nullptr, k, 1};
-    if (dx != nullptr) transposed_weight_.view() = ConstWeightMap(weight_, k, out_).transpose();
+    // dx = dy W^T: W^T is packed once per call and shared by every thread and tile.
+    if (dx != nullptr) {
+      packed_weight_.pack(ddpm::detail::StridedMatrix<Real>{weight_, 1, out_}, out_, k);
+    }
     const Index out_image = g.out.plane();
     for_each_worker(
         groups, g.out.pixels() * k * out_ * (dx != nullptr ? 2 : 1),
@@ -377,7 +376,7 @@ class Conv2d {
               ddpm::detail::gemm_serial(in_, out_, end - begin, x_rows.transposed(), dy_rows, dw,
                                         out_, false);
               if (dx != nullptr) {
-                ddpm::detail::gemm_serial(end - begin, in_, out_, dy_rows, w_transposed,
+                ddpm::detail::gemm_serial(end - begin, dy_rows, packed_weight_,
                                           dx->data() + begin * dx->outerStride(), dx->outerStride(),
                                           accumulate);
               }
@@ -398,7 +397,7 @@ class Conv2d {
                                         tile != begin);
               if (dx != nullptr) {
                 // The tile is no longer needed: it takes dy W^T, then scatters into dx.
-                ddpm::detail::gemm_serial(count, k, out_, dy_rows, w_transposed, col, k, false);
+                ddpm::detail::gemm_serial(count, dy_rows, packed_weight_, col, k, false);
                 col2im_add(col, g, tile, count, *dx);
               }
             }
@@ -439,7 +438,8 @@ class Conv2d {
   std::vector<Workspace<Real>> scratch_;  // one im2col tile per thread
   Workspace<Real> weight_partials_;       // per-group weight gradients, groups x (patch * out)
   Workspace<Real> bias_partials_;         // per-group bias gradients, groups x out
-  Workspace<Real> transposed_weight_;     // W^T for dx, out x patch
+  // W (forward) or W^T (backward, for dx), packed once per call.
+  ddpm::detail::PackedRhs<Real> packed_weight_;
 };
 
 }  // namespace ddpm::nn

@@ -170,13 +170,17 @@ class ConvGraph {
   /// The value of a node after forward().
   [[nodiscard]] Eigen::Map<Batch<Real>> value(NodeId node) { return nodes_[node].value.view(); }
 
-  /// Zeroes every node's gradient, before the caller writes the gradient of the nodes it read.
+  /// Starts a backward pass: every node's gradient is zero until something writes it. Nothing is
+  /// zeroed here: the first op to reach a node's gradient overwrites it, later ones add to it.
   void begin_backward() {
-    for (Node& node : nodes_) node.grad.resize(node.shape.pixels(), node.shape.channels).setZero();
+    for (Node& node : nodes_) {
+      node.grad.resize(node.shape.pixels(), node.shape.channels);
+      node.grad_written = false;
+    }
   }
 
-  /// The gradient of a node (after begin_backward()).
-  [[nodiscard]] Eigen::Map<Batch<Real>> grad(NodeId node) { return nodes_[node].grad.view(); }
+  /// The gradient of a node (after begin_backward()), for the caller to write or add to.
+  [[nodiscard]] Eigen::Map<Batch<Real>> grad(NodeId node) { return written_grad(nodes_[node]); }
 
   /// Back-propagates through every op, accumulating parameter gradients and adding d loss /
   /// d embedding to d_embedding. With `input_gradient` the input's gradient is computed too
@@ -192,6 +196,10 @@ class ConvGraph {
   void input_gradient_planar(Batch<Real>& out) const {
     const Node& input = nodes_[0];
     out.resize(input.shape.batch, input.shape.image_size());
+    if (!input.grad_written) {
+      out.setZero();
+      return;
+    }
     to_planar<Real>(input.grad.view(), input.shape, out);
   }
 
@@ -210,11 +218,29 @@ class ConvGraph {
     ImageShape shape;
     Workspace<Real> value;
     Workspace<Real> grad;
+    bool grad_written = false;  // in this backward pass; an unwritten gradient is zero
   };
 
   NodeId add_node(const ImageShape& shape) {
     nodes_.push_back(Node{shape, {}, {}});
     return nodes_.size() - 1;
+  }
+
+  /// The node's gradient, zeroed now if nothing wrote it yet.
+  static Eigen::Map<Batch<Real>> written_grad(Node& node) {
+    if (!node.grad_written) {
+      node.grad.view().setZero();
+      node.grad_written = true;
+    }
+    return node.grad.view();
+  }
+
+  /// Whether an op adding into `node`'s gradient must add (true) or may overwrite (false); marks
+  /// the gradient written either way.
+  static bool accumulate_into(Node& node) {
+    const bool accumulate = node.grad_written;
+    node.grad_written = true;
+    return accumulate;
   }
 
   NodeId add_op(Kind kind, std::size_t layer, NodeId in, const ImageShape& shape, NodeId in2 = 0) {
@@ -258,38 +284,61 @@ class ConvGraph {
   void run_backward(const Op& op, const Eigen::Ref<const Batch<Real>>& embedding,
                     Eigen::Ref<Batch<Real>>& d_embedding, bool input_gradient) {
     Node& in = nodes_[op.in];
-    const Node& out = nodes_[op.out];
     const Eigen::Map<const Batch<Real>> x = std::as_const(in.value).view();
-    const Eigen::Map<const Batch<Real>> dy = out.grad.view();
+    // An output nothing wrote into (no consumer) has gradient zero.
+    Node& out = nodes_[op.out];
+    written_grad(out);
+    const Eigen::Map<const Batch<Real>> dy = std::as_const(out.grad).view();
     const bool skip_dx = op.in == 0 && !input_gradient;
     switch (op.kind) {
       case Kind::conv:
         if (skip_dx) {
           convs_[op.layer].backward(x, in.shape, dy);
         } else {
-          convs_[op.layer].backward(x, in.shape, dy, in.grad.view(), true);
+          const bool accumulate = accumulate_into(in);
+          convs_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
         }
         break;
-      case Kind::norm:
-        norms_[op.layer].backward(x, in.shape, dy, in.grad.view(), true);
-        break;
-      case Kind::block:
-        blocks_[op.layer].backward(x, in.shape, embedding, dy, in.grad.view(), d_embedding, true);
-        break;
-      case Kind::attention:
-        attentions_[op.layer].backward(x, in.shape, dy, in.grad.view(), true);
-        break;
-      case Kind::concat: {
-        const Index left = in.shape.channels;
-        in.grad.view() += dy.leftCols(left);
-        nodes_[op.in2].grad.view() += dy.rightCols(out.shape.channels - left);
+      case Kind::norm: {
+        const bool accumulate = accumulate_into(in);
+        norms_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
         break;
       }
-      case Kind::upsample:
-        upsample_nearest2x_backward<Real>(dy, in.shape, in.grad.view(), true);
+      case Kind::block: {
+        const bool accumulate = accumulate_into(in);
+        blocks_[op.layer].backward(x, in.shape, embedding, dy, in.grad.view(), d_embedding,
+                                   accumulate);
         break;
+      }
+      case Kind::attention: {
+        const bool accumulate = accumulate_into(in);
+        attentions_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
+        break;
+      }
+      case Kind::concat: {
+        const Index left = in.shape.channels;
+        Node& in2 = nodes_[op.in2];
+        if (accumulate_into(in)) {
+          in.grad.view() += dy.leftCols(left);
+        } else {
+          in.grad.view() = dy.leftCols(left);
+        }
+        if (accumulate_into(in2)) {
+          in2.grad.view() += dy.rightCols(out_channels(op) - left);
+        } else {
+          in2.grad.view() = dy.rightCols(out_channels(op) - left);
+        }
+        break;
+      }
+      case Kind::upsample: {
+        const bool accumulate = accumulate_into(in);
+        upsample_nearest2x_backward<Real>(dy, in.shape, in.grad.view(), accumulate);
+        break;
+      }
     }
   }
+
+  [[nodiscard]] Index out_channels(const Op& op) const { return nodes_[op.out].shape.channels; }
 
   std::vector<Conv2d<Real>> convs_;
   std::vector<bool> conv_zero_;

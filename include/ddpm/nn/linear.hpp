@@ -28,8 +28,8 @@ namespace ddpm::nn {
 ///
 /// W is stored in x out -- the transpose of PyTorch's `nn.Linear.weight`. All three products
 /// (x W, x^T dz, dz W^T) run on ddpm's packed GEMM (core/gemm.hpp), which reads the transposed
-/// operands through strides, and bias + activation (+ skip) run on each tile as it finishes.
-/// Parameters: "<name>.weight", "<name>.bias".
+/// operands through strides, and bias + activation (+ skip) run on each block of the result as it
+/// finishes. Parameters: "<name>.weight", "<name>.bias".
 ///
 /// \code
 ///   nn::ParameterStore<float> store;
