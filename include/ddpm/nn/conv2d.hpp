@@ -235,8 +235,10 @@ class Conv2d {
     const Index workers = ddpm::detail::max_threads();
     if (static_cast<Index>(scratch_.size()) < workers) scratch_.resize(workers);
     const bool needs_scratch = !direct();
+    // Wide enough for im2col(x) and for the transposed pass's im2col(dy).
+    const Index width = std::max(patch(), kernel_ * kernel_ * out_);
     for (Index t = 0; t < workers; ++t) {
-      if (needs_scratch) scratch_[t].resize(kTileRows, patch());
+      if (needs_scratch) scratch_[t].resize(kTileRows, width);
     }
     ddpm::detail::parallel_for(workers, work / workers, [&](Index t) {
       body(count * t / workers, count * (t + 1) / workers, scratch_[t].data());
@@ -247,17 +249,20 @@ class Conv2d {
   /// fall into the zero padding, and run(r, offset, pixel, n) for each horizontal run of n input
   /// pixels (rows pixel .. pixel + n - 1 of x) whose channels fill columns offset .. offset + n *
   /// in_channels - 1, for the output pixels first .. first + rows - 1.
+  /// `g` is the geometry of the convolution being expanded: channels and padding are those of
+  /// its input (a transposed pass expands dy with the flipped kernel's padding).
   template <class Pad, class Run>
-  void for_each_patch_run(const Geometry& g, Index first, Index rows, Pad&& pad, Run&& run) const {
+  void for_each_patch_run(const Geometry& g, Index channels, Index padding, Index first, Index rows,
+                          Pad&& pad, Run&& run) const {
     const Index out_plane = g.out.plane();
     Index n = first / out_plane;
     Index oy = first % out_plane / g.out.width;
     Index ox = first % out_plane % g.out.width;
     const Index k = kernel_;
-    const Index c = in_;
+    const Index c = channels;
     for (Index r = 0; r < rows; ++r) {
-      const Index y0 = oy * stride_ - padding_;
-      const Index x0 = ox * stride_ - padding_;
+      const Index y0 = oy * stride_ - padding;
+      const Index x0 = ox * stride_ - padding;
       // In-range kernel columns [kx_lo, kx_hi) are the same for every kernel row.
       const Index kx_lo = std::clamp<Index>(-x0, 0, k);
       const Index kx_hi = std::clamp<Index>(g.in.width - x0, kx_lo, k);
@@ -288,11 +293,17 @@ class Conv2d {
   /// col (rows x patch(), row-major) = the receptive fields of output pixels first .. first +
   /// rows - 1, zeros in the padding.
   void im2col(const ConstRef& x, const Geometry& g, Index first, Index rows, Real* col) const {
-    const Index width = patch();
+    im2col(x, g, in_, padding_, first, rows, col);
+  }
+
+  /// im2col of x with `channels` channels and `padding`, for the geometry g.
+  void im2col(const ConstRef& x, const Geometry& g, Index channels, Index padding, Index first,
+              Index rows, Real* col) const {
+    const Index c = channels;
+    const Index width = kernel_ * kernel_ * c;
     const Index stride = x.outerStride();
-    const Index c = in_;
     for_each_patch_run(
-        g, first, rows,
+        g, c, padding, first, rows,
         [&](Index r, Index offset, Index n) {
           detail::ArrayMap<Real>(col + r * width + offset, n).setZero();
         },
@@ -318,7 +329,7 @@ class Conv2d {
     const Index stride = dx.outerStride();
     const Index c = in_;
     for_each_patch_run(
-        g, first, rows, [](Index, Index, Index) {},
+        g, c, padding_, first, rows, [](Index, Index, Index) {},
         [&](Index r, Index offset, Index pixel, Index n) {
           const Real* src = dcol + r * width + offset;
           Real* dst = dx.data() + pixel * stride;
@@ -350,13 +361,21 @@ class Conv2d {
     const Index k = patch();
     Eigen::Map<Batch<Real>> weight_partials = weight_partials_.resize(groups, k * out_);
     Eigen::Map<Batch<Real>> bias_partials = bias_partials_.resize(groups, out_);
-    // dx = dy W^T: W^T is packed once per call and shared by every thread and tile.
-    if (dx != nullptr) {
+    // A stride-1 convolution's input gradient is itself a convolution: of dy with the kernel
+    // flipped and transposed, padding k - 1 - p. It gathers (im2col of dy) where the general path
+    // scatters (col2im), and writes dx once, without zeroing it first. Either way the weights it
+    // multiplies by are packed once per call and shared by every thread and tile.
+    const bool transposed_dx =
+        dx != nullptr && !direct() && stride_ == 1 && padding_ <= kernel_ - 1;
+    const bool scatter_dx = dx != nullptr && !direct() && !transposed_dx;
+    if (transposed_dx) {
+      pack_flipped_weight();
+    } else if (dx != nullptr) {
       packed_weight_.pack(ddpm::detail::StridedMatrix<Real>{weight_, 1, out_}, out_, k);
     }
     const Index out_image = g.out.plane();
     for_each_worker(
-        groups, g.out.pixels() * k * out_ * (dx != nullptr ? 2 : 1),
+        groups, g.out.pixels() * k * out_ * (scatter_dx || (dx != nullptr && direct()) ? 2 : 1),
         [&](Index first, Index last, Real* col) {
           for (Index group = first; group < last; ++group) {
             const Index image_begin = group * per_group;
@@ -382,7 +401,7 @@ class Conv2d {
               }
               continue;
             }
-            if (dx != nullptr && !accumulate) {
+            if (scatter_dx && !accumulate) {
               const Index in_image = g.in.plane();
               for (Index r = image_begin * in_image; r < image_end * in_image; ++r) {
                 detail::ArrayMap<Real>(dx->data() + r * dx->outerStride(), in_).setZero();
@@ -395,7 +414,7 @@ class Conv2d {
               const ddpm::detail::StridedMatrix<Real> col_rows{col, k, 1};
               ddpm::detail::gemm_serial(k, out_, count, col_rows.transposed(), dy_rows, dw, out_,
                                         tile != begin);
-              if (dx != nullptr) {
+              if (scatter_dx) {
                 // The tile is no longer needed: it takes dy W^T, then scatters into dx.
                 ddpm::detail::gemm_serial(count, dy_rows, packed_weight_, col, k, false);
                 col2im_add(col, g, tile, count, *dx);
@@ -420,6 +439,41 @@ class Conv2d {
     for (Index group = 0; group < groups; ++group) {
       bias_grad_map += detail::ConstArrayMap<Real>(bias_partials.data() + group * out_, out_);
     }
+    if (transposed_dx) transposed_input_gradient(dy, g, *dx, accumulate);
+  }
+
+  /// Packs W' (kernel^2 * out x in): W'[((k-1-ky) k + (k-1-kx)) out + co, ci] =
+  /// W[(ky k + kx) in + ci, co], the kernel of the transposed convolution.
+  void pack_flipped_weight() {
+    const Index k = kernel_;
+    Eigen::Map<Batch<Real>> flipped = flipped_weight_.resize(k * k * out_, in_);
+    const ConstWeightMap w(weight_, patch(), out_);
+    for (Index ky = 0; ky < k; ++ky) {
+      for (Index kx = 0; kx < k; ++kx) {
+        flipped.middleRows(((k - 1 - ky) * k + (k - 1 - kx)) * out_, out_) =
+            w.middleRows((ky * k + kx) * in_, in_).transpose();
+      }
+    }
+    packed_weight_.pack(ddpm::detail::strided(flipped), k * k * out_, in_);
+  }
+
+  /// dx (=/+=) conv(dy, W') with padding k - 1 - p, tile by tile over the input pixels.
+  void transposed_input_gradient(const ConstRef& dy, const Geometry& g, Ref& dx, bool accumulate) {
+    const Geometry back{g.out, g.in};
+    const Index back_padding = kernel_ - 1 - padding_;
+    const Index width = kernel_ * kernel_ * out_;
+    const Index rows = g.in.pixels();
+    const Index tiles = (rows + kTileRows - 1) / kTileRows;
+    for_each_worker(tiles, rows * width * in_, [&](Index first, Index last, Real* col) {
+      for (Index tile = first; tile < last; ++tile) {
+        const Index begin = tile * kTileRows;
+        const Index count = std::min(kTileRows, rows - begin);
+        im2col(dy, back, out_, back_padding, begin, count, col);
+        ddpm::detail::gemm_serial(count, ddpm::detail::StridedMatrix<Real>{col, width, 1},
+                                  packed_weight_, dx.data() + begin * dx.outerStride(),
+                                  dx.outerStride(), accumulate);
+      }
+    });
   }
 
   Index in_ = 0;
@@ -438,8 +492,9 @@ class Conv2d {
   std::vector<Workspace<Real>> scratch_;  // one im2col tile per thread
   Workspace<Real> weight_partials_;       // per-group weight gradients, groups x (patch * out)
   Workspace<Real> bias_partials_;         // per-group bias gradients, groups x out
-  // W (forward) or W^T (backward, for dx), packed once per call.
+  // W (forward), or W^T or the flipped W' (backward, for dx), packed once per call.
   ddpm::detail::PackedRhs<Real> packed_weight_;
+  Workspace<Real> flipped_weight_;  // W' of the transposed convolution, kernel^2 * out x in
 };
 
 }  // namespace ddpm::nn
