@@ -125,6 +125,11 @@ TEST_CASE_TEMPLATE("gemm matches a brute-force product for every layout and edge
   // Both write modes on one shape that is edgy in every dimension.
   check_product<Real>(mr + 1, nr + 3, kc + 1, false, true, true);
   check_product<Real>(mr + 1, nr + 3, kc + 1, false, true, false);
+  // Deep enough to be cut into depth slices (a weight gradient over a large batch).
+  const Index deep = 2 * ddpm::detail::gemm_internal::kDepthSlice + 50;
+  REQUIRE(ddpm::detail::gemm_internal::slices_depth<Real>(mr + 1, nr + 3, deep));
+  check_product<Real>(mr + 1, nr + 3, deep, true, false, true);
+  check_product<Real>(mr + 1, nr + 3, deep, true, false, false);
 }
 
 TEST_CASE("gemm with depth 0 writes zeros or leaves C, and still runs the epilogue") {
@@ -195,13 +200,14 @@ TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing p
 #ifdef _OPENMP
 TEST_CASE("gemm results do not depend on the number of threads") {
   const int saved = omp_get_max_threads();
-  // Tall (split by rows), wide (split by columns) and a deep reduction (dW = x^T dz).
+  // Tall (split by rows), wide (split by columns), a deep reduction (dW = x^T dz) and one deep
+  // enough to be cut into depth slices.
   struct Case {
     Index m, n, k;
     bool a_col;
   };
-  for (const Case shape :
-       {Case{1000, 256, 66, false}, Case{40, 700, 256, false}, Case{256, 256, 1000, true}}) {
+  for (const Case shape : {Case{1000, 256, 66, false}, Case{40, 700, 256, false},
+                           Case{256, 256, 1000, true}, Case{64, 40, 4100, true}}) {
     CAPTURE(shape.m);
     const Operand<float> a(shape.m, shape.k, shape.a_col, 6), b(shape.k, shape.n, false, 7);
     std::vector<float> one(static_cast<std::size_t>(shape.m * shape.n));

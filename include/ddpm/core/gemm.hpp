@@ -205,6 +205,7 @@ void pack_rhs(StridedMatrix<Real> b, Index kc, Index nc, Real* out) {
 template <class Real>
 struct GemmBuffers {
   std::vector<Real, Eigen::aligned_allocator<Real>> lhs, rhs;
+  std::vector<Real, Eigen::aligned_allocator<Real>> partials;  // depth slices of gemm(), grown
 
   static GemmBuffers& local() {
     thread_local GemmBuffers buffers;
@@ -377,13 +378,80 @@ void gemm_serial(Index m, StridedMatrix<Real> a, const PackedRhs<Real>& b, Real*
       [&](Index jc, Index pc, Index, Index nc) { return b.block(jc, pc, nc); });
 }
 
+/// Rows of C per chunk handed to a thread by gemm() (two row blocks).
+template <class Real>
+inline constexpr Index kRowsPerChunk = 2 * GemmShape<Real>::kMc;
+
+namespace gemm_internal {
+
+/// Depth of one slice of a deep product (a multiple of kKc).
+inline constexpr Index kDepthSlice = 1024;
+
+/// The calling thread's buffer for a right-hand side that gemm() packs for all threads.
+template <class Real>
+PackedRhs<Real>& shared_rhs() {
+  thread_local PackedRhs<Real> packed;
+  return packed;
+}
+
+/// Whether gemm() cuts the depth into slices: a deep product with a small result, like a weight
+/// gradient x^T dz over a large batch. Splitting its rows or columns instead would make every
+/// thread pack all of the operand it does not split. Depends on the shape only, never on the
+/// thread count, so the summation order is the same on any number of threads.
+template <class Real>
+bool slices_depth(Index m, Index n, Index k) {
+  return k >= 2 * kDepthSlice && k >= 4 * std::max(m, n) && n >= GemmShape<Real>::kNr / 2;
+}
+
+/// C (+)= sum over depth slices s of A_s B_s: each slice into a partial result (in parallel), then
+/// the partials added to C in slice order.
+template <class Real, class Epilogue>
+void sliced_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b,
+                    Real* c, Index ldc, bool accumulate, Epilogue& epilogue) {
+  using Shape = GemmShape<Real>;
+  const Index slices = (k + kDepthSlice - 1) / kDepthSlice;
+  auto& partials = GemmBuffers<Real>::local().partials;
+  const auto size = static_cast<std::size_t>(slices * m * n);
+  if (partials.size() < size) partials.resize(size);
+  Real* partial = partials.data();
+  parallel_for(slices, [&](Index slice) {
+    const Index begin = slice * kDepthSlice;
+    gemm_serial(m, n, std::min(kDepthSlice, k - begin),
+                StridedMatrix<Real>{&a(0, begin), a.row_stride, a.col_stride},
+                StridedMatrix<Real>{&b(begin, 0), b.row_stride, b.col_stride},
+                partial + slice * m * n, n, false);
+  });
+  using Row = Eigen::Map<Eigen::Array<Real, 1, Eigen::Dynamic>>;
+  using ConstRow = Eigen::Map<const Eigen::Array<Real, 1, Eigen::Dynamic>>;
+  parallel_for(m, n * slices, [&](Index i) {
+    Row row(c + i * ldc, n);
+    if (!accumulate) row = ConstRow(partial + i * n, n);
+    for (Index slice = accumulate ? 0 : 1; slice < slices; ++slice) {
+      row += ConstRow(partial + (slice * m + i) * n, n);
+    }
+  });
+  for (Index i = 0; i < m; i += Shape::kMc) {
+    for (Index j = 0; j < n; j += Shape::kNc) {
+      epilogue(i, j, std::min(Shape::kMc, m - i), std::min(Shape::kNc, n - j));
+    }
+  }
+}
+
+}  // namespace gemm_internal
+
 /// C (+)= A B as gemm_serial, split over the OpenMP threads when called outside a parallel region
 /// and the product is large enough: by blocks of rows of C when it is tall, else by blocks of
-/// columns. Every element is reduced in the same order on any thread count.
+/// columns; a deep product with a small result by fixed slices of the depth. Every element is
+/// reduced in the same order on any thread count.
 template <class Real, class Epilogue = NoEpilogue>
 void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
           Index ldc, bool accumulate, Epilogue&& epilogue = {}) {
   using Shape = GemmShape<Real>;
+  if (m <= 0 || n <= 0) return;
+  if (gemm_internal::slices_depth<Real>(m, n, k)) {
+    gemm_internal::sliced_product(m, n, k, a, b, c, ldc, accumulate, epilogue);
+    return;
+  }
   const int threads = max_threads();
   const bool worth_splitting = threads > 1 && m * n * std::max<Index>(k, 1) >= 64 * 64 * 64;
   if (!worth_splitting) {
@@ -391,6 +459,23 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     return;
   }
   const bool by_rows = m >= n || n < 2 * Shape::kNr;
+  if (by_rows && n >= Shape::kNr / 2 && k > 0) {
+    // B is packed once and shared; the rows go out in chunks on demand, so a core slowed by
+    // another tenant takes fewer chunks instead of keeping the other waiting at the barrier.
+    // A reference, not the thread_local itself: a lambda does not capture a thread_local, and
+    // the workers must read the caller's buffer, not their own.
+    PackedRhs<Real>& packed = gemm_internal::shared_rhs<Real>();
+    packed.pack(b, k, n);
+    const Index chunk = kRowsPerChunk<Real>;
+    parallel_for_dynamic((m + chunk - 1) / chunk, [&](Index q) {
+      const Index begin = q * chunk;
+      gemm_serial(
+          std::min(chunk, m - begin), StridedMatrix<Real>{&a(begin, 0), a.row_stride, a.col_stride},
+          packed, c + begin * ldc, ldc, accumulate,
+          [&](Index i, Index j, Index rows, Index cols) { epilogue(begin + i, j, rows, cols); });
+    });
+    return;
+  }
   const Index unit = by_rows ? Shape::kMr : Shape::kNr;
   const Index extent = by_rows ? m : n;
   const Index units = (extent + unit - 1) / unit;

@@ -25,6 +25,31 @@ void parallel_for(Index n, Body&& body) {
   for (Index i = 0; i < n; ++i) body(i);
 }
 
+/// Runs body(i) for i in [0, n), handing the items to the threads one at a time as they finish
+/// (OpenMP's dynamic schedule): for items of equal cost on cores of unequal speed, as on a shared
+/// machine where another tenant slows one core, so the faster core is never left waiting at the
+/// barrier. Serial inside a parallel region. The body must not throw.
+template <class Body>
+void parallel_for_dynamic(Index n, Body&& body) {
+#ifdef _OPENMP
+  if (n > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (Index i = 0; i < n; ++i) body(i);
+    return;
+  }
+#endif
+  for (Index i = 0; i < n; ++i) body(i);
+}
+
+/// The calling thread's index in the current parallel region (0 outside one).
+inline int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 /// Below this many elementary operations a loop runs serially: a fork/join costs a few
 /// microseconds on an idle machine, and a whole scheduler time slice on a loaded one.
 inline constexpr Index kMinParallelWork = 16384;

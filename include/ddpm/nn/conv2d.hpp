@@ -224,12 +224,12 @@ class Conv2d {
                                  Eigen::OuterStride<>(m.outerStride()));
   }
 
-  /// Splits items [0, count) into one contiguous range per thread and runs body(first, last,
-  /// scratch), scratch being that thread's kTileRows x patch() buffer; in parallel when `work`
-  /// (multiply-adds in all) is worth a fork. Every thread count makes the same items with the same
-  /// arithmetic, so results are bitwise equal. Each thread runs single-threaded products
-  /// (gemm_serial); all threads enter the parallel region even when some get no item, so the
-  /// thin products gemm_serial hands to Eigen stay single-threaded too.
+  /// Runs body(first, last, scratch) over items [0, count), scratch being the running thread's
+  /// kTileRows-row buffer; in parallel when `work` (multiply-adds in all) is worth a fork. Items
+  /// go to the threads one at a time as they finish (a core slowed by another tenant takes fewer);
+  /// an item's arithmetic does not depend on the thread that runs it, so results are bitwise
+  /// equal on any thread count. Each thread runs single-threaded products (gemm_serial), and the
+  /// thin ones gemm_serial hands to Eigen stay single-threaded inside the parallel region.
   template <class Body>
   void for_each_worker(Index count, Index work, Body&& body) {
     const Index workers = ddpm::detail::max_threads();
@@ -240,8 +240,12 @@ class Conv2d {
     for (Index t = 0; t < workers; ++t) {
       if (needs_scratch) scratch_[t].resize(kTileRows, width);
     }
-    ddpm::detail::parallel_for(workers, work / workers, [&](Index t) {
-      body(count * t / workers, count * (t + 1) / workers, scratch_[t].data());
+    if (work < ddpm::detail::kMinParallelWork || count < 2) {
+      body(0, count, scratch_[0].data());
+      return;
+    }
+    ddpm::detail::parallel_for_dynamic(count, [&](Index item) {
+      body(item, item + 1, scratch_[ddpm::detail::thread_index()].data());
     });
   }
 
