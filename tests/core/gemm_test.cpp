@@ -200,13 +200,13 @@ TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing p
 #ifdef _OPENMP
 TEST_CASE("gemm results do not depend on the number of threads") {
   const int saved = omp_get_max_threads();
-  // Tall (split by rows), wide (split by columns), a deep reduction (dW = x^T dz) and one deep
-  // enough to be cut into depth slices.
+  // Tall (rows handed out in chunks on demand), wide (split by columns), a deep reduction
+  // (dW = x^T dz) and one deep enough to be cut into depth slices.
   struct Case {
     Index m, n, k;
     bool a_col;
   };
-  for (const Case shape : {Case{1000, 256, 66, false}, Case{40, 700, 256, false},
+  for (const Case shape : {Case{2500, 256, 66, false}, Case{40, 700, 256, false},
                            Case{256, 256, 1000, true}, Case{64, 40, 4100, true}}) {
     CAPTURE(shape.m);
     const Operand<float> a(shape.m, shape.k, shape.a_col, 6), b(shape.k, shape.n, false, 7);

@@ -459,14 +459,16 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     return;
   }
   const bool by_rows = m >= n || n < 2 * Shape::kNr;
-  if (by_rows && n >= Shape::kNr / 2 && k > 0) {
+  const Index chunk = kRowsPerChunk<Real>;
+  if (by_rows && n >= Shape::kNr / 2 && k > 0 && m >= 4 * chunk * threads) {
     // B is packed once and shared; the rows go out in chunks on demand, so a core slowed by
     // another tenant takes fewer chunks instead of keeping the other waiting at the barrier.
+    // (Fewer rows than four chunks per thread are split evenly below: there, packing B once
+    // in the caller would be serial time the product does not repay.)
     // A reference, not the thread_local itself: a lambda does not capture a thread_local, and
     // the workers must read the caller's buffer, not their own.
     PackedRhs<Real>& packed = gemm_internal::shared_rhs<Real>();
     packed.pack(b, k, n);
-    const Index chunk = kRowsPerChunk<Real>;
     parallel_for_dynamic((m + chunk - 1) / chunk, [&](Index q) {
       const Index begin = q * chunk;
       gemm_serial(
