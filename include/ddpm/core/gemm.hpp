@@ -27,6 +27,10 @@ struct StridedMatrix {
     return data[i * row_stride + j * col_stride];
   }
   [[nodiscard]] StridedMatrix transposed() const noexcept { return {data, col_stride, row_stride}; }
+  /// The same matrix viewed from element (i, j) on.
+  [[nodiscard]] StridedMatrix from(Index i, Index j) const noexcept {
+    return {&(*this)(i, j), row_stride, col_stride};
+  }
 };
 
 /// The strided view of a dense Eigen matrix, map or block (anything with direct access).
@@ -58,6 +62,14 @@ struct NoEpilogue {
   void operator()(Index, Index, Index, Index) const noexcept {}
 };
 
+/// `epilogue` for a sub-product whose result starts at (row, col) of the whole result.
+template <class Epilogue>
+auto shifted(Epilogue& epilogue, Index row, Index col) {
+  return [&epilogue, row, col](Index i, Index j, Index rows, Index cols) {
+    epilogue(row + i, col + j, rows, cols);
+  };
+}
+
 /// Block sizes of the product. kMr x kNr is the register tile (accumulators fill most of the SIMD
 /// registers: 12 x 2 packets with 32 registers, 6 x 2 with 16), kKc the depth of one packed panel,
 /// kMc the rows of A packed per block (kMc x kKc stays in L2), kNc the columns of B per block.
@@ -76,11 +88,15 @@ struct GemmShape {
   static constexpr Index kKc = 256;
   static constexpr Index kMc = 8 * kMr;
   static constexpr Index kNc = 2048 / static_cast<Index>(sizeof(Real)) * 4 / kNr * kNr;
+
+  /// Rows and columns rounded up to whole panels, as the packed blocks lay them out.
+  static constexpr Index padded_rows(Index rows) noexcept { return (rows + kMr - 1) / kMr * kMr; }
+  static constexpr Index padded_cols(Index cols) noexcept { return (cols + kNr - 1) / kNr * kNr; }
 };
 
-/// C[0:Mr, 0:Nr] (+)= A_panel B_panel over depth kc: A packed k-major (Mr values per k), B packed
-/// k-major (Nr values per k). `rows` x `cols` of the tile are valid; a partial tile goes through
-/// a local buffer.
+/// C[0:Mr, 0:Nr] (+)= A_panel B_panel over depth kc. B is packed k-major (Nr values per k); A is
+/// either packed k-major (Mr values per k) or, with kRowMajorA, read in place from rows lda apart.
+/// `rows` x `cols` of the tile are valid; a partial tile goes through a local buffer.
 template <class Real, bool kRowMajorA>
 void gemm_micro_kernel(Index kc, const Real* a, Index lda, const Real* b, Real* c, Index ldc,
                        Index rows, Index cols, bool overwrite) {
@@ -99,29 +115,23 @@ void gemm_micro_kernel(Index kc, const Real* a, Index lda, const Real* b, Real* 
   for (int r = 0; r < kMr; ++r) {
     for (int q = 0; q < kNp; ++q) acc[r][q] = pset1<Packet>(Real(0));
   }
+  // One depth step: acc[r] += A(r, p) * B(p, :), with A(r, p) from a_at(r).
+  const auto step = [&](auto&& a_at) {
+    Packet bp[kNp];
+    for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
+    for (int r = 0; r < kMr; ++r) {
+      const Packet ar = pset1<Packet>(a_at(r));
+      for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
+    }
+    b += kNp * kP;
+  };
   if constexpr (kRowMajorA) {
+    // Rows past the valid ones repeat the last valid row: their results are discarded.
     const Real* row[kMr];
     for (int r = 0; r < kMr; ++r) row[r] = a + std::min<Index>(r, rows - 1) * lda;
-    for (Index p = 0; p < kc; ++p) {
-      Packet bp[kNp];
-      for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
-      for (int r = 0; r < kMr; ++r) {
-        const Packet ar = pset1<Packet>(row[r][p]);
-        for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
-      }
-      b += kNp * kP;
-    }
+    for (Index p = 0; p < kc; ++p) step([&](int r) { return row[r][p]; });
   } else {
-    for (Index p = 0; p < kc; ++p) {
-      Packet bp[kNp];
-      for (int q = 0; q < kNp; ++q) bp[q] = pload<Packet>(b + q * kP);
-      for (int r = 0; r < kMr; ++r) {
-        const Packet ar = pset1<Packet>(a[r]);
-        for (int q = 0; q < kNp; ++q) acc[r][q] = pmadd(ar, bp[q], acc[r][q]);
-      }
-      a += kMr;
-      b += kNp * kP;
-    }
+    for (Index p = 0; p < kc; ++p, a += kMr) step([&](int r) { return a[r]; });
   }
 
   if (rows == kMr && cols == Shape::kNr) {
@@ -147,7 +157,7 @@ void gemm_micro_kernel(Index kc, const Real* a, Index lda, const Real* b, Real* 
 }
 
 /// Packs rows [0, mc) x depth [0, kc) of `a` into Mr-row panels, k-major, zero-padding the last
-/// panel.
+/// panel. (A row-major `a` is never packed: the micro-kernel reads it in place.)
 template <class Real>
 void pack_lhs(StridedMatrix<Real> a, Index mc, Index kc, Real* out) {
   constexpr Index kMr = GemmShape<Real>::kMr;
@@ -158,12 +168,6 @@ void pack_lhs(StridedMatrix<Real> a, Index mc, Index kc, Real* out) {
       for (Index p = 0; p < kc; ++p) {
         const Real* src = a.data + i0 + p * a.col_stride;
         for (Index r = 0; r < kMr; ++r) out[p * kMr + r] = src[r];
-      }
-    } else if (a.col_stride == 1) {
-      // Row-major source: walk each row contiguously, scatter into the panel.
-      for (Index r = 0; r < rows; ++r) {
-        const Real* src = a.data + (i0 + r) * a.row_stride;
-        for (Index p = 0; p < kc; ++p) out[p * kMr + r] = src[p];
       }
     } else {
       for (Index p = 0; p < kc; ++p) {
@@ -200,20 +204,25 @@ void pack_rhs(StridedMatrix<Real> b, Index kc, Index nc, Real* out) {
   }
 }
 
-/// This thread's packing buffers, allocated on first use and kept: steady-state products do not
-/// allocate.
+template <class Real>
+using AlignedBuffer = std::vector<Real, Eigen::aligned_allocator<Real>>;
+
+/// Grows `buffer` to at least `size` elements; it never shrinks, so steady-state products do not
+/// allocate. Returns its data.
+template <class Real>
+Real* grow(AlignedBuffer<Real>& buffer, Index size) {
+  if (buffer.size() < static_cast<std::size_t>(size)) buffer.resize(static_cast<std::size_t>(size));
+  return buffer.data();
+}
+
+/// This thread's packing buffers (grown to the largest block seen) and the partial results of
+/// gemm()'s depth slices.
 template <class Real>
 struct GemmBuffers {
-  std::vector<Real, Eigen::aligned_allocator<Real>> lhs, rhs;
-  std::vector<Real, Eigen::aligned_allocator<Real>> partials;  // depth slices of gemm(), grown
+  AlignedBuffer<Real> lhs, rhs, partials;
 
   static GemmBuffers& local() {
     thread_local GemmBuffers buffers;
-    using Shape = GemmShape<Real>;
-    if (buffers.lhs.empty()) {
-      buffers.lhs.resize(static_cast<std::size_t>(Shape::kMc * Shape::kKc));
-      buffers.rhs.resize(static_cast<std::size_t>(Shape::kKc * Shape::kNc));
-    }
     return buffers;
   }
 };
@@ -232,15 +241,12 @@ class PackedRhs {
     depth_ = depth;
     cols_ = cols;
     if (cols < Shape::kNr / 2 || depth <= 0) return;
-    const Index padded = (cols + Shape::kNr - 1) / Shape::kNr * Shape::kNr;
-    const auto size = static_cast<std::size_t>(depth * padded);
-    if (data_.size() < size) data_.resize(size);
+    grow(data_, depth * Shape::padded_cols(cols));
     for (Index jc = 0; jc < cols; jc += Shape::kNc) {
       const Index nc = std::min(Shape::kNc, cols - jc);
       for (Index pc = 0; pc < depth; pc += Shape::kKc) {
         const Index kc = std::min(Shape::kKc, depth - pc);
-        pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc,
-                 data_.data() + offset(jc, pc, nc));
+        pack_rhs(b.from(pc, jc), kc, nc, data_.data() + offset(jc, pc, nc));
       }
     }
   }
@@ -258,12 +264,10 @@ class PackedRhs {
   // Column blocks hold the full depth back to back; within one, depth block pc starts at pc rows
   // of its padded width.
   [[nodiscard]] Index offset(Index jc, Index pc, Index nc) const noexcept {
-    using Shape = GemmShape<Real>;
-    const Index padded = (nc + Shape::kNr - 1) / Shape::kNr * Shape::kNr;
-    return jc * depth_ + pc * padded;
+    return jc * depth_ + pc * GemmShape<Real>::padded_cols(nc);
   }
 
-  std::vector<Real, Eigen::aligned_allocator<Real>> data_;
+  AlignedBuffer<Real> data_;
   StridedMatrix<Real> view_{nullptr, 0, 0};
   Index depth_ = 0;
   Index cols_ = 0;
@@ -271,11 +275,21 @@ class PackedRhs {
 
 namespace gemm_internal {
 
+/// Runs the epilogue over an m x n result computed whole, in the blocks the blocked loops use.
+template <class Real, class Epilogue>
+void epilogue_by_blocks(Index m, Index n, Epilogue& epilogue) {
+  using Shape = GemmShape<Real>;
+  for (Index i = 0; i < m; i += Shape::kMc) {
+    for (Index j = 0; j < n; j += Shape::kNc) {
+      epilogue(i, j, std::min(Shape::kMc, m - i), std::min(Shape::kNc, n - j));
+    }
+  }
+}
+
 /// Eigen's product for shapes the register tile does not fit, with the epilogue run per block.
 template <class Real, class Epilogue>
 void thin_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
                   Index ldc, bool accumulate, Epilogue& epilogue) {
-  using Shape = GemmShape<Real>;
   Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
   with_eigen_map(a, m, k, [&](const auto& lhs) {
     with_eigen_map(b, k, n, [&](const auto& rhs) {
@@ -286,11 +300,7 @@ void thin_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatri
       }
     });
   });
-  for (Index i = 0; i < m; i += Shape::kMc) {
-    for (Index j = 0; j < n; j += Shape::kNc) {
-      epilogue(i, j, std::min(Shape::kMc, m - i), std::min(Shape::kNc, n - j));
-    }
-  }
+  epilogue_by_blocks<Real>(m, n, epilogue);
 }
 
 /// The blocked loops; rhs_block(jc, pc, kc, nc) returns the packed B block to use.
@@ -298,10 +308,13 @@ template <class Real, class Epilogue, class RhsBlock>
 void blocked_product(Index m, Index n, Index k, StridedMatrix<Real> a, Real* c, Index ldc,
                      bool accumulate, Epilogue& epilogue, RhsBlock&& rhs_block) {
   using Shape = GemmShape<Real>;
-  Real* packed_a = GemmBuffers<Real>::local().lhs.data();
   // A row-major A is read in place (its rows are already contiguous along the depth); any other
   // layout is packed into Mr-row panels.
   const bool row_major_a = a.col_stride == 1;
+  Real* packed_a =
+      row_major_a ? nullptr
+                  : grow(GemmBuffers<Real>::local().lhs,
+                         std::min(Shape::kMc, Shape::padded_rows(m)) * std::min(Shape::kKc, k));
   for (Index jc = 0; jc < n; jc += Shape::kNc) {
     const Index nc = std::min(Shape::kNc, n - jc);
     for (Index pc = 0; pc < k; pc += Shape::kKc) {
@@ -312,7 +325,7 @@ void blocked_product(Index m, Index n, Index k, StridedMatrix<Real> a, Real* c, 
       for (Index ic = 0; ic < m; ic += Shape::kMc) {
         const Index mc = std::min(Shape::kMc, m - ic);
         if (!row_major_a) {
-          pack_lhs(StridedMatrix<Real>{&a(ic, pc), a.row_stride, a.col_stride}, mc, kc, packed_a);
+          pack_lhs(a.from(ic, pc), mc, kc, packed_a);
         }
         for (Index jr = 0; jr < nc; jr += Shape::kNr) {
           const Index cols = std::min(Shape::kNr, nc - jr);
@@ -353,12 +366,13 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
     gemm_internal::thin_product(m, n, k, a, b, c, ldc, accumulate, epilogue);
     return;
   }
-  Real* packed_b = GemmBuffers<Real>::local().rhs.data();
-  gemm_internal::blocked_product(
-      m, n, k, a, c, ldc, accumulate, epilogue, [&](Index jc, Index pc, Index kc, Index nc) {
-        pack_rhs(StridedMatrix<Real>{&b(pc, jc), b.row_stride, b.col_stride}, kc, nc, packed_b);
-        return static_cast<const Real*>(packed_b);
-      });
+  Real* packed_b = grow(GemmBuffers<Real>::local().rhs,
+                        std::min(Shape::kKc, k) * Shape::padded_cols(std::min(Shape::kNc, n)));
+  gemm_internal::blocked_product(m, n, k, a, c, ldc, accumulate, epilogue,
+                                 [&](Index jc, Index pc, Index kc, Index nc) {
+                                   pack_rhs(b.from(pc, jc), kc, nc, packed_b);
+                                   return static_cast<const Real*>(packed_b);
+                                 });
 }
 
 /// gemm_serial with a right-hand side packed beforehand (b.depth() x b.cols()).
@@ -378,9 +392,9 @@ void gemm_serial(Index m, StridedMatrix<Real> a, const PackedRhs<Real>& b, Real*
       [&](Index jc, Index pc, Index, Index nc) { return b.block(jc, pc, nc); });
 }
 
-/// Rows of C per chunk handed to a thread by gemm() (two row blocks).
+/// Rows of C per task gemm() hands to a thread (two row blocks).
 template <class Real>
-inline constexpr Index kRowsPerChunk = 2 * GemmShape<Real>::kMc;
+inline constexpr Index kRowsPerTask = 2 * GemmShape<Real>::kMc;
 
 namespace gemm_internal {
 
@@ -408,17 +422,11 @@ bool slices_depth(Index m, Index n, Index k) {
 template <class Real, class Epilogue>
 void sliced_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b,
                     Real* c, Index ldc, bool accumulate, Epilogue& epilogue) {
-  using Shape = GemmShape<Real>;
   const Index slices = (k + kDepthSlice - 1) / kDepthSlice;
-  auto& partials = GemmBuffers<Real>::local().partials;
-  const auto size = static_cast<std::size_t>(slices * m * n);
-  if (partials.size() < size) partials.resize(size);
-  Real* partial = partials.data();
+  Real* partial = grow(GemmBuffers<Real>::local().partials, slices * m * n);
   parallel_for(slices, [&](Index slice) {
     const Index begin = slice * kDepthSlice;
-    gemm_serial(m, n, std::min(kDepthSlice, k - begin),
-                StridedMatrix<Real>{&a(0, begin), a.row_stride, a.col_stride},
-                StridedMatrix<Real>{&b(begin, 0), b.row_stride, b.col_stride},
+    gemm_serial(m, n, std::min(kDepthSlice, k - begin), a.from(0, begin), b.from(begin, 0),
                 partial + slice * m * n, n, false);
   });
   using Row = Eigen::Map<Eigen::Array<Real, 1, Eigen::Dynamic>>;
@@ -430,11 +438,7 @@ void sliced_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMat
       row += ConstRow(partial + (slice * m + i) * n, n);
     }
   });
-  for (Index i = 0; i < m; i += Shape::kMc) {
-    for (Index j = 0; j < n; j += Shape::kNc) {
-      epilogue(i, j, std::min(Shape::kMc, m - i), std::min(Shape::kNc, n - j));
-    }
-  }
+  epilogue_by_blocks<Real>(m, n, epilogue);
 }
 
 }  // namespace gemm_internal
@@ -459,7 +463,7 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     return;
   }
   const bool by_rows = m >= n || n < 2 * Shape::kNr;
-  const Index chunk = kRowsPerChunk<Real>;
+  const Index chunk = kRowsPerTask<Real>;
   if (by_rows && n >= Shape::kNr / 2 && k > 0 && m >= 4 * chunk * threads) {
     // B is packed once and shared; the rows go out in chunks on demand, so a core slowed by
     // another tenant takes fewer chunks instead of keeping the other waiting at the barrier.
@@ -471,10 +475,8 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     packed.pack(b, k, n);
     parallel_for_dynamic((m + chunk - 1) / chunk, [&](Index q) {
       const Index begin = q * chunk;
-      gemm_serial(
-          std::min(chunk, m - begin), StridedMatrix<Real>{&a(begin, 0), a.row_stride, a.col_stride},
-          packed, c + begin * ldc, ldc, accumulate,
-          [&](Index i, Index j, Index rows, Index cols) { epilogue(begin + i, j, rows, cols); });
+      gemm_serial(std::min(chunk, m - begin), a.from(begin, 0), packed, c + begin * ldc, ldc,
+                  accumulate, shifted(epilogue, begin, 0));
     });
     return;
   }
@@ -487,15 +489,11 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     const Index end = std::min(extent, units * (part + 1) / parts * unit);
     if (begin >= end) return;
     if (by_rows) {
-      gemm_serial(
-          end - begin, n, k, StridedMatrix<Real>{&a(begin, 0), a.row_stride, a.col_stride}, b,
-          c + begin * ldc, ldc, accumulate,
-          [&](Index i, Index j, Index rows, Index cols) { epilogue(begin + i, j, rows, cols); });
+      gemm_serial(end - begin, n, k, a.from(begin, 0), b, c + begin * ldc, ldc, accumulate,
+                  shifted(epilogue, begin, 0));
     } else {
-      gemm_serial(
-          m, end - begin, k, a, StridedMatrix<Real>{&b(0, begin), b.row_stride, b.col_stride},
-          c + begin, ldc, accumulate,
-          [&](Index i, Index j, Index rows, Index cols) { epilogue(i, begin + j, rows, cols); });
+      gemm_serial(m, end - begin, k, a, b.from(0, begin), c + begin, ldc, accumulate,
+                  shifted(epilogue, 0, begin));
     }
   });
 }

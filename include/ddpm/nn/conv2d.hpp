@@ -37,7 +37,7 @@ namespace ddpm::nn {
 /// is linear in x, so backward() takes x again and rebuilds each tile rather than storing it (it
 /// needs no earlier forward() and the layer keeps no activations). A 1x1 stride-1 convolution
 /// without padding skips im2col: its GEMMs read x itself. The products run on ddpm's packed GEMM
-/// (core/gemm.hpp) with the bias added per finished tile. Results do not depend on the number of
+/// (core/gemm.hpp) with the bias added per finished block. Results do not depend on the number of
 /// threads.
 ///
 /// \code
@@ -205,6 +205,8 @@ class Conv2d {
   };
 
   [[nodiscard]] Index patch() const noexcept { return kernel_ * kernel_ * in_; }
+  /// The patch of the transposed convolution (over dy's channels) that computes dx.
+  [[nodiscard]] Index transposed_patch() const noexcept { return kernel_ * kernel_ * out_; }
   [[nodiscard]] bool direct() const noexcept {
     return kernel_ == 1 && stride_ == 1 && padding_ == 0;
   }
@@ -236,7 +238,7 @@ class Conv2d {
     if (static_cast<Index>(scratch_.size()) < workers) scratch_.resize(workers);
     const bool needs_scratch = !direct();
     // Wide enough for im2col(x) and for the transposed pass's im2col(dy).
-    const Index width = std::max(patch(), kernel_ * kernel_ * out_);
+    const Index width = std::max(patch(), transposed_patch());
     for (Index t = 0; t < workers; ++t) {
       if (needs_scratch) scratch_[t].resize(kTileRows, width);
     }
@@ -371,7 +373,8 @@ class Conv2d {
     // multiplies by are packed once per call and shared by every thread and tile.
     const bool transposed_dx =
         dx != nullptr && !direct() && stride_ == 1 && padding_ <= kernel_ - 1;
-    const bool scatter_dx = dx != nullptr && !direct() && !transposed_dx;
+    // Otherwise dx is computed per group of images, beside the weight gradient.
+    const bool dx_in_groups = dx != nullptr && !transposed_dx;
     if (transposed_dx) {
       pack_flipped_weight();
     } else if (dx != nullptr) {
@@ -379,7 +382,7 @@ class Conv2d {
     }
     const Index out_image = g.out.plane();
     for_each_worker(
-        groups, g.out.pixels() * k * out_ * (scatter_dx || (dx != nullptr && direct()) ? 2 : 1),
+        groups, g.out.pixels() * k * out_ * (dx_in_groups ? 2 : 1),
         [&](Index first, Index last, Real* col) {
           for (Index group = first; group < last; ++group) {
             const Index image_begin = group * per_group;
@@ -405,7 +408,7 @@ class Conv2d {
               }
               continue;
             }
-            if (scatter_dx && !accumulate) {
+            if (dx_in_groups && !accumulate) {
               const Index in_image = g.in.plane();
               for (Index r = image_begin * in_image; r < image_end * in_image; ++r) {
                 detail::ArrayMap<Real>(dx->data() + r * dx->outerStride(), in_).setZero();
@@ -418,7 +421,7 @@ class Conv2d {
               const ddpm::detail::StridedMatrix<Real> col_rows{col, k, 1};
               ddpm::detail::gemm_serial(k, out_, count, col_rows.transposed(), dy_rows, dw, out_,
                                         tile != begin);
-              if (scatter_dx) {
+              if (dx_in_groups) {
                 // The tile is no longer needed: it takes dy W^T, then scatters into dx.
                 ddpm::detail::gemm_serial(count, dy_rows, packed_weight_, col, k, false);
                 col2im_add(col, g, tile, count, *dx);
@@ -450,7 +453,7 @@ class Conv2d {
   /// W[(ky k + kx) in + ci, co], the kernel of the transposed convolution.
   void pack_flipped_weight() {
     const Index k = kernel_;
-    Eigen::Map<Batch<Real>> flipped = flipped_weight_.resize(k * k * out_, in_);
+    Eigen::Map<Batch<Real>> flipped = flipped_weight_.resize(transposed_patch(), in_);
     const ConstWeightMap w(weight_, patch(), out_);
     for (Index ky = 0; ky < k; ++ky) {
       for (Index kx = 0; kx < k; ++kx) {
@@ -458,14 +461,14 @@ class Conv2d {
             w.middleRows((ky * k + kx) * in_, in_).transpose();
       }
     }
-    packed_weight_.pack(ddpm::detail::strided(flipped), k * k * out_, in_);
+    packed_weight_.pack(ddpm::detail::strided(flipped), transposed_patch(), in_);
   }
 
   /// dx (=/+=) conv(dy, W') with padding k - 1 - p, tile by tile over the input pixels.
   void transposed_input_gradient(const ConstRef& dy, const Geometry& g, Ref& dx, bool accumulate) {
     const Geometry back{g.out, g.in};
     const Index back_padding = kernel_ - 1 - padding_;
-    const Index width = kernel_ * kernel_ * out_;
+    const Index width = transposed_patch();
     const Index rows = g.in.pixels();
     const Index tiles = (rows + kTileRows - 1) / kTileRows;
     for_each_worker(tiles, rows * width * in_, [&](Index first, Index last, Real* col) {

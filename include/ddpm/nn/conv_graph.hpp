@@ -289,56 +289,48 @@ class ConvGraph {
     Node& out = nodes_[op.out];
     written_grad(out);
     const Eigen::Map<const Batch<Real>> dy = std::as_const(out.grad).view();
-    const bool skip_dx = op.in == 0 && !input_gradient;
+    if (op.kind == Kind::conv && op.in == 0 && !input_gradient) {
+      convs_[op.layer].backward(x, in.shape, dy);  // the input's gradient is not wanted
+      return;
+    }
+    // Every op below writes the gradient of its input: the first to reach it overwrites.
+    const bool accumulate = accumulate_into(in);
     switch (op.kind) {
       case Kind::conv:
-        if (skip_dx) {
-          convs_[op.layer].backward(x, in.shape, dy);
-        } else {
-          const bool accumulate = accumulate_into(in);
-          convs_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
-        }
+        convs_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
         break;
-      case Kind::norm: {
-        const bool accumulate = accumulate_into(in);
+      case Kind::norm:
         norms_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
         break;
-      }
-      case Kind::block: {
-        const bool accumulate = accumulate_into(in);
+      case Kind::block:
         blocks_[op.layer].backward(x, in.shape, embedding, dy, in.grad.view(), d_embedding,
                                    accumulate);
         break;
-      }
-      case Kind::attention: {
-        const bool accumulate = accumulate_into(in);
+      case Kind::attention:
         attentions_[op.layer].backward(x, in.shape, dy, in.grad.view(), accumulate);
         break;
-      }
       case Kind::concat: {
         const Index left = in.shape.channels;
         Node& in2 = nodes_[op.in2];
-        if (accumulate_into(in)) {
-          in.grad.view() += dy.leftCols(left);
-        } else {
-          in.grad.view() = dy.leftCols(left);
-        }
-        if (accumulate_into(in2)) {
-          in2.grad.view() += dy.rightCols(out_channels(op) - left);
-        } else {
-          in2.grad.view() = dy.rightCols(out_channels(op) - left);
-        }
+        assign_or_add(in.grad.view(), dy.leftCols(left), accumulate);
+        assign_or_add(in2.grad.view(), dy.rightCols(out.shape.channels - left),
+                      accumulate_into(in2));
         break;
       }
-      case Kind::upsample: {
-        const bool accumulate = accumulate_into(in);
+      case Kind::upsample:
         upsample_nearest2x_backward<Real>(dy, in.shape, in.grad.view(), accumulate);
         break;
-      }
     }
   }
 
-  [[nodiscard]] Index out_channels(const Op& op) const { return nodes_[op.out].shape.channels; }
+  template <class Source>
+  static void assign_or_add(Eigen::Map<Batch<Real>> dst, const Source& src, bool accumulate) {
+    if (accumulate) {
+      dst += src;
+    } else {
+      dst = src;
+    }
+  }
 
   std::vector<Conv2d<Real>> convs_;
   std::vector<bool> conv_zero_;
