@@ -9,10 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include "ddpm/core/gemm.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/attention.hpp"
 #include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/detail/gemm.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/optim/adam.hpp"
@@ -175,16 +175,16 @@ struct ProductCase {
 
 void BM_GemmDdpm(benchmark::State& state) {
   ProductCase p(state);
-  using ddpm::detail::strided;
+  using ddpm::nn::detail::strided;
   for (auto _ : state) {
     if (p.kind == 0) {
-      ddpm::detail::gemm(4096, 256, 256, strided(p.a), strided(p.b), p.c.data(), 256, false);
+      ddpm::nn::detail::gemm(4096, 256, 256, strided(p.a), strided(p.b), p.c.data(), 256, false);
     } else if (p.kind == 1) {
-      ddpm::detail::gemm(256, 256, 4096, strided(p.a).transposed(), strided(p.b), p.c.data(), 256,
-                         false);
+      ddpm::nn::detail::gemm(256, 256, 4096, strided(p.a).transposed(), strided(p.b), p.c.data(),
+                             256, false);
     } else {
-      ddpm::detail::gemm(4096, 256, 256, strided(p.a), strided(p.b).transposed(), p.c.data(), 256,
-                         false);
+      ddpm::nn::detail::gemm(4096, 256, 256, strided(p.a), strided(p.b).transposed(), p.c.data(),
+                             256, false);
     }
     benchmark::DoNotOptimize(p.c.data());
   }

@@ -12,7 +12,7 @@
 #include "ddpm/io/csv.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/progress.hpp"
-#include "ddpm/io/strips.hpp"
+#include "ddpm/viz/strips.hpp"
 
 namespace {
 
@@ -56,7 +56,7 @@ int run(const Options& options) {
   const ddpm::GaussianDiffusion<double> diffusion(schedule);
   const ddpm::CounterRng rng(options.seed);
 
-  ddpm::io::ReverseStripRecorder<double> strip(schedule, ddpm::io::Frame{});
+  ddpm::viz::ReverseStripRecorder<double> strip(schedule, ddpm::io::Frame{});
   ddpm::io::ProgressBar progress(schedule.size(), options.sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<double>& p) {
     progress.update(p.done);

@@ -24,7 +24,7 @@
 #include "ddpm/io/npy.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/progress.hpp"
-#include "ddpm/io/strips.hpp"
+#include "ddpm/viz/strips.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/train/trainer.hpp"
 
@@ -386,7 +386,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const ModelSpec& spec, const Sample
   const ddpm::NoiseSchedule schedule =
       steps == spec.num_timesteps ? full : full.respaced("evenly " + std::to_string(steps));
   const ddpm::GaussianDiffusion<Real> diffusion(schedule, spec.diffusion_options());
-  ddpm::io::ReverseStripRecorder<Real> strip(schedule, spec.frame);
+  ddpm::viz::ReverseStripRecorder<Real> strip(schedule, spec.frame);
   ddpm::io::ProgressBar progress(schedule.size(), args.sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
     progress.update(p.done);
@@ -442,7 +442,7 @@ void write_forward_strip(const fs::path& path, const ModelSpec& spec, const Data
   ddpm::Batch<double> noise(x0.rows(), 2);
   ddpm::CounterRng(seed).fill_normal(noise, ddpm::stream::user, 0, 0);
   ddpm::io::write_png(path, ddpm::io::render_strip(to_user_units(
-                                ddpm::io::forward_strip(diffusion, x0, noise, spec.frame), spec)));
+                                ddpm::viz::forward_strip(diffusion, x0, noise, spec.frame), spec)));
 }
 
 ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint64_t seed) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
@@ -40,65 +41,38 @@ struct DiffusionOptions {
   bool rescale_hybrid = true;  ///< hybrid bound weight T/1000 (rescaled) instead of 1
 };
 
-inline std::string_view to_string(ModelOutput o) {
-  switch (o) {
-    case ModelOutput::epsilon:
-      return "eps";
-    case ModelOutput::x0:
-      return "x0";
-    case ModelOutput::v:
-      return "v";
-  }
-  return "?";
-}
-inline std::string_view to_string(VarianceKind v) {
-  switch (v) {
-    case VarianceKind::fixed_small:
-      return "fixed-small";
-    case VarianceKind::fixed_large:
-      return "fixed-large";
-    case VarianceKind::learned:
-      return "learned";
-    case VarianceKind::learned_range:
-      return "learned-range";
-  }
-  return "?";
-}
-inline std::string_view to_string(LossKind l) {
-  switch (l) {
-    case LossKind::simple:
-      return "simple";
-    case LossKind::kl:
-      return "kl";
-    case LossKind::rescaled_kl:
-      return "rescaled-kl";
-    case LossKind::hybrid:
-      return "hybrid";
-  }
-  return "?";
-}
-
-inline ModelOutput parse_model_output(std::string_view s) {
-  if (s == "eps" || s == "epsilon") return ModelOutput::epsilon;
-  if (s == "x0") return ModelOutput::x0;
-  if (s == "v") return ModelOutput::v;
-  throw InvalidArgument("output", std::string(s), "eps, x0 or v");
-}
-inline VarianceKind parse_variance_kind(std::string_view s) {
-  if (s == "fixed-small") return VarianceKind::fixed_small;
-  if (s == "fixed-large") return VarianceKind::fixed_large;
-  if (s == "learned") return VarianceKind::learned;
-  if (s == "learned-range") return VarianceKind::learned_range;
-  throw InvalidArgument("variance", std::string(s),
-                        "fixed-small, fixed-large, learned or learned-range");
-}
-inline LossKind parse_loss_kind(std::string_view s) {
-  if (s == "simple" || s == "mse") return LossKind::simple;
-  if (s == "kl") return LossKind::kl;
-  if (s == "rescaled-kl") return LossKind::rescaled_kl;
-  if (s == "hybrid") return LossKind::hybrid;
-  throw InvalidArgument("loss", std::string(s), "simple, kl, rescaled-kl or hybrid");
-}
+template <>
+struct EnumTable<ModelOutput> {
+  static constexpr std::string_view parameter = "output";
+  static constexpr std::array<EnumName<ModelOutput>, 3> names = {
+      {{ModelOutput::epsilon, "eps"}, {ModelOutput::x0, "x0"}, {ModelOutput::v, "v"}}};
+  static constexpr std::array<EnumName<ModelOutput>, 1> aliases = {
+      {{ModelOutput::epsilon, "epsilon"}}};
+};
+template <>
+struct EnumTable<VarianceKind> {
+  static constexpr std::string_view parameter = "variance";
+  static constexpr std::array<EnumName<VarianceKind>, 4> names = {
+      {{VarianceKind::fixed_small, "fixed-small"},
+       {VarianceKind::fixed_large, "fixed-large"},
+       {VarianceKind::learned, "learned"},
+       {VarianceKind::learned_range, "learned-range"}}};
+};
+template <>
+struct EnumTable<LossKind> {
+  static constexpr std::string_view parameter = "loss";
+  static constexpr std::array<EnumName<LossKind>, 4> names = {{{LossKind::simple, "simple"},
+                                                               {LossKind::kl, "kl"},
+                                                               {LossKind::rescaled_kl, "rescaled-kl"},
+                                                               {LossKind::hybrid, "hybrid"}}};
+  static constexpr std::array<EnumName<LossKind>, 1> aliases = {{{LossKind::simple, "mse"}}};
+};
+template <>
+struct EnumTable<Decoder> {
+  static constexpr std::string_view parameter = "decoder";
+  static constexpr std::array<EnumName<Decoder>, 2> names = {
+      {{Decoder::continuous, "continuous"}, {Decoder::discretized, "discretized"}}};
+};
 
 /// Mean and log-variance of p(x_{t-1} | x_t) for a batch, with the x_0 and epsilon they imply.
 template <class Real>

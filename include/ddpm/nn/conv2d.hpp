@@ -12,12 +12,12 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/gemm.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/check.hpp"
+#include "ddpm/nn/detail/gemm.hpp"
 #include "ddpm/nn/image.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/parameter_store.hpp"
@@ -37,8 +37,8 @@ namespace ddpm::nn {
 /// is linear in x, so backward() takes x again and rebuilds each tile rather than storing it (it
 /// needs no earlier forward() and the layer keeps no activations). A 1x1 stride-1 convolution
 /// without padding skips im2col: its GEMMs read x itself. The products run on ddpm's packed GEMM
-/// (core/gemm.hpp) with the bias added per finished block. Results do not depend on the number of
-/// threads.
+/// (nn/detail/gemm.hpp) with the bias added per finished block. Results do not depend on the number
+/// of threads.
 ///
 /// \code
 ///   nn::ParameterStore<float> store;
@@ -157,7 +157,7 @@ class Conv2d {
     const Index rows = g.out.pixels();
     const Index tiles = (rows + kTileRows - 1) / kTileRows;
     // W is packed once per call and shared by every thread and tile.
-    packed_weight_.pack(ddpm::detail::StridedMatrix<Real>{weight_, out_, 1}, patch(), out_);
+    packed_weight_.pack(ddpm::nn::detail::StridedMatrix<Real>{weight_, out_, 1}, patch(), out_);
     for_each_worker(tiles, rows * patch() * out_, [&](Index first, Index last, Real* col) {
       for (Index tile = first; tile < last; ++tile) {
         const Index begin = tile * kTileRows;
@@ -171,12 +171,13 @@ class Conv2d {
           }
         };
         if (direct()) {
-          ddpm::detail::gemm_serial(count, ddpm::detail::strided(rows_of(x, begin, count)),
-                                    packed_weight_, y_tile, ldy, accumulate, add_bias);
+          ddpm::nn::detail::gemm_serial(count, ddpm::nn::detail::strided(rows_of(x, begin, count)),
+                                        packed_weight_, y_tile, ldy, accumulate, add_bias);
         } else {
           im2col(x, g, begin, count, col);
-          ddpm::detail::gemm_serial(count, ddpm::detail::StridedMatrix<Real>{col, patch(), 1},
-                                    packed_weight_, y_tile, ldy, accumulate, add_bias);
+          ddpm::nn::detail::gemm_serial(count,
+                                        ddpm::nn::detail::StridedMatrix<Real>{col, patch(), 1},
+                                        packed_weight_, y_tile, ldy, accumulate, add_bias);
         }
       }
     });
@@ -378,7 +379,7 @@ class Conv2d {
     if (transposed_dx) {
       pack_flipped_weight();
     } else if (dx != nullptr) {
-      packed_weight_.pack(ddpm::detail::StridedMatrix<Real>{weight_, 1, out_}, out_, k);
+      packed_weight_.pack(ddpm::nn::detail::StridedMatrix<Real>{weight_, 1, out_}, out_, k);
     }
     const Index out_image = g.out.plane();
     for_each_worker(
@@ -397,14 +398,14 @@ class Conv2d {
             }
             if (direct()) {
               // One product per group: x needs no expansion, so there is no tile buffer to bound.
-              const auto x_rows = ddpm::detail::strided(rows_of(x, begin, end - begin));
-              const auto dy_rows = ddpm::detail::strided(rows_of(dy, begin, end - begin));
-              ddpm::detail::gemm_serial(in_, out_, end - begin, x_rows.transposed(), dy_rows, dw,
-                                        out_, false);
+              const auto x_rows = ddpm::nn::detail::strided(rows_of(x, begin, end - begin));
+              const auto dy_rows = ddpm::nn::detail::strided(rows_of(dy, begin, end - begin));
+              ddpm::nn::detail::gemm_serial(in_, out_, end - begin, x_rows.transposed(), dy_rows,
+                                            dw, out_, false);
               if (dx != nullptr) {
-                ddpm::detail::gemm_serial(end - begin, dy_rows, packed_weight_,
-                                          dx->data() + begin * dx->outerStride(), dx->outerStride(),
-                                          accumulate);
+                ddpm::nn::detail::gemm_serial(end - begin, dy_rows, packed_weight_,
+                                              dx->data() + begin * dx->outerStride(),
+                                              dx->outerStride(), accumulate);
               }
               continue;
             }
@@ -417,13 +418,13 @@ class Conv2d {
             for (Index tile = begin; tile < end; tile += kTileRows) {
               const Index count = std::min(kTileRows, end - tile);
               im2col(x, g, tile, count, col);
-              const auto dy_rows = ddpm::detail::strided(rows_of(dy, tile, count));
-              const ddpm::detail::StridedMatrix<Real> col_rows{col, k, 1};
-              ddpm::detail::gemm_serial(k, out_, count, col_rows.transposed(), dy_rows, dw, out_,
-                                        tile != begin);
+              const auto dy_rows = ddpm::nn::detail::strided(rows_of(dy, tile, count));
+              const ddpm::nn::detail::StridedMatrix<Real> col_rows{col, k, 1};
+              ddpm::nn::detail::gemm_serial(k, out_, count, col_rows.transposed(), dy_rows, dw,
+                                            out_, tile != begin);
               if (dx_in_groups) {
                 // The tile is no longer needed: it takes dy W^T, then scatters into dx.
-                ddpm::detail::gemm_serial(count, dy_rows, packed_weight_, col, k, false);
+                ddpm::nn::detail::gemm_serial(count, dy_rows, packed_weight_, col, k, false);
                 col2im_add(col, g, tile, count, *dx);
               }
             }
@@ -461,7 +462,7 @@ class Conv2d {
             w.middleRows((ky * k + kx) * in_, in_).transpose();
       }
     }
-    packed_weight_.pack(ddpm::detail::strided(flipped), transposed_patch(), in_);
+    packed_weight_.pack(ddpm::nn::detail::strided(flipped), transposed_patch(), in_);
   }
 
   /// dx (=/+=) conv(dy, W') with padding k - 1 - p, tile by tile over the input pixels.
@@ -476,9 +477,9 @@ class Conv2d {
         const Index begin = tile * kTileRows;
         const Index count = std::min(kTileRows, rows - begin);
         im2col(dy, back, out_, back_padding, begin, count, col);
-        ddpm::detail::gemm_serial(count, ddpm::detail::StridedMatrix<Real>{col, width, 1},
-                                  packed_weight_, dx.data() + begin * dx.outerStride(),
-                                  dx.outerStride(), accumulate);
+        ddpm::nn::detail::gemm_serial(count, ddpm::nn::detail::StridedMatrix<Real>{col, width, 1},
+                                      packed_weight_, dx.data() + begin * dx.outerStride(),
+                                      dx.outerStride(), accumulate);
       }
     });
   }
@@ -500,7 +501,7 @@ class Conv2d {
   Workspace<Real> weight_partials_;       // per-group weight gradients, groups x (patch * out)
   Workspace<Real> bias_partials_;         // per-group bias gradients, groups x out
   // W (forward), or W^T or the flipped W' (backward, for dx), packed once per call.
-  ddpm::detail::PackedRhs<Real> packed_weight_;
+  ddpm::nn::detail::PackedRhs<Real> packed_weight_;
   Workspace<Real> flipped_weight_;  // W' of the transposed convolution, kernel^2 * out x in
 };
 

@@ -12,12 +12,12 @@
 #include <string>
 
 #include "ddpm/core/error.hpp"
-#include "ddpm/core/gemm.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/check.hpp"
+#include "ddpm/nn/detail/gemm.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"
@@ -27,7 +27,7 @@ namespace ddpm::nn {
 /// y = f(x W + b) (+ skip), x: batch x in, W: in x out (row-major), b: 1 x out.
 ///
 /// W is stored in x out -- the transpose of PyTorch's `nn.Linear.weight`. All three products
-/// (x W, x^T dz, dz W^T) run on ddpm's packed GEMM (core/gemm.hpp), which reads the transposed
+/// (x W, x^T dz, dz W^T) run on ddpm's packed GEMM (nn/detail/gemm.hpp), which reads the transposed
 /// operands through strides, and bias + activation (+ skip) run on each block of the result as it
 /// finishes. Parameters: "<name>.weight", "<name>.bias".
 ///
@@ -149,21 +149,21 @@ class Linear {
     const Real* b = bias_;
     detail::with_activation(activation_, [&](auto kernel) {
       using Kernel = decltype(kernel);
-      ddpm::detail::gemm(rows, out_, in_, ddpm::detail::strided(x),
-                         ddpm::detail::StridedMatrix<Real>{weight_, out_, 1}, z, ldz, false,
-                         [&](Index i, Index j, Index tile_rows, Index cols) {
-                           for (Index r = i; r < i + tile_rows; ++r) {
-                             Real* zr = z + r * ldz + j;
-                             Real* yr = y.data() + r * y.outerStride() + j;
-                             detail::ArrayMap<Real>(zr, cols) +=
-                                 detail::ConstArrayMap<Real>(b + j, cols);
-                             Kernel::forward(zr, yr, cols);
-                             if (skip != nullptr) {
-                               detail::ArrayMap<Real>(yr, cols) += detail::ConstArrayMap<Real>(
-                                   skip->data() + r * skip->outerStride() + j, cols);
-                             }
-                           }
-                         });
+      ddpm::nn::detail::gemm(rows, out_, in_, ddpm::nn::detail::strided(x),
+                             ddpm::nn::detail::StridedMatrix<Real>{weight_, out_, 1}, z, ldz, false,
+                             [&](Index i, Index j, Index tile_rows, Index cols) {
+                               for (Index r = i; r < i + tile_rows; ++r) {
+                                 Real* zr = z + r * ldz + j;
+                                 Real* yr = y.data() + r * y.outerStride() + j;
+                                 detail::ArrayMap<Real>(zr, cols) +=
+                                     detail::ConstArrayMap<Real>(b + j, cols);
+                                 Kernel::forward(zr, yr, cols);
+                                 if (skip != nullptr) {
+                                   detail::ArrayMap<Real>(yr, cols) += detail::ConstArrayMap<Real>(
+                                       skip->data() + r * skip->outerStride() + j, cols);
+                                 }
+                               }
+                             });
     });
   }
 
@@ -211,13 +211,13 @@ class Linear {
     BiasMap bias_grad_map = bias_grad();
     for (Index c = 0; c < chunks; ++c) bias_grad_map += partial.row(c);
 
-    const ddpm::detail::StridedMatrix<Real> dz{dz_is_dy ? dy.data() : dz_data,
-                                               dz_is_dy ? dy.outerStride() : n, 1};
-    ddpm::detail::gemm(in_, n, rows, ddpm::detail::strided(x).transposed(), dz, weight_grad_, n,
-                       true);
+    const ddpm::nn::detail::StridedMatrix<Real> dz{dz_is_dy ? dy.data() : dz_data,
+                                                   dz_is_dy ? dy.outerStride() : n, 1};
+    ddpm::nn::detail::gemm(in_, n, rows, ddpm::nn::detail::strided(x).transposed(), dz,
+                           weight_grad_, n, true);
     if (dx != nullptr) {
-      ddpm::detail::gemm(rows, in_, n, dz, ddpm::detail::StridedMatrix<Real>{weight_, 1, n},
-                         dx->data(), dx->outerStride(), accumulate);
+      ddpm::nn::detail::gemm(rows, in_, n, dz, ddpm::nn::detail::StridedMatrix<Real>{weight_, 1, n},
+                             dx->data(), dx->outerStride(), accumulate);
     }
   }
 

@@ -13,7 +13,7 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
 
-namespace ddpm::detail {
+namespace ddpm::nn::detail {
 
 /// A read-only strided matrix: element (i, j) is data[i * row_stride + j * col_stride], so one
 /// type describes a row-major matrix, a column-major one, and the transpose of either.
@@ -498,4 +498,4 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
   });
 }
 
-}  // namespace ddpm::detail
+}  // namespace ddpm::nn::detail

@@ -13,7 +13,7 @@
 #include "ddpm/samplers/common.hpp"
 #include "ddpm/schedule.hpp"
 
-namespace ddpm::io {
+namespace ddpm::viz {
 
 /// Fractions of T at which strips show the process; most of the visible change happens late in
 /// the reverse process (small t), so the levels are denser there.
@@ -21,10 +21,10 @@ inline std::vector<double> default_strip_fractions() { return {1.0, 0.5, 0.25, 0
 
 /// Panels of x_0 and of x_t = q_sample(x_0, t, noise) at t = fraction * T (clamped to T - 1).
 template <class Real>
-std::vector<Panel> forward_strip(const GaussianDiffusion<Real>& diffusion, const Batch<Real>& x0,
-                                 const Batch<Real>& noise, Frame frame,
-                                 const std::vector<double>& fractions = default_strip_fractions()) {
-  std::vector<Panel> panels = {make_panel(x0, "", "x_0 (data)", frame)};
+std::vector<io::Panel> forward_strip(
+    const GaussianDiffusion<Real>& diffusion, const Batch<Real>& x0, const Batch<Real>& noise,
+    io::Frame frame, const std::vector<double>& fractions = default_strip_fractions()) {
+  std::vector<io::Panel> panels = {io::make_panel(x0, "", "x_0 (data)", frame)};
   const int T = diffusion.num_timesteps();
   std::vector<double> ascending = fractions;
   std::sort(ascending.begin(), ascending.end());
@@ -35,7 +35,7 @@ std::vector<Panel> forward_strip(const GaussianDiffusion<Real>& diffusion, const
                                      diffusion.schedule().timestep(t));
     diffusion.q_sample(x0, timesteps, noise, x_t);
     panels.push_back(
-        make_panel(x_t, "", "t=" + std::to_string(diffusion.schedule().timestep(t)), frame));
+        io::make_panel(x_t, "", "t=" + std::to_string(diffusion.schedule().timestep(t)), frame));
   }
   return panels;
 }
@@ -44,11 +44,11 @@ std::vector<Panel> forward_strip(const GaussianDiffusion<Real>& diffusion, const
 /// fraction * T (in original timesteps) and at the end, labelled by the level it is at:
 ///   ReverseStripRecorder<float> strip(schedule, frame);
 ///   sampler.sample(model, n, 2, rng, 0, std::ref(strip));
-///   write_png("reverse.png", render_strip(strip.panels()));
+///   io::write_png("reverse.png", io::render_strip(strip.panels()));
 template <class Real>
 class ReverseStripRecorder {
  public:
-  ReverseStripRecorder(NoiseSchedule schedule, Frame frame,
+  ReverseStripRecorder(NoiseSchedule schedule, io::Frame frame,
                        const std::vector<double>& fractions = default_strip_fractions())
       : schedule_(std::move(schedule)), frame_(frame) {
     for (const double fraction : fractions) {
@@ -62,24 +62,24 @@ class ReverseStripRecorder {
     const int index = p.total - p.done - 1;
     const int level = index >= 0 ? schedule_.timestep(index) : -1;
     if (level < 0) {
-      panels_.push_back(make_panel(p.x, "", "x_0 (samples)", frame_));
+      panels_.push_back(io::make_panel(p.x, "", "x_0 (samples)", frame_));
       return;
     }
     if (next_ < levels_.size() && level <= levels_[next_]) {
-      panels_.push_back(make_panel(p.x, "", "t=" + std::to_string(level), frame_));
+      panels_.push_back(io::make_panel(p.x, "", "t=" + std::to_string(level), frame_));
       while (next_ < levels_.size() && levels_[next_] >= level) ++next_;
     }
   }
 
   /// The recorded panels, from noise to data.
-  [[nodiscard]] const std::vector<Panel>& panels() const noexcept { return panels_; }
+  [[nodiscard]] const std::vector<io::Panel>& panels() const noexcept { return panels_; }
 
  private:
   NoiseSchedule schedule_;
-  Frame frame_;
+  io::Frame frame_;
   std::vector<int> levels_;  // descending
   std::size_t next_ = 0;
-  std::vector<Panel> panels_;
+  std::vector<io::Panel> panels_;
 };
 
-}  // namespace ddpm::io
+}  // namespace ddpm::viz

@@ -2,7 +2,7 @@
 // Tests of the packed GEMM against a brute-force product in long double: every operand layout,
 // shapes around the register tile and block edges, overwrite vs accumulate, the epilogue, strided
 // destinations, the thin-matrix path, and bitwise independence of the thread count.
-#include "ddpm/core/gemm.hpp"
+#include "ddpm/nn/detail/gemm.hpp"
 
 #include <doctest/doctest.h>
 
@@ -19,7 +19,7 @@
 namespace {
 
 using ddpm::Index;
-using ddpm::detail::StridedMatrix;
+using ddpm::nn::detail::StridedMatrix;
 
 template <class Real>
 std::vector<Real> normals(Index count, std::uint32_t stream) {
@@ -80,7 +80,7 @@ void check_product(Index m, Index n, Index k, bool a_col_major, bool b_col_major
       for (Index j = 0; j < n; ++j) c[i * ldc + j] = std::numeric_limits<Real>::quiet_NaN();
     }
   }
-  ddpm::detail::gemm(m, n, k, a.view, b.view, c.data(), ldc, accumulate);
+  ddpm::nn::detail::gemm(m, n, k, a.view, b.view, c.data(), ldc, accumulate);
   Index failures = 0;
   for (Index i = 0; i < m; ++i) {
     for (Index j = 0; j < ldc; ++j) {
@@ -105,7 +105,7 @@ void check_product(Index m, Index n, Index k, bool a_col_major, bool b_col_major
 
 TEST_CASE_TEMPLATE("gemm matches a brute-force product for every layout and edge shape", Real,
                    float, double) {
-  using Shape = ddpm::detail::GemmShape<Real>;
+  using Shape = ddpm::nn::detail::GemmShape<Real>;
   const Index mr = Shape::kMr, nr = Shape::kNr, kc = Shape::kKc, mc = Shape::kMc;
   // Sizes straddling the register tile, the packed row block and the depth block.
   const std::vector<Index> ms{1, mr - 1, mr, mr + 1, mc + mr + 5};
@@ -126,8 +126,8 @@ TEST_CASE_TEMPLATE("gemm matches a brute-force product for every layout and edge
   check_product<Real>(mr + 1, nr + 3, kc + 1, false, true, true);
   check_product<Real>(mr + 1, nr + 3, kc + 1, false, true, false);
   // Deep enough to be cut into depth slices (a weight gradient over a large batch).
-  const Index deep = 2 * ddpm::detail::gemm_internal::kDepthSlice + 50;
-  REQUIRE(ddpm::detail::gemm_internal::slices_depth<Real>(mr + 1, nr + 3, deep));
+  const Index deep = 2 * ddpm::nn::detail::gemm_internal::kDepthSlice + 50;
+  REQUIRE(ddpm::nn::detail::gemm_internal::slices_depth<Real>(mr + 1, nr + 3, deep));
   check_product<Real>(mr + 1, nr + 3, deep, true, false, true);
   check_product<Real>(mr + 1, nr + 3, deep, true, false, false);
 }
@@ -136,13 +136,13 @@ TEST_CASE("gemm with depth 0 writes zeros or leaves C, and still runs the epilog
   const std::vector<double> none;
   std::vector<double> c(6 * 40, 7.0);
   std::vector<int> seen(c.size(), 0);
-  ddpm::detail::gemm(6, 40, 0, StridedMatrix<double>{none.data(), 0, 1},
-                     StridedMatrix<double>{none.data(), 40, 1}, c.data(), 40, false,
-                     [&](Index i, Index j, Index rows, Index cols) {
-                       for (Index r = i; r < i + rows; ++r) {
-                         for (Index s = j; s < j + cols; ++s) ++seen[r * 40 + s];
-                       }
-                     });
+  ddpm::nn::detail::gemm(6, 40, 0, StridedMatrix<double>{none.data(), 0, 1},
+                         StridedMatrix<double>{none.data(), 40, 1}, c.data(), 40, false,
+                         [&](Index i, Index j, Index rows, Index cols) {
+                           for (Index r = i; r < i + rows; ++r) {
+                             for (Index s = j; s < j + cols; ++s) ++seen[r * 40 + s];
+                           }
+                         });
   for (std::size_t e = 0; e < c.size(); ++e) {
     CHECK(c[e] == 0.0);
     CHECK(seen[e] == 1);
@@ -151,20 +151,20 @@ TEST_CASE("gemm with depth 0 writes zeros or leaves C, and still runs the epilog
 
 TEST_CASE("the gemm epilogue sees every element once, after its final value") {
   // Depth over two blocks: the epilogue must not run after the first.
-  const Index m = 50, n = 70, k = ddpm::detail::GemmShape<float>::kKc + 30;
+  const Index m = 50, n = 70, k = ddpm::nn::detail::GemmShape<float>::kKc + 30;
   const Operand<float> a(m, k, false, 4), b(k, n, false, 5);
   std::vector<float> c(static_cast<std::size_t>(m * n));
   std::vector<float> copied(c.size(), 0.0f);
   std::vector<int> seen(c.size(), 0);
-  ddpm::detail::gemm(m, n, k, a.view, b.view, c.data(), n, false,
-                     [&](Index i, Index j, Index rows, Index cols) {
-                       for (Index r = i; r < i + rows; ++r) {
-                         for (Index s = j; s < j + cols; ++s) {
-                           ++seen[r * n + s];
-                           copied[r * n + s] = c[r * n + s];
-                         }
-                       }
-                     });
+  ddpm::nn::detail::gemm(m, n, k, a.view, b.view, c.data(), n, false,
+                         [&](Index i, Index j, Index rows, Index cols) {
+                           for (Index r = i; r < i + rows; ++r) {
+                             for (Index s = j; s < j + cols; ++s) {
+                               ++seen[r * n + s];
+                               copied[r * n + s] = c[r * n + s];
+                             }
+                           }
+                         });
   for (std::size_t e = 0; e < c.size(); ++e) {
     CHECK(seen[e] == 1);
     CHECK(copied[e] == c[e]);
@@ -173,7 +173,7 @@ TEST_CASE("the gemm epilogue sees every element once, after its final value") {
 
 TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing per call", Real,
                    float, double) {
-  using Shape = ddpm::detail::GemmShape<Real>;
+  using Shape = ddpm::nn::detail::GemmShape<Real>;
   struct Case {
     Index m, n, k;
     bool b_col;
@@ -185,13 +185,13 @@ TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing p
         Case{17, 3, 50, false}, Case{40, 64, 100, true}}) {
     CAPTURE(shape.n);
     const Operand<Real> a(shape.m, shape.k, false, 8), b(shape.k, shape.n, shape.b_col, 9);
-    ddpm::detail::PackedRhs<Real> packed;
+    ddpm::nn::detail::PackedRhs<Real> packed;
     packed.pack(b.view, shape.k, shape.n);
     for (const bool accumulate : {false, true}) {
       std::vector<Real> once = normals<Real>(shape.m * shape.n, 10), each = once;
-      ddpm::detail::gemm_serial(shape.m, a.view, packed, once.data(), shape.n, accumulate);
-      ddpm::detail::gemm_serial(shape.m, shape.n, shape.k, a.view, b.view, each.data(), shape.n,
-                                accumulate);
+      ddpm::nn::detail::gemm_serial(shape.m, a.view, packed, once.data(), shape.n, accumulate);
+      ddpm::nn::detail::gemm_serial(shape.m, shape.n, shape.k, a.view, b.view, each.data(), shape.n,
+                                    accumulate);
       CHECK(once == each);
     }
   }
@@ -215,7 +215,7 @@ TEST_CASE("gemm results do not depend on the number of threads") {
       CAPTURE(threads);
       omp_set_num_threads(threads);
       std::vector<float> c(one.size());
-      ddpm::detail::gemm(shape.m, shape.n, shape.k, a.view, b.view, c.data(), shape.n, false);
+      ddpm::nn::detail::gemm(shape.m, shape.n, shape.k, a.view, b.view, c.data(), shape.n, false);
       if (threads == 1) {
         one = c;
       } else {

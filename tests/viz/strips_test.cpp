@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Tests of the forward and reverse strips: which noise levels they show, in which order.
-#include "ddpm/io/strips.hpp"
+#include "ddpm/viz/strips.hpp"
 
 #include <doctest/doctest.h>
 
@@ -26,7 +26,7 @@ TEST_CASE("the reverse strip records each noise level once, from noise to sample
   ddpm::GaussianMixtureDenoiser<double> model(ddpm::eight_gaussians_mixture(), full);
   SUBCASE("all 1000 steps") {
     ddpm::AncestralSampler<double> sampler{ddpm::GaussianDiffusion<double>(full)};
-    ddpm::io::ReverseStripRecorder<double> strip(full, {});
+    ddpm::viz::ReverseStripRecorder<double> strip(full, {});
     (void)sampler.sample(model, 50, 2, ddpm::CounterRng(1), 0, std::ref(strip));
     CHECK(labels(strip.panels()) ==
           std::vector<std::string>{"t=998", "t=500", "t=250", "t=100", "t=50", "x_0 (samples)"});
@@ -35,7 +35,7 @@ TEST_CASE("the reverse strip records each noise level once, from noise to sample
   SUBCASE("a respaced schedule labels original timesteps") {
     const ddpm::NoiseSchedule respaced = full.respaced("ddim50");  // 0, 20, ..., 980
     ddpm::DdimSampler<double> sampler{ddpm::GaussianDiffusion<double>(respaced)};
-    ddpm::io::ReverseStripRecorder<double> strip(respaced, {});
+    ddpm::viz::ReverseStripRecorder<double> strip(respaced, {});
     (void)sampler.sample(model, 10, 2, ddpm::CounterRng(1), 0, std::ref(strip));
     CHECK(labels(strip.panels()) ==
           std::vector<std::string>{"t=960", "t=500", "t=240", "t=100", "t=40", "x_0 (samples)"});
@@ -46,7 +46,7 @@ TEST_CASE("the forward strip shows x_0 and x_t at increasing t") {
   const ddpm::GaussianDiffusion<double> diffusion(ddpm::NoiseSchedule::linear(1000));
   const ddpm::Batch<double> x0 = ddpm::test::random_batch(20, 2, 1);
   const ddpm::Batch<double> noise = ddpm::test::random_batch(20, 2, 2);
-  const std::vector<ddpm::io::Panel> panels = ddpm::io::forward_strip(diffusion, x0, noise, {});
+  const std::vector<ddpm::io::Panel> panels = ddpm::viz::forward_strip(diffusion, x0, noise, {});
   CHECK(labels(panels) ==
         std::vector<std::string>{"x_0 (data)", "t=50", "t=100", "t=250", "t=500", "t=999"});
   CHECK(panels[0].points == x0);
