@@ -112,9 +112,9 @@ struct ModelSpec {
   }
   // Images are 8-bit: the bound's decoder is the discretized Gaussian of Ho et al. (bits/dim).
   [[nodiscard]] ddpm::DiffusionOptions diffusion_options() const {
-    return {.output = ddpm::parse_model_output(output),
-            .variance = ddpm::parse_variance_kind(variance),
-            .loss = ddpm::parse_loss_kind(loss),
+    return {.output = ddpm::parse_enum<ddpm::ModelOutput>(output),
+            .variance = ddpm::parse_enum<ddpm::VarianceKind>(variance),
+            .loss = ddpm::parse_enum<ddpm::LossKind>(loss),
             .decoder = ddpm::Decoder::discretized,
             .clip_x0 = true};
   }

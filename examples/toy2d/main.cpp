@@ -24,9 +24,9 @@
 #include "ddpm/io/npy.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/progress.hpp"
-#include "ddpm/viz/strips.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "ddpm/viz/strips.hpp"
 
 namespace {
 
@@ -80,9 +80,9 @@ struct ModelSpec {
     throw ddpm::InvalidArgument("--schedule", schedule, "linear or cosine");
   }
   [[nodiscard]] ddpm::DiffusionOptions diffusion_options() const {
-    return {.output = ddpm::parse_model_output(output),
-            .variance = ddpm::parse_variance_kind(variance),
-            .loss = ddpm::parse_loss_kind(loss)};
+    return {.output = ddpm::parse_enum<ddpm::ModelOutput>(output),
+            .variance = ddpm::parse_enum<ddpm::VarianceKind>(variance),
+            .loss = ddpm::parse_enum<ddpm::LossKind>(loss)};
   }
   [[nodiscard]] ddpm::data::ToyDataset toy() const {
     return ddpm::data::parse_toy_dataset(dataset);

@@ -61,10 +61,11 @@ struct EnumTable<VarianceKind> {
 template <>
 struct EnumTable<LossKind> {
   static constexpr std::string_view parameter = "loss";
-  static constexpr std::array<EnumName<LossKind>, 4> names = {{{LossKind::simple, "simple"},
-                                                               {LossKind::kl, "kl"},
-                                                               {LossKind::rescaled_kl, "rescaled-kl"},
-                                                               {LossKind::hybrid, "hybrid"}}};
+  static constexpr std::array<EnumName<LossKind>, 4> names = {
+      {{LossKind::simple, "simple"},
+       {LossKind::kl, "kl"},
+       {LossKind::rescaled_kl, "rescaled-kl"},
+       {LossKind::hybrid, "hybrid"}}};
   static constexpr std::array<EnumName<LossKind>, 1> aliases = {{{LossKind::simple, "mse"}}};
 };
 template <>

@@ -455,11 +455,11 @@ TEST_CASE("bad arguments throw InvalidArgument naming the parameter") {
                          doctest::Contains("loss = hybrid"), ddpm::InvalidArgument);
   }
   SUBCASE("unknown option strings") {
-    CHECK_THROWS_WITH_AS(ddpm::parse_model_output("noise"), doctest::Contains("output = noise"),
-                         ddpm::InvalidArgument);
-    CHECK_THROWS_WITH_AS(ddpm::parse_variance_kind("small"), doctest::Contains("variance = small"),
-                         ddpm::InvalidArgument);
-    CHECK_THROWS_WITH_AS(ddpm::parse_loss_kind("l2"), doctest::Contains("loss = l2"),
+    CHECK_THROWS_WITH_AS(ddpm::parse_enum<ddpm::ModelOutput>("noise"),
+                         doctest::Contains("output = noise"), ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(ddpm::parse_enum<ddpm::VarianceKind>("small"),
+                         doctest::Contains("variance = small"), ddpm::InvalidArgument);
+    CHECK_THROWS_WITH_AS(ddpm::parse_enum<ddpm::LossKind>("l2"), doctest::Contains("loss = l2"),
                          ddpm::InvalidArgument);
   }
 }
