@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <numbers>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/types.hpp"

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/types.hpp"

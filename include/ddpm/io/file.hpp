@@ -2,6 +2,7 @@
 // Whole-file reads and crash-safe writes shared by every file format of ddpm.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

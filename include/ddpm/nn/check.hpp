@@ -3,6 +3,7 @@
 // check never allocates.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "ddpm/core/error.hpp"

@@ -4,10 +4,13 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/types.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/samplers/common.hpp"
