@@ -81,7 +81,8 @@ NllWithGrad<Real> discretized_gaussian_nll_with_grad(Real x_in, Real mean_in, Re
   const double x = x_in, mean = mean_in, log_var = log_var_in;
   const double inv_std = std::exp(-0.5 * log_var);
   const double half_bin = 1.0 / 255.0;
-  const bool lowest = x<-0.999, highest = x> 0.999;
+  const bool lowest = x < -0.999;
+  const bool highest = x > 0.999;
   // Standardized bin edges; +-inf at the open ends.
   const double lo = lowest ? -INFINITY : (x - half_bin - mean) * inv_std;
   const double hi = highest ? INFINITY : (x + half_bin - mean) * inv_std;
