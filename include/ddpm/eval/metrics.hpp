@@ -350,9 +350,9 @@ inline SampleQuality sample_quality(const Batch<double>& x, const Batch<double>&
 ///   };
 ///   eval::SampleQuality floor = eval::metric_floor(moons, 5000);
 template <class Draw>
-requires requires(Draw& draw, Index n, std::uint64_t seed) {
-  draw(n, seed).template cast<double>();
-}
+  requires requires(Draw& draw, Index n, std::uint64_t seed) {
+    draw(n, seed).template cast<double>();
+  }
 SampleQuality metric_floor(Draw&& draw, Index n, const QualityOptions& options = {},
                            std::uint64_t seed_a = 1, std::uint64_t seed_b = 2) {
   ddpm::detail::require(n >= 2, "n", n, "n >= 2");
