@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -22,8 +23,10 @@
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/check.hpp"
 #include "ddpm/nn/conv_graph.hpp"
+#include "ddpm/nn/image.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/parameter_store.hpp"
+#include "ddpm/nn/resblock.hpp"
 #include "ddpm/nn/time_embedding.hpp"
 #include "ddpm/nn/workspace.hpp"
 

@@ -6,10 +6,12 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -18,6 +19,7 @@
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/check.hpp"
 #include "ddpm/nn/conv_graph.hpp"
+#include "ddpm/nn/image.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/resblock.hpp"
 #include "ddpm/nn/time_embedding.hpp"
