@@ -3,11 +3,17 @@
 // with their gradients with respect to the model output, and the variational bound.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <numbers>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
@@ -37,7 +43,9 @@ struct DiffusionOptions {
   VarianceKind variance = VarianceKind::fixed_small;
   LossKind loss = LossKind::simple;
   Decoder decoder = Decoder::continuous;
-  bool clip_x0 = false;        ///< clip the predicted x_0 to [-1, 1] (images)
+  /// Clip x0^ to [-1, 1] (images) in the reverse process the samplers run and the bound
+  /// evaluates. Training losses never clip: a clipped x0^ has no gradient.
+  bool clip_x0 = false;
   bool rescale_hybrid = true;  ///< hybrid bound weight T/1000 (rescaled) instead of 1
 };
 
@@ -74,6 +82,47 @@ struct EnumTable<Decoder> {
   static constexpr std::array<EnumName<Decoder>, 2> names = {
       {{Decoder::continuous, "continuous"}, {Decoder::discretized, "discretized"}}};
 };
+
+/// The coefficients of the x_0, epsilon and v conversions at one step of a schedule.
+template <class Real>
+struct NoiseLevel {
+  Real sqrt_ab;            ///< sqrt(ab_t)
+  Real sqrt_one_minus_ab;  ///< sqrt(1 - ab_t)
+  Real sqrt_recip_ab;      ///< sqrt(1 / ab_t)
+  Real sqrt_recipm1_ab;    ///< sqrt(1 / ab_t - 1)
+};
+
+// Each equation of REFERENCE.md's "Model output parameterizations" in one named place.
+
+/// x0^ = sqrt(1/ab_t) x_t - sqrt(1/ab_t - 1) eps^.
+template <class Real>
+constexpr Real x0_from_eps(const NoiseLevel<Real>& a, Real x_t, Real eps) noexcept {
+  return a.sqrt_recip_ab * x_t - a.sqrt_recipm1_ab * eps;
+}
+/// eps^ = (sqrt(1/ab_t) x_t - x0^) / sqrt(1/ab_t - 1), the inverse of x0_from_eps. Where the
+/// noise level rounds to zero in Real the noise is unidentifiable and 0 is returned (not 0/0).
+template <class Real>
+constexpr Real eps_from_x0(const NoiseLevel<Real>& a, Real x_t, Real x0) noexcept {
+  return a.sqrt_recipm1_ab > Real(0) ? (a.sqrt_recip_ab * x_t - x0) / a.sqrt_recipm1_ab : Real(0);
+}
+/// x0^ = sqrt(ab_t) x_t - sqrt(1 - ab_t) v^ (Salimans & Ho 2022).
+template <class Real>
+constexpr Real x0_from_v(const NoiseLevel<Real>& a, Real x_t, Real v) noexcept {
+  return a.sqrt_ab * x_t - a.sqrt_one_minus_ab * v;
+}
+/// The v target of a training pair: v = sqrt(ab_t) eps - sqrt(1 - ab_t) x_0.
+template <class Real>
+constexpr Real v_from_x0_eps(const NoiseLevel<Real>& a, Real x0, Real eps) noexcept {
+  return a.sqrt_ab * eps - a.sqrt_one_minus_ab * x0;
+}
+/// The learned-range log-variance (Nichol & Dhariwal 2021, eq. 15): with frac = (r + 1) / 2,
+/// frac log(beta_t) + (1 - frac) log(beta~_t) (beta~ with its clipped log).
+template <class Real>
+constexpr Real learned_range_log_variance(Real r, Real log_beta,
+                                          Real log_posterior_variance) noexcept {
+  const Real fraction = (r + Real(1)) / Real(2);
+  return fraction * log_beta + (Real(1) - fraction) * log_posterior_variance;
+}
 
 /// Mean and log-variance of p(x_{t-1} | x_t) for a batch, with the x_0 and epsilon they imply.
 template <class Real>
@@ -205,7 +254,7 @@ class GaussianDiffusion {
     detail::parallel_for(x_t.rows(), 16 * x_t.cols(), [&](Index i) {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       for (Index j = 0; j < dim; ++j) {
-        const Element e = element(model_out, x_t, i, j, s);
+        const Element e = element(model_out, x_t, i, j, s, options_.clip_x0);
         out.pred_x0(i, j) = e.x0;
         out.pred_eps(i, j) = e.eps;
         out.mean(i, j) = e.mean;
@@ -247,12 +296,10 @@ class GaussianDiffusion {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       const Real w =
           (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) / static_cast<Real>(n);
-      const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
-      const Real sqrt_one_minus_ab =
-          static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+      const NoiseLevel<Real> level = noise_level(s);
       Real mse = 0, vlb = 0;
       for (Index j = 0; j < dim; ++j) {
-        const Element e = element(model_out, x_t, i, j, s);
+        const Element e = element(model_out, x_t, i, j, s, /*clip=*/false);
         const BoundTerm b = bound_term(e, x0(i, j), x_t(i, j), s);
         vlb += b.value;
         Real d_mean_out = 0, d_var_out = 0;
@@ -260,7 +307,7 @@ class GaussianDiffusion {
           const Real target = options_.output == ModelOutput::epsilon ? noise(i, j)
                               : options_.output == ModelOutput::x0
                                   ? x0(i, j)
-                                  : sqrt_ab * noise(i, j) - sqrt_one_minus_ab * x0(i, j);
+                                  : v_from_x0_eps(level, x0(i, j), noise(i, j));
           const Real diff = model_out(i, j) - target;
           mse += diff * diff;
           d_mean_out = Real(2) * diff / static_cast<Real>(dim);
@@ -300,7 +347,9 @@ class GaussianDiffusion {
       const std::size_t s = step_of(t[static_cast<std::size_t>(i)]);
       Real sum = 0;
       for (Index j = 0; j < x0.cols(); ++j) {
-        sum += bound_term(element(model_out, x_t, i, j, s), x0(i, j), x_t(i, j), s).value;
+        sum +=
+            bound_term(element(model_out, x_t, i, j, s, options_.clip_x0), x0(i, j), x_t(i, j), s)
+                .value;
       }
       terms(i) = sum * unit;
     });
@@ -331,6 +380,7 @@ class GaussianDiffusion {
   VariationalBound<Real> variational_bound(M& model, const Batch<Real>& x0, const CounterRng& rng,
                                            std::uint32_t first_sample, OnStep&& on_step) const {
     detail::check_denoiser<M, Real>();
+    detail::InferenceMode<M> inference(model);
     VariationalBound<Real> bound;
     bound.unit = options_.decoder == Decoder::discretized ? "bits/dim" : "nats/dim";
     const Index n = x0.rows();
@@ -360,8 +410,17 @@ class GaussianDiffusion {
     return variational_bound(model, x0, rng, first_sample, [](int, int) {});
   }
 
-  // ---- validation shared with the samplers ---------------------------------------------------
+  /// The x_0 / epsilon / v conversion coefficients of step index `s` of the schedule (not an
+  /// original timestep: see NoiseSchedule::index_of).
+  [[nodiscard]] NoiseLevel<Real> noise_level(std::size_t s) const noexcept {
+    return {static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]),
+            static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]),
+            static_cast<Real>(schedule_.sqrt_recip_alphas_cumprod()[s]),
+            static_cast<Real>(schedule_.sqrt_recipm1_alphas_cumprod()[s])};
+  }
 
+ private:
+  // Argument checks of the public functions.
   /// Throws unless t has one entry per row of `batch` and every entry is a valid timestep.
   void check_rows(const Batch<Real>& batch, std::span<const int> t, std::string_view name) const {
     detail::require(static_cast<Index>(t.size()) == batch.rows(), "t.size()", t.size(), [&] {
@@ -394,43 +453,40 @@ class GaussianDiffusion {
                                                             : timestep);
   }
 
- private:
   /// Everything p(x_{t-1}|x_t) needs at one element, and the derivatives of the mean and
   /// log-variance with respect to the raw outputs they come from.
   struct Element {
     Real x0, eps, mean, log_variance, d_mean_d_out, d_log_variance_d_out;
   };
 
+  /// p(x_{t-1} | x_t) at element (i, j) of step s, composed from the named conversions; `clip`
+  /// clips x0^ to [-1, 1] (the reverse process the samplers run; training losses never clip).
   Element element(const Batch<Real>& model_out, const Batch<Real>& x_t, Index i, Index j,
-                  std::size_t s) const {
+                  std::size_t s, bool clip) const {
     const Index dim = x_t.cols();
     const Real out = model_out(i, j), x = x_t(i, j);
-    const Real sqrt_recip_ab = static_cast<Real>(schedule_.sqrt_recip_alphas_cumprod()[s]);
-    const Real sqrt_recipm1_ab = static_cast<Real>(schedule_.sqrt_recipm1_alphas_cumprod()[s]);
-    const Real sqrt_ab = static_cast<Real>(schedule_.sqrt_alphas_cumprod()[s]);
-    const Real sqrt_one_minus_ab = static_cast<Real>(schedule_.sqrt_one_minus_alphas_cumprod()[s]);
+    const NoiseLevel<Real> level = noise_level(s);
     Element e{};
     Real d_x0_d_out = 1;
     switch (options_.output) {
       case ModelOutput::epsilon:
-        e.x0 = sqrt_recip_ab * x - sqrt_recipm1_ab * out;
-        d_x0_d_out = -sqrt_recipm1_ab;
+        e.x0 = x0_from_eps(level, x, out);
+        d_x0_d_out = -level.sqrt_recipm1_ab;
         break;
       case ModelOutput::x0:
         e.x0 = out;
         break;
       case ModelOutput::v:
-        e.x0 = sqrt_ab * x - sqrt_one_minus_ab * out;
-        d_x0_d_out = -sqrt_one_minus_ab;
+        e.x0 = x0_from_v(level, x, out);
+        d_x0_d_out = -level.sqrt_one_minus_ab;
         break;
     }
-    if (options_.clip_x0 && (e.x0 > Real(1) || e.x0 < Real(-1))) {
+    const bool clipped = clip && (e.x0 > Real(1) || e.x0 < Real(-1));
+    if (clipped) {
       e.x0 = e.x0 > Real(1) ? Real(1) : Real(-1);
       d_x0_d_out = 0;
     }
-    e.eps = options_.output == ModelOutput::epsilon && !options_.clip_x0
-                ? out
-                : (sqrt_recip_ab * x - e.x0) / sqrt_recipm1_ab;
+    e.eps = options_.output == ModelOutput::epsilon && !clipped ? out : eps_from_x0(level, x, e.x0);
     const Real coef1 = static_cast<Real>(schedule_.posterior_mean_coef1()[s]);
     e.mean = coef1 * e.x0 + static_cast<Real>(schedule_.posterior_mean_coef2()[s]) * x;
     e.d_mean_d_out = coef1 * d_x0_d_out;
@@ -448,8 +504,7 @@ class GaussianDiffusion {
         break;
       case VarianceKind::learned_range: {
         const Real large = static_cast<Real>(std::log(schedule_.betas()[s]));
-        const Real fraction = (model_out(i, dim + j) + Real(1)) / Real(2);
-        e.log_variance = fraction * large + (Real(1) - fraction) * small;
+        e.log_variance = learned_range_log_variance(model_out(i, dim + j), large, small);
         e.d_log_variance_d_out = (large - small) / Real(2);
         break;
       }

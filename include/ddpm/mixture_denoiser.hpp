@@ -52,9 +52,14 @@ class GaussianMixtureDenoiser {
     for (double& w : mixture_.weights) w /= total;
     // alpha-bar of every ORIGINAL timestep the schedule keeps (the model is called with those).
     alphas_cumprod_.assign(static_cast<std::size_t>(schedule.original_size()), -1.0);
+    one_minus_alphas_cumprod_.assign(alphas_cumprod_.size(), -1.0);
     for (int i = 0; i < schedule.size(); ++i) {
-      alphas_cumprod_[static_cast<std::size_t>(schedule.timestep(i))] =
-          schedule.alphas_cumprod()[static_cast<std::size_t>(i)];
+      const auto original = static_cast<std::size_t>(schedule.timestep(i));
+      alphas_cumprod_[original] = schedule.alphas_cumprod()[static_cast<std::size_t>(i)];
+      // The schedule's accurate 1 - ab (it rounds to 0 as 1.0 - ab for beta_0 = 1e-17).
+      const double sqrt_one_minus =
+          schedule.sqrt_one_minus_alphas_cumprod()[static_cast<std::size_t>(i)];
+      one_minus_alphas_cumprod_[original] = sqrt_one_minus * sqrt_one_minus;
     }
   }
 
@@ -94,6 +99,8 @@ class GaussianMixtureDenoiser {
     detail::parallel_for(x_t.rows(), [&](Index i) {
       const double ab = alphas_cumprod_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
       const double sqrt_ab = std::sqrt(ab);
+      const double one_minus_ab =
+          one_minus_alphas_cumprod_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
       const int only = labels.empty() ? kNoLabel : labels[static_cast<std::size_t>(i)];
       // log responsibilities, then E[x_0 | x_t] as their weighted sum of component posteriors.
       double max_log = -INFINITY;
@@ -110,7 +117,7 @@ class GaussianMixtureDenoiser {
           log_resp[c] = -INFINITY;
           continue;
         }
-        const double var = ab * mixture_.stds[ci] * mixture_.stds[ci] + 1.0 - ab;
+        const double var = ab * mixture_.stds[ci] * mixture_.stds[ci] + one_minus_ab;
         double sq = 0.0;
         for (Index j = 0; j < dim; ++j) {
           const double d = static_cast<double>(x_t(i, j)) - sqrt_ab * mixture_.means(c, j);
@@ -129,15 +136,15 @@ class GaussianMixtureDenoiser {
           if (log_resp[c] == -INFINITY) continue;
           const double r = std::exp(log_resp[c] - max_log) / norm;
           const double s2 = mixture_.stds[ci] * mixture_.stds[ci];
-          const double var = ab * s2 + 1.0 - ab;
+          const double var = ab * s2 + one_minus_ab;
           x0 += r *
                 (mixture_.means(c, j) + sqrt_ab * s2 * (x - sqrt_ab * mixture_.means(c, j)) / var);
         }
-        const double eps = (x - sqrt_ab * x0) / std::sqrt(1.0 - ab);
+        const double eps = (x - sqrt_ab * x0) / std::sqrt(one_minus_ab);
         const double value = output_ == ModelOutput::epsilon ? eps
                              : output_ == ModelOutput::x0
                                  ? x0
-                                 : sqrt_ab * eps - std::sqrt(1.0 - ab) * x0;
+                                 : sqrt_ab * eps - std::sqrt(one_minus_ab) * x0;
         out(i, j) = static_cast<Real>(value);
       }
     });
@@ -145,7 +152,8 @@ class GaussianMixtureDenoiser {
 
   GaussianMixture mixture_;
   ModelOutput output_;
-  std::vector<double> alphas_cumprod_;  // by original timestep; -1 where the schedule has no step
+  // By original timestep; -1 where the schedule has no step.
+  std::vector<double> alphas_cumprod_, one_minus_alphas_cumprod_;
 };
 
 }  // namespace ddpm

@@ -118,7 +118,8 @@ class NoiseSchedule {
     std::vector<double> betas;
     std::vector<int> original;
     betas.reserve(kept.size());
-    double previous_alpha_bar = 1.0;
+    // In log alpha-bar, so that a tiny beta survives: 1 - ab[k] / 1 rounds to 0 for beta = 1e-17.
+    double previous_log_alpha_bar = 0.0;
     for (std::size_t j = 0; j < kept.size(); ++j) {
       const int k = kept[j];
       detail::require(k >= 0 && k < size(), "kept_timesteps", k,
@@ -128,10 +129,10 @@ class NoiseSchedule {
                         std::to_string(kept[j - 1]) + " followed by " + std::to_string(k),
                         "a strictly increasing list");
       }
-      const double alpha_bar = alphas_cumprod_[static_cast<std::size_t>(k)];
-      betas.push_back(1.0 - alpha_bar / previous_alpha_bar);
+      const double log_alpha_bar = log_alphas_cumprod_[static_cast<std::size_t>(k)];
+      betas.push_back(-std::expm1(log_alpha_bar - previous_log_alpha_bar));
       original.push_back(timestep(k));
-      previous_alpha_bar = alpha_bar;
+      previous_log_alpha_bar = log_alpha_bar;
     }
     return NoiseSchedule(std::move(betas), std::move(original), original_size());
   }
@@ -250,7 +251,7 @@ class NoiseSchedule {
           &sqrt_alphas_cumprod_, &sqrt_one_minus_alphas_cumprod_, &log_one_minus_alphas_cumprod_,
           &sqrt_recip_alphas_cumprod_, &sqrt_recipm1_alphas_cumprod_, &posterior_variance_,
           &posterior_log_variance_clipped_, &posterior_mean_coef1_, &posterior_mean_coef2_,
-          &fixed_large_log_variance_}) {
+          &fixed_large_log_variance_, &log_alphas_cumprod_}) {
       array->assign(n, 0.0);
     }
     // alpha-bar through sums of log1p, and 1 - alpha-bar through expm1, so that neither loses
@@ -262,6 +263,7 @@ class NoiseSchedule {
       alphas_cumprod_prev_[i] = std::exp(log_alpha_bar);
       one_minus_ab_prev[i] = -std::expm1(log_alpha_bar);
       log_alpha_bar += std::log1p(-betas_[i]);
+      log_alphas_cumprod_[i] = log_alpha_bar;
       alphas_cumprod_[i] = std::exp(log_alpha_bar);
       one_minus_ab[i] = -std::expm1(log_alpha_bar);
     }
@@ -295,7 +297,7 @@ class NoiseSchedule {
       sqrt_alphas_cumprod_, sqrt_one_minus_alphas_cumprod_, log_one_minus_alphas_cumprod_,
       sqrt_recip_alphas_cumprod_, sqrt_recipm1_alphas_cumprod_, posterior_variance_,
       posterior_log_variance_clipped_, posterior_mean_coef1_, posterior_mean_coef2_,
-      fixed_large_log_variance_;
+      fixed_large_log_variance_, log_alphas_cumprod_;
 };
 
 }  // namespace ddpm

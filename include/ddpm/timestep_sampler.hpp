@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -120,9 +122,21 @@ class LossSecondMomentSampler {
   // State for checkpoints: the loss history (T x history, oldest first per t) and counts.
   [[nodiscard]] const std::vector<double>& loss_history() const noexcept { return losses_; }
   [[nodiscard]] const std::vector<int>& loss_counts() const noexcept { return counts_; }
+  /// Restores loss_history() and loss_counts() as saved, validating every field first (they
+  /// come from files): sizes, counts in 0..history, finite losses. Throws InvalidArgument and
+  /// leaves the sampler unchanged on bad input.
   void restore(std::vector<double> history, std::vector<int> counts) {
-    detail::require(history.size() == losses_.size() && counts.size() == counts_.size(), "history",
-                    history.size(), "T x history entries and T counts");
+    detail::require(history.size() == losses_.size(), "loss history size", history.size(),
+                    [&] { return std::to_string(losses_.size()) + " (T x history length)"; });
+    detail::require(counts.size() == counts_.size(), "loss counts size", counts.size(),
+                    [&] { return std::to_string(counts_.size()) + " (T)"; });
+    for (const int count : counts) {
+      detail::require(count >= 0 && count <= history_, "loss count", count,
+                      [&] { return "0.." + std::to_string(history_); });
+    }
+    for (const double loss : history) {
+      detail::require(std::isfinite(loss), "loss history value", loss, "finite values");
+    }
     losses_ = std::move(history);
     counts_ = std::move(counts);
     warm_count_ = static_cast<int>(

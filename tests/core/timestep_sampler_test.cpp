@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -252,8 +253,37 @@ TEST_CASE("LossSecondMomentSampler keeps only the last 10 losses per t") {
     CHECK(copy.probabilities() == sampler.probabilities());
     const CounterRng rng(3);
     CHECK(draw(copy, rng, 7, 0, 100).t == draw(sampler, rng, 7, 0, 100).t);
-    DDPM_CHECK_INVALID("history", copy.restore(std::vector<double>(49), std::vector<int>(5)));
-    DDPM_CHECK_INVALID("history", copy.restore(std::vector<double>(50), std::vector<int>(4)));
+    DDPM_CHECK_INVALID("loss history size",
+                       copy.restore(std::vector<double>(49), std::vector<int>(5)));
+    DDPM_CHECK_INVALID("loss counts size",
+                       copy.restore(std::vector<double>(50), std::vector<int>(4)));
+  }
+  SUBCASE("restore() validates every field of a crafted state and keeps the old one") {
+    // A negative count used to index before the history row (out of bounds); a count above the
+    // history length past it. Both come from a checkpoint file, so they are refused.
+    LossSecondMomentSampler copy(5);
+    copy.restore(sampler.loss_history(), sampler.loss_counts());
+    const std::vector<double> before = copy.probabilities();
+    for (const int bad : {-1, -2147483647 - 1, 11, 2147483647}) {
+      CAPTURE(bad);
+      std::vector<int> counts = sampler.loss_counts();
+      counts[2] = bad;
+      DDPM_CHECK_INVALID("loss count", copy.restore(sampler.loss_history(), counts));
+    }
+    for (const double bad : {std::nan(""), std::numeric_limits<double>::infinity(),
+                             -std::numeric_limits<double>::infinity()}) {
+      std::vector<double> history = sampler.loss_history();
+      history[17] = bad;
+      DDPM_CHECK_INVALID("loss history value", copy.restore(history, sampler.loss_counts()));
+    }
+    CHECK(copy.probabilities() == before);
+    // Partial histories (counts below 10) are valid states: not warmed up, draws are uniform.
+    std::vector<int> partial = sampler.loss_counts();
+    partial[0] = 3;
+    copy.restore(sampler.loss_history(), partial);
+    CHECK_FALSE(copy.warmed_up());
+    copy.update<double>(std::vector<int>{0}, std::vector<double>{1.0});
+    CHECK(copy.loss_counts()[0] == 4);
   }
 }
 

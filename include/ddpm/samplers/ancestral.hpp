@@ -4,12 +4,17 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/samplers/common.hpp"
+#include "ddpm/schedule.hpp"
 
 namespace ddpm {
 
@@ -26,8 +31,12 @@ class AncestralSampler : public ReverseLoop<AncestralSampler<Real>, Real> {
 
   /// One step from x_t to x_{t-1} given the model's output at (x_t, t). Row i draws its noise
   /// from (stream sampler_noise, sample first_sample + i, step t); no noise at the first step.
+  /// `guidance` (optional, x_t's shape) is g = s grad log p(y | x_t): the mean moves by Sigma g
+  /// (Dhariwal & Nichol 2021, Algorithm 1), after any clipping of x0^.
   void step(const Batch<Real>& model_out, int t, const Batch<Real>& x_t, Batch<Real>& x_prev,
-            const CounterRng& rng, std::uint32_t first_sample = 0) {
+            const CounterRng& rng, std::uint32_t first_sample = 0,
+            const Batch<Real>* guidance = nullptr) {
+    detail::check_guidance(guidance, x_t);
     timesteps_.assign(static_cast<std::size_t>(x_t.rows()), t);
     diffusion_.p_mean_variance(model_out, x_t, timesteps_, reverse_);
     const bool last = diffusion_.schedule().index_of(t) == 0;
@@ -35,14 +44,15 @@ class AncestralSampler : public ReverseLoop<AncestralSampler<Real>, Real> {
     const Index dim = x_t.cols();
     detail::parallel_for(x_t.rows(), 32 * dim, [&](Index i) {
       Real* out = x_prev.row(i).data();
-      if (last) {
-        for (Index j = 0; j < dim; ++j) out[j] = reverse_.mean(i, j);
-        return;
+      if (!last) {
+        rng.normals(stream::sampler_noise, first_sample + static_cast<std::uint32_t>(i),
+                    static_cast<std::uint32_t>(t), out, dim);
       }
-      rng.normals(stream::sampler_noise, first_sample + static_cast<std::uint32_t>(i),
-                  static_cast<std::uint32_t>(t), out, dim);
       for (Index j = 0; j < dim; ++j) {
-        out[j] = reverse_.mean(i, j) + std::exp(Real(0.5) * reverse_.log_variance(i, j)) * out[j];
+        const Real log_variance = reverse_.log_variance(i, j);
+        Real mean = reverse_.mean(i, j);
+        if (guidance != nullptr) mean += std::exp(log_variance) * (*guidance)(i, j);
+        out[j] = last ? mean : mean + std::exp(Real(0.5) * log_variance) * out[j];
       }
     });
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -46,37 +47,9 @@ Batch<Real> prior_sample(Index n, Index dim, const CounterRng& rng, std::uint32_
 
 }  // namespace detail
 
-namespace detail {
-
-/// Switches a model that has set_training()/training() to inference for a scope, then back.
-template <class M>
-class InferenceMode {
- public:
-  explicit InferenceMode(M& model) : model_(model) {
-    if constexpr (kHasSwitch) {
-      was_training_ = model_.training();
-      model_.set_training(false);
-    }
-  }
-  ~InferenceMode() {
-    if constexpr (kHasSwitch) model_.set_training(was_training_);
-  }
-  InferenceMode(const InferenceMode&) = delete;
-  InferenceMode& operator=(const InferenceMode&) = delete;
-
- private:
-  static constexpr bool kHasSwitch = requires(M & m) {
-    { m.training() } -> std::convertible_to<bool>;
-    m.set_training(false);
-  };
-  M& model_;
-  bool was_training_ = false;
-};
-
-}  // namespace detail
-
-/// The whole reverse loop shared by the samplers: Derived provides
-/// `step(model_out, t, x_t, x_prev, rng, first_sample)` and `schedule()`.
+/// The whole reverse loop shared by the samplers: Derived provides `schedule()` and
+/// `step(model_out, t, x_t, x_prev, rng, first_sample, guidance)`, where `guidance` (nullptr when
+/// none) is a GuidedDenoiser's gradient at (x_t, t) for the step to apply in its own form.
 template <class Derived, class Real>
 class ReverseLoop {
  public:
@@ -92,12 +65,11 @@ class ReverseLoop {
   }
 
   /// Runs the reverse process from a given x_T (in place) to x_0, calling the model with the
-  /// original timesteps of the schedule.
+  /// original timesteps of the schedule, in inference mode.
   template <class M, class OnStep = NoProgress>
   void denoise(M& model, Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
                OnStep&& on_step = {}) {
     detail::check_denoiser<M, Real>();
-    // A model with a training switch (like nn::Mlp) keeps no activations while sampling.
     detail::InferenceMode<M> inference(model);
     Derived& sampler = static_cast<Derived&>(*this);
     const NoiseSchedule& schedule = sampler.schedule();
@@ -107,8 +79,14 @@ class ReverseLoop {
     for (int s = total - 1; s >= 0; --s) {
       const int timestep = schedule.timestep(s);
       std::fill(loop_timesteps_.begin(), loop_timesteps_.end(), timestep);
-      model.predict(x, std::span<const int>(loop_timesteps_), loop_model_out_);
-      sampler.step(loop_model_out_, timestep, x, loop_next_, rng, first_sample);
+      const std::span<const int> t(loop_timesteps_);
+      model.predict(x, t, loop_model_out_);
+      const Batch<Real>* guidance = nullptr;
+      if constexpr (GuidedDenoiser<M, Real>) {
+        model.guidance_gradient(x, t, loop_guidance_);
+        guidance = &loop_guidance_;
+      }
+      sampler.step(loop_model_out_, timestep, x, loop_next_, rng, first_sample, guidance);
       x.swap(loop_next_);
       on_step(SamplerProgress<Real>{total - s, total, timestep, x});
     }
@@ -117,7 +95,21 @@ class ReverseLoop {
  private:
   // Reused across calls, so repeated sampling of the same size allocates nothing.
   std::vector<int> loop_timesteps_;
-  Batch<Real> loop_model_out_, loop_next_;
+  Batch<Real> loop_model_out_, loop_next_, loop_guidance_;
 };
+
+namespace detail {
+
+/// Throws unless a guidance gradient has x_t's shape.
+template <class Real>
+void check_guidance(const Batch<Real>* guidance, const Batch<Real>& x_t) {
+  if (guidance != nullptr) {
+    require_shape(guidance->rows() == x_t.rows() && guidance->cols() == x_t.cols(),
+                  "guidance gradient", guidance->rows(), guidance->cols(),
+                  "the shape of x_t (one gradient row per sample)");
+  }
+}
+
+}  // namespace detail
 
 }  // namespace ddpm

@@ -5,12 +5,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel.hpp"
+#include "ddpm/core/rng.hpp"
+#include "ddpm/core/types.hpp"
+#include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/samplers/common.hpp"
+#include "ddpm/schedule.hpp"
 
 namespace ddpm {
 
@@ -22,8 +30,9 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
  public:
   explicit DdimSampler(GaussianDiffusion<Real> diffusion, double eta = 0.0)
       : diffusion_(std::move(diffusion)), eta_(eta) {
-    detail::require(eta >= 0.0 && std::isfinite(eta), "eta", eta,
-                    "a finite value >= 0 (0 deterministic, 1 ancestral-like)");
+    detail::require(eta >= 0.0 && eta <= 1.0, "eta", eta,
+                    "a value in [0, 1] (0 deterministic, 1 ancestral with the fixed-small "
+                    "variance; above 1 the noise would exceed the marginal's variance)");
   }
 
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
@@ -33,19 +42,30 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
   /// One step from x_t to the previous kept step given the model's output at (x_t, t):
   /// x_prev = sqrt(ab_prev) x0^ + sqrt(1 - ab_prev - sigma^2) eps^ + sigma z. Row i draws z from
   /// (stream sampler_noise, sample first_sample + i, step t); no noise at the first step.
+  /// `guidance` (optional, x_t's shape) is g = s grad log p(y | x_t): eps^ moves by
+  /// -sqrt(1 - ab_t) g and x0^ follows it (Dhariwal & Nichol 2021, Algorithm 2).
   void step(const Batch<Real>& model_out, int t, const Batch<Real>& x_t, Batch<Real>& x_prev,
-            const CounterRng& rng, std::uint32_t first_sample = 0) {
+            const CounterRng& rng, std::uint32_t first_sample = 0,
+            const Batch<Real>* guidance = nullptr) {
+    detail::check_guidance(guidance, x_t);
     timesteps_.assign(static_cast<std::size_t>(x_t.rows()), t);
     diffusion_.p_mean_variance(model_out, x_t, timesteps_, reverse_);
-    const auto s = static_cast<std::size_t>(diffusion_.schedule().index_of(t));
-    const double ab = diffusion_.schedule().alphas_cumprod()[s];
-    const double ab_prev = diffusion_.schedule().alphas_cumprod_prev()[s];
-    const double sigma =
-        eta_ * std::sqrt((1.0 - ab_prev) / (1.0 - ab)) * std::sqrt(1.0 - ab / ab_prev);
-    const Real x0_coef = static_cast<Real>(std::sqrt(ab_prev));
-    const Real eps_coef =
-        static_cast<Real>(std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma)));
+    const NoiseSchedule& schedule = diffusion_.schedule();
+    const auto s = static_cast<std::size_t>(schedule.index_of(t));
+    // sigma^2 = eta^2 (1 - ab_prev)/(1 - ab) (1 - ab/ab_prev) = eta^2 beta~_t, and
+    // 1 - ab_prev - sigma^2 = (1 - ab_prev)(1 - eta^2 beta_t / (1 - ab_t)) >= 0 for eta <= 1, both
+    // from the schedule's accurately computed 1 - ab: no 0/0 when ab_0 rounds to 1.
+    const double one_minus_ab = square(schedule.sqrt_one_minus_alphas_cumprod()[s]);
+    const double one_minus_ab_prev =
+        s > 0 ? square(schedule.sqrt_one_minus_alphas_cumprod()[s - 1]) : 0.0;
+    const double sigma = eta_ * std::sqrt(schedule.posterior_variance()[s]);
+    const double eps_coef_squared =
+        one_minus_ab_prev * (1.0 - eta_ * eta_ * schedule.betas()[s] / one_minus_ab);
+    const Real x0_coef = static_cast<Real>(std::sqrt(schedule.alphas_cumprod_prev()[s]));
+    const Real eps_coef = static_cast<Real>(std::sqrt(std::max(0.0, eps_coef_squared)));
     const Real noise_coef = static_cast<Real>(sigma);
+    const Real guidance_coef = static_cast<Real>(std::sqrt(one_minus_ab));
+    const NoiseLevel<Real> level = diffusion_.noise_level(s);
     const bool noisy = s > 0 && sigma > 0.0;
     const Index dim = x_t.cols();
     x_prev.resize(x_t.rows(), dim);
@@ -56,9 +76,14 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
                     static_cast<std::uint32_t>(t), out, dim);
       }
       for (Index j = 0; j < dim; ++j) {
-        const Real z = noisy ? out[j] : Real(0);
-        out[j] =
-            x0_coef * reverse_.pred_x0(i, j) + eps_coef * reverse_.pred_eps(i, j) + noise_coef * z;
+        Real x0 = reverse_.pred_x0(i, j), eps = reverse_.pred_eps(i, j);
+        if (guidance != nullptr) {
+          eps -= guidance_coef * (*guidance)(i, j);
+          x0 = x0_from_eps(level, x_t(i, j), eps);
+        }
+        // At the last step eps_coef is 0 and eps may be unidentifiable: x_prev is x0^ exactly.
+        const Real eps_term = eps_coef > Real(0) ? eps_coef * eps : Real(0);
+        out[j] = x0_coef * x0 + eps_term + (noisy ? noise_coef * out[j] : Real(0));
       }
     });
   }
@@ -71,6 +96,7 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
   template <class M, class OnStep = NoProgress>
   void invert(M& model, Batch<Real>& x, OnStep&& on_step = {}) {
     detail::check_denoiser<M, Real>();
+    detail::InferenceMode<M> inference(model);
     const NoiseSchedule& schedule = diffusion_.schedule();
     const int total = schedule.size();
     Batch<Real> model_out;
@@ -91,6 +117,8 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
   }
 
  private:
+  static double square(double v) noexcept { return v * v; }
+
   GaussianDiffusion<Real> diffusion_;
   double eta_;
   ReverseStep<Real> reverse_;
