@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/charconv.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/io/file.hpp"
@@ -94,7 +95,7 @@ inline FieldStatus parse_double(std::string_view field, double& value) {
   std::string_view digits = field;
   if (digits.front() == '+') digits.remove_prefix(1);
   const char* end = digits.data() + digits.size();
-  const std::from_chars_result result = std::from_chars(digits.data(), end, value);
+  const std::from_chars_result result = ddpm::detail::from_chars_double(digits.data(), end, value);
   if (result.ec == std::errc::result_out_of_range) return FieldStatus::out_of_range;
   if (result.ec != std::errc{} || result.ptr != end) return FieldStatus::not_a_number;
   if (!std::isfinite(value)) return FieldStatus::non_finite;
