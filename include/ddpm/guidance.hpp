@@ -29,7 +29,7 @@ namespace ddpm {
 ///   sampler.sample(guided, n, 784, rng);
 /// \endcode
 template <class Real, class M>
-requires ConditionalDenoiser<M, Real>
+  requires ConditionalDenoiser<M, Real>
 class ClassifierFreeGuidance {
  public:
   /// `labels` (one per sampled row, kNoLabel allowed) must outlive the adaptor.
@@ -83,7 +83,7 @@ class ClassifierFreeGuidance {
 ///   ddpm::AncestralSampler<float>(diffusion).sample(guided, n, dim, rng);
 /// \endcode
 template <class Real, class M, class C>
-requires Denoiser<M, Real> && GuidanceClassifier<C, Real>
+  requires Denoiser<M, Real> && GuidanceClassifier<C, Real>
 class ClassifierGuidance {
  public:
   /// `labels` (one per sampled row) must outlive the adaptor; `scale` is any finite s (0: none).
