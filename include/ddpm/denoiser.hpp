@@ -168,22 +168,23 @@ constexpr void check_denoiser() {
 template <class M, class Real>
 constexpr void check_trainable_denoiser() {
   check_denoiser<M, Real>();
-  static_assert(
-      requires(M & m, const Batch<Real>& g) { m.backward(g); },
-      "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member "
-      "`void backward(const ddpm::Batch<Real>& grad_out)` that adds the parameter "
-      "gradients of the last predict() (see ddpm/denoiser.hpp)");
-  static_assert(
-      requires(M & m) { m.zero_grad(); },
-      "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member "
-      "`void zero_grad()` that zeroes every gradient buffer (see ddpm/denoiser.hpp)");
-  static_assert(
-      requires(M & m) {
-        { m.parameters() } -> std::ranges::range;
-      },
-      "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member `parameters()` "
-      "returning a range of ddpm::ParameterBlock<Real> (see ddpm/denoiser.hpp)");
-  static_assert(TrainableDenoiser<M, Real>,
+  constexpr bool has_backward = requires(M & m, const Batch<Real>& g) { m.backward(g); };
+  constexpr bool has_zero_grad = requires(M & m) { m.zero_grad(); };
+  constexpr bool has_parameters = requires(M & m) {
+    { m.parameters() } -> std::ranges::range;
+  };
+  static_assert(has_backward,
+                "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member "
+                "`void backward(const ddpm::Batch<Real>& grad_out)` that adds the parameter "
+                "gradients of the last predict() (see ddpm/denoiser.hpp)");
+  static_assert(has_zero_grad,
+                "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member "
+                "`void zero_grad()` that zeroes every gradient buffer (see ddpm/denoiser.hpp)");
+  static_assert(has_parameters,
+                "the model type does not satisfy ddpm::TrainableDenoiser: it needs a member "
+                "`parameters()` returning a range of ddpm::ParameterBlock<Real> (see "
+                "ddpm/denoiser.hpp)");
+  static_assert(!(has_backward && has_zero_grad && has_parameters) || TrainableDenoiser<M, Real>,
                 "the model type does not satisfy ddpm::TrainableDenoiser: parameters() must yield "
                 "elements convertible to const ddpm::ParameterBlock<Real>&");
 }
