@@ -3,7 +3,9 @@
 // DDIM inversion must round-trip, and results must not depend on threads or batch splits.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -264,21 +266,46 @@ TEST_CASE("conditional sampling with a label draws from that component only") {
   CHECK(std::abs(stats[2].mean(1) + 2.0) < 0.05);
 }
 
+namespace {
+
+/// n exact draws from the mixture: component k with probability w_k, then m_k + s_k z.
+Batch<double> mixture_draws(const ddpm::GaussianMixture& m, Index n, std::uint64_t seed) {
+  const ddpm::CounterRng rng(seed);
+  Batch<double> x(n, m.dim());
+  for (Index i = 0; i < n; ++i) {
+    const auto sample = static_cast<std::uint32_t>(i);
+    double u = rng.uniform(ddpm::stream::user, sample, 0);
+    Index k = 0;
+    while (k + 1 < m.components() && u >= m.weights[static_cast<std::size_t>(k)]) {
+      u -= m.weights[static_cast<std::size_t>(k)];
+      ++k;
+    }
+    rng.normals(ddpm::stream::user, sample, 1, x.row(i).data(), m.dim());
+    x.row(i) = m.means.row(k) + m.stds[static_cast<std::size_t>(k)] * x.row(i);
+  }
+  return x;
+}
+
+}  // namespace
+
 TEST_CASE("DDIM inversion followed by DDIM sampling reconstructs x_0") {
   // Deterministic DDIM is a discretized ODE; inverting and sampling are each first-order
-  // accurate, so the round-trip error shrinks in proportion to 1/steps. Measured on 500 mixture
-  // samples: mean error 0.031 at 100 steps (max 0.32) and 0.0035 at 1000 (max 0.034); the worst
-  // points lie between modes, where the flow separates. Require mean < 0.05 and max < 0.45 at 100
-  // steps, mean < 0.006 and max < 0.06 at 1000. (The exact one-Gaussian replay in
-  // sampler_values_test.cpp checks each inversion step by value.)
+  // accurate, so the round-trip error shrinks in proportion to 1/steps. On 500 exact mixture draws
+  // (seeds 9 to 14) we measured median errors 0.029-0.031 at 100 steps and 0.0031-0.0032 at 1000,
+  // 99th percentiles 0.08-0.22 and 0.0087-0.012. A few tail points of the narrow component that
+  // lie towards another mode sit near the flow's separatrix, where the discretization error is
+  // amplified: their round trip can end near another mode (error ~2; seed 9 has two such points
+  // at 100 steps and one at 1000). An independent double-precision replay gives the same numbers,
+  // and the error of that point falls to 0.025 and 0.005 with 4000 and 16000 steps, so it is
+  // discretization, not a defect. Require median < 0.04 / 0.0045, 99th percentile < 0.3 / 0.02
+  // and at most 5 of 500 points off by more than 0.5, at 100 / 1000 steps. (The exact one-Gaussian
+  // replay in sampler_values_test.cpp checks each inversion step by value.)
   const ddpm::GaussianMixture mixture = three_components();
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
-  ddpm::AncestralSampler<double> ancestral{
-      ddpm::GaussianDiffusion<double>(schedule.respaced("evenly 100"))};
-  const Batch<double> x0 = ancestral.sample(model, 500, 2, ddpm::CounterRng(9));
-  for (const auto& [spacing, mean_limit, max_limit] :
-       {std::tuple{"ddim100", 0.05, 0.45}, std::tuple{"ddim1000", 0.006, 0.06}}) {
+  const Batch<double> x0 = mixture_draws(mixture, 500, 9);
+  for (const auto& [spacing, median_limit, p99_limit] :
+       {std::tuple{"ddim100", 0.04, 0.3}, std::tuple{"ddim1000", 0.0045, 0.02}}) {
     ddpm::DdimSampler<double> sampler{ddpm::GaussianDiffusion<double>(schedule.respaced(spacing))};
     Batch<double> x = x0;
     sampler.invert(model, x);
@@ -287,11 +314,14 @@ TEST_CASE("DDIM inversion followed by DDIM sampling reconstructs x_0") {
     CHECK(std::abs((x.array() - x.mean()).square().mean() - 1.0) < 0.2);
     sampler.denoise(model, x, ddpm::CounterRng(9));
     const Eigen::VectorXd error = (x - x0).rowwise().norm();
+    std::vector<double> sorted(error.data(), error.data() + error.size());
+    std::sort(sorted.begin(), sorted.end());
     CAPTURE(std::string(spacing));
-    CAPTURE(error.maxCoeff());
-    CAPTURE(error.mean());
-    CHECK(error.mean() < mean_limit);
-    CHECK(error.maxCoeff() < max_limit);
+    CAPTURE(sorted[250]);
+    CAPTURE(sorted[495]);
+    CHECK(sorted[250] < median_limit);
+    CHECK(sorted[495] < p99_limit);
+    CHECK((error.array() > 0.5).count() <= 5);
   }
 }
 
