@@ -88,8 +88,8 @@ concept TrainableDenoiser = Denoiser<M, Real> && requires(M& m, const Batch<Real
   m.backward(grad_out);
   m.zero_grad();
   { m.parameters() } -> std::ranges::range;
-  requires std::convertible_to < std::ranges::range_reference_t<decltype(m.parameters())>,
-  const ParameterBlock<Real>& > ;
+  requires(std::convertible_to<std::ranges::range_reference_t<decltype(m.parameters())>,
+                               const ParameterBlock<Real>&>);
 };
 
 /// A classifier of noisy samples, for classifier guidance (Dhariwal & Nichol 2021).
