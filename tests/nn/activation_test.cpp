@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MIT
-// Tests of the stand-alone activation layers (SiLU, GELU, ReLU): values at hand-computed points and
-// the backward pass against central finite differences.
+// Tests of the stand-alone activation layers (SiLU, GELU, ReLU): values at hand-computed points,
+// the backward pass against central finite differences, and the activation name table.
 #include "ddpm/nn/activation.hpp"
 
 #include <doctest/doctest.h>
 
 #include <span>
+#include <string>
+#include <vector>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/nn/gradient_check.hpp"
@@ -96,4 +99,18 @@ TEST_CASE("activation layers reject a shape mismatch") {
   Batch<double> y(2, 4);
   CHECK_THROWS_WITH_AS(ddpm::nn::SiLU<double>().forward(x, y),
                        doctest::Contains("invalid y = 2x4 matrix"), ddpm::InvalidArgument);
+}
+
+TEST_CASE("Activation names come from its EnumTable and parse back") {
+  using ddpm::nn::Activation;
+  for (const Activation act :
+       {Activation::identity, Activation::relu, Activation::silu, Activation::gelu}) {
+    CHECK(ddpm::parse_enum<Activation>(ddpm::to_string(act)) == act);
+  }
+  CHECK(ddpm::to_string(Activation::silu) == "silu");
+  CHECK(ddpm::enum_names<Activation>() ==
+        std::vector<std::string>{"identity", "relu", "silu", "gelu"});
+  CHECK_THROWS_WITH_AS(ddpm::parse_enum<Activation>("swish"),
+                       "ddpm: invalid activation = swish; allowed: identity, relu, silu or gelu",
+                       ddpm::InvalidArgument);
 }

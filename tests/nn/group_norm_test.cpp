@@ -110,7 +110,7 @@ TEST_CASE("GroupNorm forward matches a naive per-(image, group) reference") {
   for (const Index groups : {2, 4}) {
     for (const Activation act : {Activation::identity, Activation::silu, Activation::gelu}) {
       CAPTURE(groups);
-      CAPTURE(std::string(ddpm::nn::to_string(act)));
+      CAPTURE(std::string(ddpm::to_string(act)));
       Fixture<double> f(groups, act);
       const Batch<double> x =
           random_batch(kShape.pixels(), 8, 1) * 2.0 + Batch<double>::Ones(24, 8);
@@ -189,7 +189,7 @@ TEST_CASE("GroupNorm backward matches central finite differences") {
   for (const Index groups : {2, 4}) {
     for (const Activation act : {Activation::identity, Activation::silu, Activation::gelu}) {
       CAPTURE(groups);
-      CAPTURE(std::string(ddpm::nn::to_string(act)));
+      CAPTURE(std::string(ddpm::to_string(act)));
       Fixture<double> f(groups, act);
       Batch<double> x = random_batch(kShape.pixels(), 8, 6) + Batch<double>::Constant(24, 8, 0.5);
       const Batch<double> weights = random_batch(24, 8, 7);  // loss = sum(weights .* y)

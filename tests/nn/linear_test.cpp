@@ -48,7 +48,7 @@ constexpr double kStep = 1e-5;
 TEST_CASE("Linear forward computes f(x W + b) with W stored in x out") {
   for (const Activation act :
        {Activation::identity, Activation::relu, Activation::silu, Activation::gelu}) {
-    CAPTURE(std::string(ddpm::nn::to_string(act)));
+    CAPTURE(std::string(ddpm::to_string(act)));
     ddpm::nn::ParameterStore<double> store;
     ddpm::nn::Linear<double> fc(store, "fc", 3, 4, act);
     store.allocate();
@@ -95,7 +95,7 @@ TEST_CASE("Linear backward matches central finite differences") {
   for (const Activation act :
        {Activation::identity, Activation::relu, Activation::silu, Activation::gelu}) {
     for (const bool with_skip : {false, true}) {
-      CAPTURE(std::string(ddpm::nn::to_string(act)));
+      CAPTURE(std::string(ddpm::to_string(act)));
       CAPTURE(with_skip);
       ddpm::nn::ParameterStore<double> store;
       ddpm::nn::Linear<double> fc(store, "fc", 5, 4, act);

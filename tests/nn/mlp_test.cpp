@@ -204,7 +204,7 @@ TEST_CASE("Mlp backward matches central finite differences (parameters and x_t)"
 
 TEST_CASE("Mlp with GELU and ReLU also passes the gradient check") {
   for (const ddpm::nn::Activation act : {ddpm::nn::Activation::gelu, ddpm::nn::Activation::relu}) {
-    CAPTURE(std::string(ddpm::nn::to_string(act)));
+    CAPTURE(std::string(ddpm::to_string(act)));
     MlpConfig config = small_config(2, 0, true);
     config.activation = act;
     config.depth = 2;
@@ -255,7 +255,10 @@ TEST_CASE_TEMPLATE("Mlp inference mode gives training mode's outputs and keeps n
     model.set_training(false);
     model.predict(x, t, inferred);
     CHECK((trained - inferred).cwiseAbs().maxCoeff() == Real(0));
-    CHECK_THROWS_AS(model.backward(trained), std::logic_error);
+    CHECK_THROWS_WITH_AS(model.backward(trained),
+                         "ddpm: nn::Mlp::backward needs a predict() in training mode "
+                         "(set_training(true))",
+                         std::logic_error);
     model.set_training(true);
     model.predict(x, t, trained);
     CHECK_NOTHROW(model.backward(trained));

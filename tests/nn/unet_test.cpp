@@ -159,7 +159,9 @@ TEST_CASE("UNet inference mode gives the training-mode output; copies are indepe
   model.set_training(false);
   model.predict(x, t, labels, eval_out);
   CHECK((train_out - eval_out).cwiseAbs().maxCoeff() == 0.0f);
-  CHECK_THROWS_AS(model.backward(eval_out), std::logic_error);
+  CHECK_THROWS_WITH_AS(model.backward(eval_out),
+                       doctest::Contains("ddpm: nn::UNet::backward needs a predict() in training"),
+                       std::logic_error);
 
   UNet<float> copy = model;
   copy.parameter_values()[0] += 1.0f;

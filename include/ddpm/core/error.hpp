@@ -66,11 +66,19 @@ void require(bool ok, std::string_view parameter, const T& value, Allowed&& allo
   }
 }
 
-/// Throws InvalidArgument naming a shape mismatch "rows x cols".
-inline void require_shape(bool ok, std::string_view parameter, long long rows, long long cols,
-                          std::string_view allowed) {
-  if (!ok)
-    throw InvalidArgument(parameter, to_text(rows) + "x" + to_text(cols) + " matrix", allowed);
+/// Throws InvalidArgument naming a shape mismatch "rows x cols" unless `ok`. `allowed` is a
+/// string, or a callable returning one, as for require().
+template <class Allowed>
+void require_shape(bool ok, std::string_view parameter, long long rows, long long cols,
+                   Allowed&& allowed) {
+  if (ok) [[likely]]
+    return;
+  std::string value = to_text(rows) + "x" + to_text(cols) + " matrix";
+  if constexpr (std::is_invocable_v<Allowed>) {
+    throw InvalidArgument(parameter, value, std::string(allowed()));
+  } else {
+    throw InvalidArgument(parameter, value, std::string_view(allowed));
+  }
 }
 
 }  // namespace detail

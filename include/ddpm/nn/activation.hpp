@@ -5,9 +5,11 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <numbers>
 #include <string_view>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
@@ -23,20 +25,24 @@ enum class Activation {
   gelu,      ///< tanh approximation: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
 };
 
-/// The lower-case name of an activation, e.g. "silu".
-inline std::string_view to_string(Activation activation) noexcept {
-  switch (activation) {
-    case Activation::identity:
-      return "identity";
-    case Activation::relu:
-      return "relu";
-    case Activation::silu:
-      return "silu";
-    case Activation::gelu:
-      return "gelu";
-  }
-  return "unknown";
-}
+}  // namespace ddpm::nn
+
+namespace ddpm {
+
+/// Names of nn::Activation for ddpm::to_string and ddpm::parse_enum, e.g. "silu".
+template <>
+struct EnumTable<nn::Activation> {
+  static constexpr std::string_view parameter = "activation";
+  static constexpr std::array<EnumName<nn::Activation>, 4> names = {
+      {{nn::Activation::identity, "identity"},
+       {nn::Activation::relu, "relu"},
+       {nn::Activation::silu, "silu"},
+       {nn::Activation::gelu, "gelu"}}};
+};
+
+}  // namespace ddpm
+
+namespace ddpm::nn {
 
 namespace detail {
 
@@ -150,7 +156,8 @@ class Elementwise {
  public:
   /// y = f(x); y must already have x's shape and may be x itself.
   void forward(Eigen::Ref<const Batch<Real>> x, Eigen::Ref<Batch<Real>> y) const {
-    check_same_shape(x, y.rows(), y.cols(), "y");
+    ddpm::detail::require_shape(y.rows() == x.rows() && y.cols() == x.cols(), "y", y.rows(),
+                                y.cols(), "the shape of the layer input x");
     const Index cols = x.cols();
     ddpm::detail::parallel_for(x.rows(), cols, [&](Index r) {
       Kernel::forward(x.data() + r * x.outerStride(), y.data() + r * y.outerStride(), cols);
@@ -160,20 +167,15 @@ class Elementwise {
   /// dx = dy * f'(x) (x is the forward input); dx may be dy itself.
   void backward(Eigen::Ref<const Batch<Real>> x, Eigen::Ref<const Batch<Real>> dy,
                 Eigen::Ref<Batch<Real>> dx) const {
-    check_same_shape(x, dy.rows(), dy.cols(), "dy");
-    check_same_shape(x, dx.rows(), dx.cols(), "dx");
+    ddpm::detail::require_shape(dy.rows() == x.rows() && dy.cols() == x.cols(), "dy", dy.rows(),
+                                dy.cols(), "the shape of the layer input x");
+    ddpm::detail::require_shape(dx.rows() == x.rows() && dx.cols() == x.cols(), "dx", dx.rows(),
+                                dx.cols(), "the shape of the layer input x");
     const Index cols = x.cols();
     ddpm::detail::parallel_for(x.rows(), cols, [&](Index r) {
       Kernel::backward(x.data() + r * x.outerStride(), dy.data() + r * dy.outerStride(),
                        dx.data() + r * dx.outerStride(), cols);
     });
-  }
-
- private:
-  static void check_same_shape(const Eigen::Ref<const Batch<Real>>& x, Index rows, Index cols,
-                               std::string_view name) {
-    ddpm::detail::require_shape(rows == x.rows() && cols == x.cols(), name, rows, cols,
-                                "the shape of the layer input x");
   }
 };
 

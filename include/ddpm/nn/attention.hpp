@@ -16,7 +16,6 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/image.hpp"
 #include "ddpm/nn/linear.hpp"
@@ -63,7 +62,7 @@ class SpatialAttention {
         qkv_(store, name + ".qkv", channels, 3 * channels),
         proj_(store, name + ".proj", channels, channels) {}
 
-  /// Points the layer at `store`'s buffers (after store.allocate(), and after copying a model).
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     norm_.bind(store);
     qkv_.bind(store);
@@ -136,7 +135,7 @@ class SpatialAttention {
                                 dx.cols(), "the shape of x, pixels x channels");
     if (!kept_ || kept_shape_ != s) {
       throw std::logic_error(
-          "ddpm::nn::SpatialAttention::backward needs a forward() with keep_for_backward on the "
+          "ddpm: nn::SpatialAttention::backward needs a forward() with keep_for_backward on the "
           "same batch");
     }
     const Index images = s.batch;
@@ -183,11 +182,11 @@ class SpatialAttention {
                             "non-negative sizes with channels = " +
                                 ddpm::detail::to_text(channels_) + " (the layer's channels)");
     }
-    detail::check_shape(x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(),
-                        [&] {
-                          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) +
-                                 "x" + ddpm::detail::to_text(channels_);
-                        });
+    ddpm::detail::require_shape(
+        x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(), [&] {
+          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) + "x" +
+                 ddpm::detail::to_text(channels_);
+        });
   }
 
   /// Runs body(n, j, chunk) for every (image n, head j): images are dealt round-robin to

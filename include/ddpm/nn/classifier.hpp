@@ -21,10 +21,10 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/conv_graph.hpp"
 #include "ddpm/nn/image.hpp"
 #include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/model_core.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/resblock.hpp"
 #include "ddpm/nn/time_embedding.hpp"
@@ -48,6 +48,26 @@ struct ClassifierConfig {
   double max_period = 10000.0;
 };
 
+namespace detail {
+
+/// The layers of a Classifier: the time embedding, the encoder graph and the two-layer head.
+template <class Real>
+struct ClassifierLayers {
+  TimeEmbedding<Real> time;
+  ConvGraph<Real> graph;
+  Linear<Real> hidden;
+  Linear<Real> head;
+
+  void bind(ParameterStore<Real>& store) noexcept {
+    time.bind(store);
+    graph.bind(store);
+    hidden.bind(store);
+    head.bind(store);
+  }
+};
+
+}  // namespace detail
+
 /// logits = W2 SiLU(W1 pool(SiLU(GroupNorm(encoder(x_t, t))))), encoder = conv_in and, per level,
 /// ResBlocks reading the timestep embedding followed (except at the last level) by a 3x3 stride-2
 /// conv. Images are planar rows, as for the UNet.
@@ -58,48 +78,27 @@ struct ClassifierConfig {
 ///   classifier.features(x0, zeros, features);                         // batch x feature_dim
 /// \endcode
 template <class Real>
-class Classifier {
+class Classifier : public ModelCore<Real, detail::ClassifierLayers<Real>> {
+  using Core = ModelCore<Real, detail::ClassifierLayers<Real>>;
+
  public:
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
-  explicit Classifier(const ClassifierConfig& config) : config_(config), dropout_rng_(config.seed) {
-    validate(config);
-    build();
-    store_.allocate();
-    bind();
+  explicit Classifier(const ClassifierConfig& config)
+      : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
+        config_(config),
+        dropout_rng_(config.seed) {
     initialize(config.seed);
   }
 
-  Classifier(const Classifier& other)
-      : config_(other.config_),
-        store_(other.store_),
-        time_(other.time_),
-        graph_(other.graph_),
-        hidden_(other.hidden_),
-        head_(other.head_),
-        dropout_rng_(other.dropout_rng_),
-        dropout_draw_(other.dropout_draw_),
-        training_(other.training_) {
-    bind();
-  }
-  Classifier& operator=(const Classifier& other) {
-    if (this != &other) {
-      Classifier copy(other);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  Classifier(Classifier&&) noexcept = default;
-  Classifier& operator=(Classifier&&) noexcept = default;
-  ~Classifier() = default;
-
+  /// Re-draws every parameter from `seed`.
   void initialize(std::uint64_t seed) {
     const CounterRng rng(seed);
-    time_.initialize(rng, 0);
+    layers().time.initialize(rng, 0);
     std::uint32_t layer = TimeEmbedding<Real>::kLayerIds;
-    graph_.initialize(rng, layer);
-    hidden_.initialize(rng, layer++);
-    head_.initialize(rng, layer++);
+    layers().graph.initialize(rng, layer);
+    layers().hidden.initialize(rng, layer++);
+    layers().head.initialize(rng, layer++);
   }
 
   [[nodiscard]] const ClassifierConfig& config() const noexcept { return config_; }
@@ -126,7 +125,8 @@ class Classifier {
   double cross_entropy(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                        Index* correct = nullptr) {
     check_labels(labels, x_t.rows());
-    forward(x_t, t, training_, training_);
+    const bool training = this->training();
+    forward(x_t, t, training, training);
     const Index n = x_t.rows();
     Eigen::Map<Batch<Real>> d_logits = grad_logits_.resize(n, config_.num_classes);
     double loss = 0.0;
@@ -142,7 +142,7 @@ class Classifier {
       d_logits(i, y) -= Real(1);
     }
     if (correct != nullptr) *correct = right;
-    if (training_) {
+    if (training) {
       d_logits /= static_cast<Real>(n);
       backward(d_logits, nullptr);
     }
@@ -165,17 +165,11 @@ class Classifier {
     backward(d_logits, &grad);
   }
 
-  [[nodiscard]] std::span<ParameterBlock<Real>> parameters() noexcept { return store_.blocks(); }
-  [[nodiscard]] std::span<Real> parameter_values() noexcept { return store_.values(); }
-  [[nodiscard]] std::span<const Real> parameter_values() const noexcept { return store_.values(); }
-  [[nodiscard]] std::span<Real> gradient_values() noexcept { return store_.grads(); }
-  [[nodiscard]] Index parameter_count() const noexcept { return store_.size(); }
-  void zero_grad() noexcept { store_.zero_grad(); }
+  // parameters(), parameter_values(), gradient_values(), parameter_count(), zero_grad(),
+  // set_training() and training() come from ModelCore. Training on: cross_entropy() accumulates
+  // gradients and applies dropout; logits() and features() never keep activations or apply
+  // dropout.
 
-  /// Training on: cross_entropy() accumulates gradients and applies dropout. On by default;
-  /// logits() and features() never keep activations or apply dropout.
-  void set_training(bool training) noexcept { training_ = training; }
-  [[nodiscard]] bool training() const noexcept { return training_; }
   /// Dropout masks of the next training pass: draw `draw` of `rng` (as UNet::set_dropout_source).
   void set_dropout_source(const CounterRng& rng, std::uint32_t draw) noexcept {
     dropout_rng_ = rng;
@@ -183,11 +177,14 @@ class Classifier {
   }
 
  private:
-  static void validate(const ClassifierConfig& c) {
+  using Core::layers;
+
+  static const ClassifierConfig& validated(const ClassifierConfig& c) {
     detail::validate_levels(c.image_channels, c.height, c.width, c.base_channels, c.channel_mult,
                             c.res_blocks, c.groups, c.dropout);
     ddpm::detail::require(c.num_classes >= 2, "num_classes", c.num_classes, ">= 2");
     ddpm::detail::require(c.feature_dim >= 1, "feature_dim", c.feature_dim, ">= 1");
+    return c;
   }
 
   void check_labels(std::span<const int> labels, Index rows) const {
@@ -200,58 +197,55 @@ class Classifier {
     }
   }
 
-  void build() {
-    const ClassifierConfig& c = config_;
+  static detail::ClassifierLayers<Real> build(const ClassifierConfig& c,
+                                              ParameterStore<Real>& store) {
+    detail::ClassifierLayers<Real> net;
     const Index emb = 4 * c.base_channels;
-    time_ = TimeEmbedding<Real>(store_, "time", c.base_channels, emb, 0, c.max_period);
-    ConvGraph<Real>& g = graph_;
+    net.time = TimeEmbedding<Real>(store, "time", c.base_channels, emb, 0, c.max_period);
+    ConvGraph<Real>& g = net.graph;
     std::size_t h = g.input(c.height, c.width, c.image_channels);
-    h = g.conv(store_, "conv_in", h, c.base_channels, 3, 1);
+    h = g.conv(store, "conv_in", h, c.base_channels, 3, 1);
     const auto levels = static_cast<Index>(c.channel_mult.size());
     for (Index l = 0; l < levels; ++l) {
       const Index channels = c.base_channels * c.channel_mult[static_cast<std::size_t>(l)];
       const std::string level = "down" + std::to_string(l);
       for (Index b = 0; b < c.res_blocks; ++b) {
-        h = g.block(store_, level + ".block" + std::to_string(b), h, channels, emb, c.groups,
+        h = g.block(store, level + ".block" + std::to_string(b), h, channels, emb, c.groups,
                     c.dropout, EmbeddingInjection::add);
       }
-      if (l + 1 < levels) h = g.conv(store_, level + ".downsample", h, channels, 3, 2);
+      if (l + 1 < levels) h = g.conv(store, level + ".downsample", h, channels, 3, 2);
     }
-    g.norm(store_, "out.norm", h, c.groups, Activation::silu);
+    g.norm(store, "out.norm", h, c.groups, Activation::silu);
     const Index channels = g.shape(g.last()).channels;
-    hidden_ = Linear<Real>(store_, "head.0", channels, c.feature_dim, Activation::silu);
-    head_ = Linear<Real>(store_, "head.1", c.feature_dim, c.num_classes);
-  }
-
-  void bind() noexcept {
-    time_.bind(store_);
-    graph_.bind(store_);
-    hidden_.bind(store_);
-    head_.bind(store_);
+    net.hidden = Linear<Real>(store, "head.0", channels, c.feature_dim, Activation::silu);
+    net.head = Linear<Real>(store, "head.1", c.feature_dim, c.num_classes);
+    return net;
   }
 
   // keep: activations for backward(); dropout_on: dropout masks (training only).
   void forward(const ConstRef& x, std::span<const int> t, bool keep, bool dropout_on) {
     const Index rows = x.rows();
-    detail::check_shape(x.cols() == input_dim(), "x_t", rows, x.cols(), [&] {
+    detail::ClassifierLayers<Real>& net = layers();
+    ddpm::detail::require_shape(x.cols() == input_dim(), "x_t", rows, x.cols(), [&] {
       return "image_channels * height * width = " + ddpm::detail::to_text(input_dim()) + " columns";
     });
-    detail::check(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
-                  [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
-    const Eigen::Map<const Batch<Real>> embedding = time_.forward(t, std::span<const int>(), keep);
-    graph_.forward(x, embedding, keep, dropout_on, dropout_rng_, dropout_draw_);
+    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                          [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    const Eigen::Map<const Batch<Real>> embedding =
+        net.time.forward(t, std::span<const int>(), keep);
+    net.graph.forward(x, embedding, keep, dropout_on, dropout_rng_, dropout_draw_);
     if (dropout_on) ++dropout_draw_;
-    const std::size_t last = graph_.last();
-    const ImageShape shape = graph_.shape(last);
-    const Eigen::Map<Batch<Real>> h = graph_.value(last);
+    const std::size_t last = net.graph.last();
+    const ImageShape shape = net.graph.shape(last);
+    const Eigen::Map<Batch<Real>> h = net.graph.value(last);
     Eigen::Map<Batch<Real>> pooled = pooled_.resize(rows, shape.channels);
     const Index plane = shape.plane();
     ddpm::detail::parallel_for(rows, plane * shape.channels, [&](Index n) {
       pooled.row(n) = h.middleRows(n * plane, plane).colwise().mean();
     });
-    hidden_.forward(pooled, features_.resize(rows, config_.feature_dim), keep);
-    head_.forward(features_.view(), logits_.resize(rows, config_.num_classes), keep);
-    batch_ = keep ? rows : -1;
+    net.hidden.forward(pooled, features_.resize(rows, config_.feature_dim), keep);
+    net.head.forward(features_.view(), logits_.resize(rows, config_.num_classes), keep);
+    this->set_kept_batch(keep ? rows : -1);
   }
 
   // Writes softmax(logits.row(i)) into out.row(i); returns log sum exp(logits.row(i)).
@@ -269,34 +263,29 @@ class Classifier {
   }
 
   void backward(const Eigen::Map<Batch<Real>>& d_logits, Batch<Real>* grad_x) {
-    if (batch_ < 0) throw std::logic_error("ddpm::nn::Classifier: backward needs training mode");
-    const Index rows = batch_;
+    const Index rows = this->kept_batch("nn::Classifier", "forward pass");
+    detail::ClassifierLayers<Real>& net = layers();
     Eigen::Map<Batch<Real>> d_features = grad_features_.resize(rows, config_.feature_dim);
-    head_.backward(features_.view(), d_logits, d_features);
+    net.head.backward(features_.view(), d_logits, d_features);
     Eigen::Map<Batch<Real>> d_pooled = grad_pooled_.resize(rows, pooled_.cols());
-    hidden_.backward(pooled_.view(), d_features, d_pooled);
-    graph_.begin_backward();
-    const std::size_t last = graph_.last();
-    const ImageShape shape = graph_.shape(last);
-    Eigen::Map<Batch<Real>> d_h = graph_.grad(last);
+    net.hidden.backward(pooled_.view(), d_features, d_pooled);
+    net.graph.begin_backward();
+    const std::size_t last = net.graph.last();
+    const ImageShape shape = net.graph.shape(last);
+    Eigen::Map<Batch<Real>> d_h = net.graph.grad(last);
     const Index plane = shape.plane();
     const Real inverse_plane = Real(1) / static_cast<Real>(plane);
     ddpm::detail::parallel_for(rows, plane * shape.channels, [&](Index n) {
       d_h.middleRows(n * plane, plane).rowwise() = d_pooled.row(n) * inverse_plane;
     });
-    Eigen::Map<Batch<Real>> d_embedding = grad_embedding_.resize(rows, time_.dim());
+    Eigen::Map<Batch<Real>> d_embedding = grad_embedding_.resize(rows, net.time.dim());
     d_embedding.setZero();
-    graph_.backward(time_.output(), d_embedding, grad_x != nullptr);
-    time_.backward(d_embedding);
-    if (grad_x != nullptr) graph_.input_gradient_planar(*grad_x);
+    net.graph.backward(net.time.output(), d_embedding, grad_x != nullptr);
+    net.time.backward(d_embedding);
+    if (grad_x != nullptr) net.graph.input_gradient_planar(*grad_x);
   }
 
   ClassifierConfig config_;
-  ParameterStore<Real> store_;
-  TimeEmbedding<Real> time_;
-  ConvGraph<Real> graph_;
-  Linear<Real> hidden_;
-  Linear<Real> head_;
   Workspace<Real> pooled_;
   Workspace<Real> features_;
   Workspace<Real> logits_;
@@ -305,9 +294,7 @@ class Classifier {
   Workspace<Real> grad_pooled_;
   Workspace<Real> grad_embedding_;
   CounterRng dropout_rng_;
-  std::uint32_t dropout_draw_ = 0;
-  Index batch_ = -1;
-  bool training_ = true;
+  std::uint32_t dropout_draw_ = 0;  // advanced by every forward pass with dropout
 };
 
 }  // namespace ddpm::nn

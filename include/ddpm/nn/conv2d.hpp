@@ -17,7 +17,6 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/detail/gemm.hpp"
 #include "ddpm/nn/image.hpp"
 #include "ddpm/nn/init.hpp"
@@ -93,7 +92,7 @@ class Conv2d {
     bias_slot_ = store.add(name + ".bias", 1, out_);
   }
 
-  /// Points the layer at `store`'s buffers (after store.allocate(), and after copying a model).
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     weight_ = store.value_data(weight_slot_);
     bias_ = store.value_data(bias_slot_);
@@ -137,13 +136,14 @@ class Conv2d {
   /// 1, out_channels}. Throws InvalidArgument unless in.channels == in_channels, height and width
   /// are >= 1 and the output is at least 1x1.
   [[nodiscard]] ImageShape output_shape(const ImageShape& in) const {
-    detail::check(in.channels == in_, "in.channels", in.channels,
-                  [&] { return "in_channels = " + ddpm::detail::to_text(in_); });
-    detail::check(in.batch >= 0, "in.batch", in.batch, [] { return ">= 0"; });
-    detail::check(in.height >= 1 && in.height + 2 * padding_ >= kernel_, "in.height", in.height,
-                  [&] { return ">= 1 and >= kernel - 2 * padding = " + min_size_text(); });
-    detail::check(in.width >= 1 && in.width + 2 * padding_ >= kernel_, "in.width", in.width,
-                  [&] { return ">= 1 and >= kernel - 2 * padding = " + min_size_text(); });
+    ddpm::detail::require(in.channels == in_, "in.channels", in.channels,
+                          [&] { return "in_channels = " + ddpm::detail::to_text(in_); });
+    ddpm::detail::require(in.batch >= 0, "in.batch", in.batch, ">= 0");
+    ddpm::detail::require(in.height >= 1 && in.height + 2 * padding_ >= kernel_, "in.height",
+                          in.height,
+                          [&] { return ">= 1 and >= kernel - 2 * padding = " + min_size_text(); });
+    ddpm::detail::require(in.width >= 1 && in.width + 2 * padding_ >= kernel_, "in.width", in.width,
+                          [&] { return ">= 1 and >= kernel - 2 * padding = " + min_size_text(); });
     return {in.batch, (in.height + 2 * padding_ - kernel_) / stride_ + 1,
             (in.width + 2 * padding_ - kernel_) / stride_ + 1, out_};
   }

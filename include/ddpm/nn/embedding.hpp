@@ -15,7 +15,6 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 
@@ -145,9 +144,9 @@ class LabelEmbedding {
   /// Throws unless every label is in [0, num_classes) or kNoLabel.
   void check_labels(std::span<const int> labels) const {
     for (const int label : labels) {
-      detail::check(label == kNoLabel || (label >= 0 && label < num_classes_), "label", label, [&] {
-        return "0.." + ddpm::detail::to_text(num_classes_ - 1) + " or kNoLabel (-1)";
-      });
+      ddpm::detail::require(
+          label == kNoLabel || (label >= 0 && label < num_classes_), "label", label,
+          [&] { return "0.." + ddpm::detail::to_text(num_classes_ - 1) + " or kNoLabel (-1)"; });
     }
   }
 

@@ -14,7 +14,6 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/image.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"
@@ -63,7 +62,7 @@ class GroupNorm {
     beta_slot_ = store.add(name + ".bias", 1, channels);
   }
 
-  /// Points the layer at `store`'s buffers (after store.allocate(), and after copying a model).
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     gamma_ = store.value_data(gamma_slot_);
     beta_ = store.value_data(beta_slot_);
@@ -185,7 +184,7 @@ class GroupNorm {
                                 dx.cols(), "the shape of x, pixels x channels");
     if (!kept_ || kept_shape_ != s) {
       throw std::logic_error(
-          "ddpm::nn::GroupNorm::backward needs a forward() with keep_for_backward on the same "
+          "ddpm: nn::GroupNorm::backward needs a forward() with keep_for_backward on the same "
           "batch");
     }
     const Index images = s.batch;
@@ -277,11 +276,11 @@ class GroupNorm {
                             "non-negative sizes with channels = " +
                                 ddpm::detail::to_text(channels_) + " (the layer's channels)");
     }
-    detail::check_shape(x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(),
-                        [&] {
-                          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) +
-                                 "x" + ddpm::detail::to_text(channels_);
-                        });
+    ddpm::detail::require_shape(
+        x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(), [&] {
+          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) + "x" +
+                 ddpm::detail::to_text(channels_);
+        });
   }
 
   using DoubleWorkspace = Workspace<double>;

@@ -18,7 +18,6 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/detail/gemm.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/parameter_store.hpp"
@@ -68,7 +67,7 @@ class Linear {
     bias_slot_ = store.add(name + ".bias", 1, out);
   }
 
-  /// Points the layer at `store`'s buffers (after store.allocate(), and after copying a model).
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     weight_ = store.value_data(weight_slot_);
     bias_ = store.value_data(bias_slot_);
@@ -132,8 +131,9 @@ class Linear {
 
  private:
   void check_input(const ConstRef& x, std::string_view name) const {
-    detail::check_shape(x.cols() == in_, name, x.rows(), x.cols(),
-                        [&] { return "in_features = " + ddpm::detail::to_text(in_) + " columns"; });
+    ddpm::detail::require_shape(x.cols() == in_, name, x.rows(), x.cols(), [&] {
+      return "in_features = " + ddpm::detail::to_text(in_) + " columns";
+    });
   }
 
   void forward_impl(const ConstRef& x, Ref& y, const ConstRef* skip, bool keep) {
@@ -176,7 +176,7 @@ class Linear {
                                 "batch x out_features, the shape of the forward output");
     if (activation_ != Activation::identity && kept_rows_ != rows) {
       throw std::logic_error(
-          "ddpm::nn::Linear::backward needs a forward() with keep_for_backward on the same batch");
+          "ddpm: nn::Linear::backward needs a forward() with keep_for_backward on the same batch");
     }
     if (rows == 0) {
       if (dx != nullptr && !accumulate) dx->setZero();

@@ -17,9 +17,9 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/model_core.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/workspace.hpp"
 
@@ -57,6 +57,24 @@ inline MlpConfig toy_mlp_config(std::uint64_t seed = 0) {
   return config;
 }
 
+namespace detail {
+
+/// The layers of an Mlp; the label table is registered only when num_classes > 0.
+template <class Real>
+struct MlpLayers {
+  std::vector<Linear<Real>> hidden;
+  Linear<Real> output;
+  LabelEmbedding<Real> labels;
+
+  void bind(ParameterStore<Real>& store) noexcept {
+    for (Linear<Real>& linear : hidden) linear.bind(store);
+    output.bind(store);
+    if (labels.num_classes() > 0) labels.bind(store);
+  }
+};
+
+}  // namespace detail
+
 /// An MLP denoiser: out = Linear_out(h_{depth-1}), h_0 = f(Linear_0([x_t, e(t, label)])),
 /// h_k = f(Linear_k(h_{k-1})) (+ h_{k-1} if residual), e = sinusoidal(t) + label_table[label].
 ///
@@ -68,7 +86,8 @@ inline MlpConfig toy_mlp_config(std::uint64_t seed = 0) {
 /// Workspaces are sized on the first call for a batch size and only grow, so steady-state
 /// predict()/backward() do not allocate (except `out`/`grad_x` when their shape changes). For
 /// sampling call set_training(false): predict() then keeps no activations for backward.
-/// A model object holds per-call state: use one object per thread (copies are independent).
+/// A model object holds per-call state: use one object per thread. Copies and moves are whole,
+/// independent models (ModelCore owns the parameters, the training flag and the kept batch).
 /// \code
 ///   nn::Mlp<float> model(nn::toy_mlp_config(/*seed=*/1));
 ///   model.predict(x_t, t, eps_hat);       // eps_hat: batch x 2
@@ -76,66 +95,27 @@ inline MlpConfig toy_mlp_config(std::uint64_t seed = 0) {
 ///   model.backward(d_loss_d_eps_hat);     // accumulates into gradient_values()
 /// \endcode
 template <class Real>
-class Mlp {
+class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
+  using Core = ModelCore<Real, detail::MlpLayers<Real>>;
+
  public:
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
   explicit Mlp(const MlpConfig& config)
-      : config_(config), embedding_(config.embedding_dim, config.max_period) {
-    validate(config);
-    const Index concat_dim = config.input_dim + config.embedding_dim;
-    hidden_.reserve(static_cast<std::size_t>(config.depth));
-    for (Index k = 0; k < config.depth; ++k) {
-      hidden_.emplace_back(store_, "layer" + std::to_string(k), k == 0 ? concat_dim : config.width,
-                           config.width, config.activation);
-    }
-    output_ = Linear<Real>(store_, "layer" + std::to_string(config.depth), config.width,
-                           config.output_dim, Activation::identity);
-    if (config.num_classes > 0) {
-      labels_table_ =
-          LabelEmbedding<Real>(store_, "label_embedding", config.num_classes, config.embedding_dim);
-    }
-    store_.allocate();
-    bind();
+      : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
+        config_(config),
+        embedding_(config.embedding_dim, config.max_period) {
     initialize(config.seed);
     activations_.resize(static_cast<std::size_t>(config.depth));
   }
-
-  // Copies get their own buffers; the layers are re-pointed at them.
-  Mlp(const Mlp& other)
-      : config_(other.config_),
-        store_(other.store_),
-        hidden_(other.hidden_),
-        output_(other.output_),
-        labels_table_(other.labels_table_),
-        embedding_(other.embedding_),
-        input_(other.input_),
-        activations_(other.activations_),
-        grad_hidden_(other.grad_hidden_),
-        grad_input_(other.grad_input_),
-        labels_(other.labels_),
-        batch_(other.batch_),
-        training_(other.training_) {
-    bind();
-  }
-  Mlp& operator=(const Mlp& other) {
-    if (this != &other) {
-      Mlp copy(other);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  Mlp(Mlp&& other) noexcept = default;
-  Mlp& operator=(Mlp&& other) noexcept = default;
-  ~Mlp() = default;
 
   /// Re-draws every parameter from `seed` (the last layer is zero if config.zero_init_output).
   void initialize(std::uint64_t seed) {
     const CounterRng rng(seed);
     std::uint32_t layer = 0;
-    for (Linear<Real>& linear : hidden_) linear.initialize(rng, layer++);
-    output_.initialize(rng, layer++, config_.zero_init_output);
-    if (config_.num_classes > 0) labels_table_.initialize(rng, layer++);
+    for (Linear<Real>& linear : layers().hidden) linear.initialize(rng, layer++);
+    layers().output.initialize(rng, layer++, config_.zero_init_output);
+    if (config_.num_classes > 0) layers().labels.initialize(rng, layer++);
   }
 
   [[nodiscard]] const MlpConfig& config() const noexcept { return config_; }
@@ -153,16 +133,16 @@ class Mlp {
   void predict(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) {
     const Index rows = x_t.rows();
-    detail::check_shape(x_t.cols() == config_.input_dim, "x_t", rows, x_t.cols(), [&] {
+    ddpm::detail::require_shape(x_t.cols() == config_.input_dim, "x_t", rows, x_t.cols(), [&] {
       return "input_dim = " + ddpm::detail::to_text(config_.input_dim) + " columns";
     });
-    detail::check(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
-                  [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
-    detail::check(labels.empty() || static_cast<Index>(labels.size()) == rows, "labels.size()",
-                  labels.size(),
-                  [&] { return "0 or x_t.rows() = " + ddpm::detail::to_text(rows); });
+    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                          [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    ddpm::detail::require(labels.empty() || static_cast<Index>(labels.size()) == rows,
+                          "labels.size()", labels.size(),
+                          [&] { return "0 or x_t.rows() = " + ddpm::detail::to_text(rows); });
     if (config_.num_classes > 0) {
-      labels_table_.check_labels(labels);
+      layers().labels.check_labels(labels);
     } else {
       for (const int label : labels) {
         ddpm::detail::require(label == kNoLabel, "label", label,
@@ -177,30 +157,31 @@ class Mlp {
     if (config_.num_classes > 0) {
       labels_.assign(labels.begin(), labels.end());
       if (labels.empty()) labels_.assign(static_cast<std::size_t>(rows), kNoLabel);
-      labels_table_.add_to(labels_, input.rightCols(emb));
+      layers().labels.add_to(labels_, input.rightCols(emb));
     }
     input.leftCols(in) = x_t;
     out.resize(rows, config_.output_dim);
 
     const Index width = config_.width;
-    if (training_) {
-      for (std::size_t k = 0; k < hidden_.size(); ++k) {
+    std::vector<Linear<Real>>& hidden = layers().hidden;
+    if (this->training()) {
+      for (std::size_t k = 0; k < hidden.size(); ++k) {
         Eigen::Map<Batch<Real>> h = activations_[k].resize(rows, width);
         if (k == 0) {
-          hidden_[k].forward(input, h);
+          hidden[k].forward(input, h);
         } else if (config_.residual) {
-          hidden_[k].forward(activations_[k - 1].view(), h, activations_[k - 1].view());
+          hidden[k].forward(activations_[k - 1].view(), h, activations_[k - 1].view());
         } else {
-          hidden_[k].forward(activations_[k - 1].view(), h);
+          hidden[k].forward(activations_[k - 1].view(), h);
         }
       }
-      output_.forward(activations_.back().view(), out);
-      batch_ = rows;
+      layers().output.forward(activations_.back().view(), out);
+      this->set_kept_batch(rows);
     } else {
       // Inference keeps nothing: two width-sized buffers used in turn, activations in place.
       const std::size_t last = forward_inference(input, rows);
-      output_.forward(activations_[last].view(), out, false);
-      batch_ = -1;
+      layers().output.forward(activations_[last].view(), out, false);
+      this->set_kept_batch(-1);
     }
   }
 
@@ -212,53 +193,57 @@ class Mlp {
   /// input_dim), e.g. for classifier guidance.
   void backward(ConstRef grad_out, Batch<Real>& grad_x) { backward_impl(grad_out, &grad_x); }
 
-  /// Named views of every parameter tensor and its gradient.
-  [[nodiscard]] std::span<ParameterBlock<Real>> parameters() noexcept { return store_.blocks(); }
-  /// All parameters, all gradients, as flat vectors (one buffer each, blocks back to back).
-  [[nodiscard]] std::span<Real> parameter_values() noexcept { return store_.values(); }
-  [[nodiscard]] std::span<const Real> parameter_values() const noexcept { return store_.values(); }
-  [[nodiscard]] std::span<Real> gradient_values() noexcept { return store_.grads(); }
-  [[nodiscard]] std::span<const Real> gradient_values() const noexcept { return store_.grads(); }
-  [[nodiscard]] Index parameter_count() const noexcept { return store_.size(); }
-  void zero_grad() noexcept { store_.zero_grad(); }
-
-  /// With training off, predict() keeps no activations (two batch x width buffers instead of
-  /// 2 * depth) and backward() throws. On by default.
-  void set_training(bool training) noexcept { training_ = training; }
-  [[nodiscard]] bool training() const noexcept { return training_; }
+  // parameters(), parameter_values(), gradient_values(), parameter_count(), zero_grad(),
+  // set_training() and training() come from ModelCore. With training off, predict() keeps no
+  // activations (two batch x width buffers instead of 2 * depth) and backward() throws.
 
   /// The hidden layers and the output layer, for inspection.
-  [[nodiscard]] std::span<Linear<Real>> hidden_layers() noexcept { return hidden_; }
-  [[nodiscard]] Linear<Real>& output_layer() noexcept { return output_; }
+  [[nodiscard]] std::span<Linear<Real>> hidden_layers() noexcept { return layers().hidden; }
+  [[nodiscard]] Linear<Real>& output_layer() noexcept { return layers().output; }
 
  private:
-  static void validate(const MlpConfig& c) {
+  using Core::layers;
+
+  static const MlpConfig& validated(const MlpConfig& c) {
     ddpm::detail::require(c.input_dim >= 1, "input_dim", c.input_dim, ">= 1");
     ddpm::detail::require(c.output_dim >= 1, "output_dim", c.output_dim, ">= 1");
     ddpm::detail::require(c.width >= 1, "width", c.width, ">= 1");
     ddpm::detail::require(c.depth >= 1, "depth", c.depth, ">= 1");
     ddpm::detail::require(c.embedding_dim >= 1, "embedding_dim", c.embedding_dim, ">= 1");
     ddpm::detail::require(c.num_classes >= 0, "num_classes", c.num_classes, ">= 0");
+    return c;
   }
 
-  void bind() noexcept {
-    for (Linear<Real>& linear : hidden_) linear.bind(store_);
-    output_.bind(store_);
-    if (config_.num_classes > 0) labels_table_.bind(store_);
+  // Registers "layer0" .. "layer<depth>" and "label_embedding" with the store.
+  static detail::MlpLayers<Real> build(const MlpConfig& c, ParameterStore<Real>& store) {
+    detail::MlpLayers<Real> net;
+    const Index concat_dim = c.input_dim + c.embedding_dim;
+    net.hidden.reserve(static_cast<std::size_t>(c.depth));
+    for (Index k = 0; k < c.depth; ++k) {
+      net.hidden.emplace_back(store, "layer" + std::to_string(k), k == 0 ? concat_dim : c.width,
+                              c.width, c.activation);
+    }
+    net.output = Linear<Real>(store, "layer" + std::to_string(c.depth), c.width, c.output_dim,
+                              Activation::identity);
+    if (c.num_classes > 0) {
+      net.labels = LabelEmbedding<Real>(store, "label_embedding", c.num_classes, c.embedding_dim);
+    }
+    return net;
   }
 
   // Runs the hidden layers without keeping anything; returns the buffer holding the last one.
   std::size_t forward_inference(const Eigen::Map<Batch<Real>>& input, Index rows) {
     const Index width = config_.width;
+    std::vector<Linear<Real>>& hidden = layers().hidden;
     std::size_t current = 0;
-    hidden_[0].forward(input, activations_[0].resize(rows, width), false);
-    for (std::size_t k = 1; k < hidden_.size(); ++k) {
+    hidden[0].forward(input, activations_[0].resize(rows, width), false);
+    for (std::size_t k = 1; k < hidden.size(); ++k) {
       const std::size_t next = 1 - current;
       Eigen::Map<Batch<Real>> h = activations_[next].resize(rows, width);
       if (config_.residual) {
-        hidden_[k].forward(activations_[current].view(), h, activations_[current].view(), false);
+        hidden[k].forward(activations_[current].view(), h, activations_[current].view(), false);
       } else {
-        hidden_[k].forward(activations_[current].view(), h, false);
+        hidden[k].forward(activations_[current].view(), h, false);
       }
       current = next;
     }
@@ -266,50 +251,41 @@ class Mlp {
   }
 
   void backward_impl(const ConstRef& grad_out, Batch<Real>* grad_x) {
-    if (batch_ < 0) {
-      throw std::logic_error(
-          "ddpm::nn::Mlp::backward needs a predict() in training mode (set_training(true))");
-    }
-    detail::check_shape(grad_out.rows() == batch_ && grad_out.cols() == config_.output_dim,
-                        "grad_out", grad_out.rows(), grad_out.cols(), [&] {
-                          return "the shape of the last predict() output, " +
-                                 ddpm::detail::to_text(batch_) + "x" +
-                                 ddpm::detail::to_text(config_.output_dim);
-                        });
-    const Index rows = batch_;
+    const Index rows = this->kept_batch("nn::Mlp", "predict()");
+    ddpm::detail::require_shape(grad_out.rows() == rows && grad_out.cols() == config_.output_dim,
+                                "grad_out", grad_out.rows(), grad_out.cols(), [&] {
+                                  return "the shape of the last predict() output, " +
+                                         ddpm::detail::to_text(rows) + "x" +
+                                         ddpm::detail::to_text(config_.output_dim);
+                                });
+    std::vector<Linear<Real>>& hidden = layers().hidden;
     Eigen::Map<Batch<Real>> dh = grad_hidden_.resize(rows, config_.width);
-    output_.backward(activations_.back().view(), grad_out, dh);
+    layers().output.backward(activations_.back().view(), grad_out, dh);
     // dh is overwritten in place layer by layer: dz_k is computed from it before dx is written.
-    for (std::size_t k = hidden_.size() - 1; k >= 1; --k) {
-      hidden_[k].backward(activations_[k - 1].view(), dh, dh, config_.residual);
+    for (std::size_t k = hidden.size() - 1; k >= 1; --k) {
+      hidden[k].backward(activations_[k - 1].view(), dh, dh, config_.residual);
     }
     const bool has_labels = config_.num_classes > 0;
     const Eigen::Map<const Batch<Real>> input = std::as_const(input_).view();
     if (grad_x == nullptr && !has_labels) {
-      hidden_[0].backward(input, dh);
+      hidden[0].backward(input, dh);
       return;
     }
     const Index in = config_.input_dim;
     const Index emb = config_.embedding_dim;
     Eigen::Map<Batch<Real>> d_input = grad_input_.resize(rows, in + emb);
-    hidden_[0].backward(input, dh, d_input);
-    if (has_labels) labels_table_.backward(labels_, d_input.rightCols(emb));
+    hidden[0].backward(input, dh, d_input);
+    if (has_labels) layers().labels.backward(labels_, d_input.rightCols(emb));
     if (grad_x != nullptr) *grad_x = d_input.leftCols(in);
   }
 
   MlpConfig config_;
-  ParameterStore<Real> store_;
-  std::vector<Linear<Real>> hidden_;
-  Linear<Real> output_;
-  LabelEmbedding<Real> labels_table_;
   SinusoidalEmbedding<Real> embedding_;
   Workspace<Real> input_;                     // [x_t, emb]
   std::vector<Workspace<Real>> activations_;  // h_0 .. h_{depth-1}
   Workspace<Real> grad_hidden_;               // d loss / d h_k, reused for every k
   Workspace<Real> grad_input_;                // d loss / d [x_t, emb]
   std::vector<int> labels_;                   // labels of the last predict()
-  Index batch_ = -1;                          // rows of the last training predict(), -1 if none
-  bool training_ = true;
 };
 
 }  // namespace ddpm::nn

@@ -25,11 +25,13 @@ using RowVector = Eigen::Matrix<Real, 1, Eigen::Dynamic>;
 /// Owns every parameter of a model in one buffer, and the gradients in a second buffer with the
 /// same layout, so an optimizer can treat the whole model as one flat vector.
 ///
-/// Layer contract (Linear, embeddings, and later Conv2d, GroupNorm, attention all follow it):
+/// Layer contract (Linear, LabelEmbedding, Conv2d, GroupNorm, SpatialAttention, ResBlock and
+/// TimeEmbedding all follow it):
 ///  1. The layer's constructor registers its tensors with add() (name, rows, cols), before
 ///     allocate(); it keeps the returned Slot.
-///  2. After allocate(), bind(store) makes the layer point into the buffers; a model calls bind()
-///     again after it is copied (the copy has its own buffers).
+///  2. After allocate(), bind(store) makes the layer point into the buffers. A model keeps its
+///     layers and their store together in a BoundLayers (model_core.hpp), whose copy re-binds the
+///     copy's layers to the copy's buffers; nothing else re-points a layer.
 ///  3. initialize(rng, index) fills the parameters reproducibly from a CounterRng.
 ///  4. forward() keeps its own intermediates (pre-activations, statistics) in its own Workspaces;
 ///     backward() receives the forward input again, *accumulates* (+=) parameter gradients and
@@ -84,7 +86,7 @@ class ParameterStore {
 
   /// Registers a rows x cols tensor (row-major) called `name`. Only before allocate().
   Slot add(std::string name, Index rows, Index cols) {
-    if (allocated_) throw std::logic_error("ddpm::nn::ParameterStore::add after allocate()");
+    if (allocated_) throw std::logic_error("ddpm: nn::ParameterStore::add after allocate()");
     ddpm::detail::require(rows >= 0 && cols >= 0, "parameter shape",
                           ddpm::detail::to_text(rows) + "x" + ddpm::detail::to_text(cols),
                           "non-negative rows and columns");
@@ -99,7 +101,7 @@ class ParameterStore {
 
   /// Allocates both buffers (zero-filled) and the block views. Call once, after every add().
   void allocate() {
-    if (allocated_) throw std::logic_error("ddpm::nn::ParameterStore::allocate called twice");
+    if (allocated_) throw std::logic_error("ddpm: nn::ParameterStore::allocate called twice");
     values_.assign(static_cast<std::size_t>(size_), Real(0));
     grads_.assign(static_cast<std::size_t>(size_), Real(0));
     allocated_ = true;

@@ -17,9 +17,9 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/conv_graph.hpp"
 #include "ddpm/nn/image.hpp"
+#include "ddpm/nn/model_core.hpp"
 #include "ddpm/nn/parameter_store.hpp"
 #include "ddpm/nn/resblock.hpp"
 #include "ddpm/nn/time_embedding.hpp"
@@ -59,6 +59,22 @@ inline UNetConfig unet_small_config(std::uint64_t seed = 0) {
   return config;
 }
 
+namespace detail {
+
+/// The layers of a UNet: the time embedding and the graph of image layers.
+template <class Real>
+struct UNetLayers {
+  TimeEmbedding<Real> time;
+  ConvGraph<Real> graph;
+
+  void bind(ParameterStore<Real>& store) noexcept {
+    time.bind(store);
+    graph.bind(store);
+  }
+};
+
+}  // namespace detail
+
 /// A UNet denoiser on images given as planar rows (one C x H x W image per row).
 ///
 /// Down path: conv_in, then per level `res_blocks` ResBlocks (each followed by attention at the
@@ -68,7 +84,8 @@ inline UNetConfig unet_small_config(std::uint64_t seed = 0) {
 /// nearest x2 upsampling and a 3x3 conv. Out: GroupNorm -> SiLU -> 3x3 conv. Every ResBlock reads
 /// the TimeEmbedding (with the class embedding when num_classes > 0).
 ///
-/// Satisfies Denoiser, ConditionalDenoiser and TrainableDenoiser, with the same interface as Mlp.
+/// Satisfies Denoiser, ConditionalDenoiser and TrainableDenoiser, with the same interface as Mlp;
+/// copies and moves are whole, independent models.
 /// \code
 ///   nn::UNet<float> model(nn::unet_small_config(/*seed=*/1));
 ///   model.predict(x_t, t, eps_hat);       // x_t, eps_hat: batch x 784
@@ -76,48 +93,25 @@ inline UNetConfig unet_small_config(std::uint64_t seed = 0) {
 ///   model.backward(d_loss_d_eps_hat);
 /// \endcode
 template <class Real>
-class UNet {
+class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
+  using Core = ModelCore<Real, detail::UNetLayers<Real>>;
+
  public:
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
-  explicit UNet(const UNetConfig& config) : config_(config), dropout_rng_(config.seed) {
-    validate(config);
-    build();
-    store_.allocate();
-    bind();
+  explicit UNet(const UNetConfig& config)
+      : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
+        config_(config),
+        dropout_rng_(config.seed) {
     initialize(config.seed);
   }
-
-  // Copies get their own buffers; the layers are re-pointed at them.
-  UNet(const UNet& other)
-      : config_(other.config_),
-        store_(other.store_),
-        time_(other.time_),
-        graph_(other.graph_),
-        grad_embedding_(other.grad_embedding_),
-        dropout_rng_(other.dropout_rng_),
-        dropout_draw_(other.dropout_draw_),
-        batch_(other.batch_),
-        training_(other.training_) {
-    bind();
-  }
-  UNet& operator=(const UNet& other) {
-    if (this != &other) {
-      UNet copy(other);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  UNet(UNet&&) noexcept = default;
-  UNet& operator=(UNet&&) noexcept = default;
-  ~UNet() = default;
 
   /// Re-draws every parameter from `seed`.
   void initialize(std::uint64_t seed) {
     const CounterRng rng(seed);
-    time_.initialize(rng, 0);
+    layers().time.initialize(rng, 0);
     std::uint32_t layer = TimeEmbedding<Real>::kLayerIds;
-    graph_.initialize(rng, layer);
+    layers().graph.initialize(rng, layer);
   }
 
   [[nodiscard]] const UNetConfig& config() const noexcept { return config_; }
@@ -140,20 +134,22 @@ class UNet {
   void predict(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) {
     const Index rows = x_t.rows();
-    detail::check_shape(x_t.cols() == input_dim(), "x_t", rows, x_t.cols(), [&] {
+    ddpm::detail::require_shape(x_t.cols() == input_dim(), "x_t", rows, x_t.cols(), [&] {
       return "image_channels * height * width = " + ddpm::detail::to_text(input_dim()) + " columns";
     });
-    detail::check(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
-                  [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
-    time_.check_labels(labels, rows);
-    const bool keep = training_;
-    const Eigen::Map<const Batch<Real>> embedding = time_.forward(t, labels, keep);
-    graph_.forward(x_t, embedding, keep, keep, dropout_rng_, dropout_draw_);
+    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                          [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    TimeEmbedding<Real>& time = layers().time;
+    ConvGraph<Real>& graph = layers().graph;
+    time.check_labels(labels, rows);
+    const bool keep = this->training();
+    const Eigen::Map<const Batch<Real>> embedding = time.forward(t, labels, keep);
+    graph.forward(x_t, embedding, keep, keep, dropout_rng_, dropout_draw_);
     if (keep) ++dropout_draw_;
-    const std::size_t last = graph_.last();
+    const std::size_t last = graph.last();
     out.resize(rows, output_dim());
-    to_planar<Real>(graph_.value(last), graph_.shape(last), out);
-    batch_ = keep ? rows : -1;
+    to_planar<Real>(graph.value(last), graph.shape(last), out);
+    this->set_kept_batch(keep ? rows : -1);
   }
 
   /// Accumulates d loss / d parameters for the last predict() (in training mode), given
@@ -164,17 +160,9 @@ class UNet {
   /// guidance).
   void backward(ConstRef grad_out, Batch<Real>& grad_x) { backward_impl(grad_out, &grad_x); }
 
-  [[nodiscard]] std::span<ParameterBlock<Real>> parameters() noexcept { return store_.blocks(); }
-  [[nodiscard]] std::span<Real> parameter_values() noexcept { return store_.values(); }
-  [[nodiscard]] std::span<const Real> parameter_values() const noexcept { return store_.values(); }
-  [[nodiscard]] std::span<Real> gradient_values() noexcept { return store_.grads(); }
-  [[nodiscard]] std::span<const Real> gradient_values() const noexcept { return store_.grads(); }
-  [[nodiscard]] Index parameter_count() const noexcept { return store_.size(); }
-  void zero_grad() noexcept { store_.zero_grad(); }
-
-  /// With training off, predict() keeps nothing for backward and dropout is off. On by default.
-  void set_training(bool training) noexcept { training_ = training; }
-  [[nodiscard]] bool training() const noexcept { return training_; }
+  // parameters(), parameter_values(), gradient_values(), parameter_count(), zero_grad(),
+  // set_training() and training() come from ModelCore. With training off, predict() keeps nothing
+  // for backward and dropout is off.
 
   /// The dropout masks of the next training predict() are draw number `draw` of `rng` (each
   /// training predict() advances the draw). The Trainer sets them from its own seed and the step,
@@ -185,37 +173,41 @@ class UNet {
   }
 
  private:
-  static void validate(const UNetConfig& c) {
+  using Core::layers;
+
+  static const UNetConfig& validated(const UNetConfig& c) {
     detail::validate_levels(c.image_channels, c.height, c.width, c.base_channels, c.channel_mult,
                             c.res_blocks, c.groups, c.dropout);
     ddpm::detail::require(c.output_channels >= 1, "output_channels", c.output_channels, ">= 1");
     ddpm::detail::require(c.attention_heads >= 1, "attention_heads", c.attention_heads, ">= 1");
     ddpm::detail::require(c.num_classes >= 0, "num_classes", c.num_classes, ">= 0");
+    return c;
   }
 
-  [[nodiscard]] bool has_attention(Index side) const {
-    for (const Index r : config_.attention_resolutions) {
+  static bool has_attention(const UNetConfig& c, Index side) {
+    for (const Index r : c.attention_resolutions) {
       if (r == side) return true;
     }
     return false;
   }
 
-  void build() {
-    const UNetConfig& c = config_;
+  static detail::UNetLayers<Real> build(const UNetConfig& c, ParameterStore<Real>& store) {
+    detail::UNetLayers<Real> net;
     const Index emb = 4 * c.base_channels;
-    time_ = TimeEmbedding<Real>(store_, "time", c.base_channels, emb, c.num_classes, c.max_period);
-    ConvGraph<Real>& g = graph_;
+    net.time =
+        TimeEmbedding<Real>(store, "time", c.base_channels, emb, c.num_classes, c.max_period);
+    ConvGraph<Real>& g = net.graph;
     const auto block = [&](const std::string& name, std::size_t in, Index channels) {
       std::size_t h =
-          g.block(store_, name, in, channels, emb, c.groups, c.dropout, c.injection, c.zero_init);
-      if (has_attention(g.shape(h).height)) {
-        h = g.attention(store_, name + ".attention", h, c.attention_heads, c.groups, c.zero_init);
+          g.block(store, name, in, channels, emb, c.groups, c.dropout, c.injection, c.zero_init);
+      if (has_attention(c, g.shape(h).height)) {
+        h = g.attention(store, name + ".attention", h, c.attention_heads, c.groups, c.zero_init);
       }
       return h;
     };
     const auto levels = static_cast<Index>(c.channel_mult.size());
     std::size_t h = g.input(c.height, c.width, c.image_channels);
-    h = g.conv(store_, "conv_in", h, c.base_channels, 3, 1);
+    h = g.conv(store, "conv_in", h, c.base_channels, 3, 1);
     std::vector<std::vector<std::size_t>> skips(static_cast<std::size_t>(levels));
     for (Index l = 0; l < levels; ++l) {
       const Index channels = c.base_channels * c.channel_mult[static_cast<std::size_t>(l)];
@@ -224,13 +216,13 @@ class UNet {
         h = block(level + ".block" + std::to_string(b), h, channels);
         skips[static_cast<std::size_t>(l)].push_back(h);
       }
-      if (l + 1 < levels) h = g.conv(store_, level + ".downsample", h, channels, 3, 2);
+      if (l + 1 < levels) h = g.conv(store, level + ".downsample", h, channels, 3, 2);
     }
     const Index deepest = g.shape(h).channels;
-    h = g.block(store_, "middle.block0", h, deepest, emb, c.groups, c.dropout, c.injection,
+    h = g.block(store, "middle.block0", h, deepest, emb, c.groups, c.dropout, c.injection,
                 c.zero_init);
-    h = g.attention(store_, "middle.attention", h, c.attention_heads, c.groups, c.zero_init);
-    h = g.block(store_, "middle.block1", h, deepest, emb, c.groups, c.dropout, c.injection,
+    h = g.attention(store, "middle.attention", h, c.attention_heads, c.groups, c.zero_init);
+    h = g.block(store, "middle.block1", h, deepest, emb, c.groups, c.dropout, c.injection,
                 c.zero_init);
     for (Index l = levels - 1; l >= 0; --l) {
       const Index channels = c.base_channels * c.channel_mult[static_cast<std::size_t>(l)];
@@ -242,48 +234,38 @@ class UNet {
       }
       if (l > 0) {
         h = g.upsample(h);
-        h = g.conv(store_, level + ".upsample_conv", h, channels, 3, 1);
+        h = g.conv(store, level + ".upsample_conv", h, channels, 3, 1);
       }
     }
-    h = g.norm(store_, "out.norm", h, c.groups, Activation::silu);
-    g.conv(store_, "out.conv", h, c.output_channels, 3, 1, c.zero_init);
-  }
-
-  void bind() noexcept {
-    time_.bind(store_);
-    graph_.bind(store_);
+    h = g.norm(store, "out.norm", h, c.groups, Activation::silu);
+    g.conv(store, "out.conv", h, c.output_channels, 3, 1, c.zero_init);
+    return net;
   }
 
   void backward_impl(const ConstRef& grad_out, Batch<Real>* grad_x) {
-    if (batch_ < 0) {
-      throw std::logic_error(
-          "ddpm::nn::UNet::backward needs a predict() in training mode (set_training(true))");
-    }
-    detail::check_shape(grad_out.rows() == batch_ && grad_out.cols() == output_dim(), "grad_out",
-                        grad_out.rows(), grad_out.cols(), [&] {
-                          return "the shape of the last predict() output, " +
-                                 ddpm::detail::to_text(batch_) + "x" +
-                                 ddpm::detail::to_text(output_dim());
-                        });
-    graph_.begin_backward();
-    const std::size_t last = graph_.last();
-    to_channels_last<Real>(grad_out, graph_.shape(last), graph_.grad(last));
-    Eigen::Map<Batch<Real>> d_embedding = grad_embedding_.resize(batch_, time_.dim());
+    const Index rows = this->kept_batch("nn::UNet", "predict()");
+    ddpm::detail::require_shape(grad_out.rows() == rows && grad_out.cols() == output_dim(),
+                                "grad_out", grad_out.rows(), grad_out.cols(), [&] {
+                                  return "the shape of the last predict() output, " +
+                                         ddpm::detail::to_text(rows) + "x" +
+                                         ddpm::detail::to_text(output_dim());
+                                });
+    TimeEmbedding<Real>& time = layers().time;
+    ConvGraph<Real>& graph = layers().graph;
+    graph.begin_backward();
+    const std::size_t last = graph.last();
+    to_channels_last<Real>(grad_out, graph.shape(last), graph.grad(last));
+    Eigen::Map<Batch<Real>> d_embedding = grad_embedding_.resize(rows, time.dim());
     d_embedding.setZero();
-    graph_.backward(time_.output(), d_embedding, grad_x != nullptr);
-    time_.backward(d_embedding);
-    if (grad_x != nullptr) graph_.input_gradient_planar(*grad_x);
+    graph.backward(time.output(), d_embedding, grad_x != nullptr);
+    time.backward(d_embedding);
+    if (grad_x != nullptr) graph.input_gradient_planar(*grad_x);
   }
 
   UNetConfig config_;
-  ParameterStore<Real> store_;
-  TimeEmbedding<Real> time_;
-  ConvGraph<Real> graph_;
   Workspace<Real> grad_embedding_;
   CounterRng dropout_rng_;
-  std::uint32_t dropout_draw_ = 0;
-  Index batch_ = -1;  // rows of the last training predict(), -1 if none
-  bool training_ = true;
+  std::uint32_t dropout_draw_ = 0;  // advanced by every training predict()
 };
 
 }  // namespace ddpm::nn

@@ -11,7 +11,6 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/nn/activation.hpp"
-#include "ddpm/nn/check.hpp"
 #include "ddpm/nn/image.hpp"
 
 namespace ddpm::nn {
@@ -24,11 +23,10 @@ template <class Real>
 void check_upsample(const ImageShape& in, const Eigen::Ref<const Batch<Real>>& small,
                     std::string_view small_name, Index large_rows, Index large_cols,
                     std::string_view large_name) {
-  const auto non_negative = [] { return ">= 0"; };
-  check(in.batch >= 0, "in.batch", in.batch, non_negative);
-  check(in.height >= 0, "in.height", in.height, non_negative);
-  check(in.width >= 0, "in.width", in.width, non_negative);
-  check(in.channels >= 0, "in.channels", in.channels, non_negative);
+  ddpm::detail::require(in.batch >= 0, "in.batch", in.batch, ">= 0");
+  ddpm::detail::require(in.height >= 0, "in.height", in.height, ">= 0");
+  ddpm::detail::require(in.width >= 0, "in.width", in.width, ">= 0");
+  ddpm::detail::require(in.channels >= 0, "in.channels", in.channels, ">= 0");
   ddpm::detail::require_shape(small.rows() == in.pixels() && small.cols() == in.channels,
                               small_name, small.rows(), small.cols(), "in.pixels() x in.channels");
   ddpm::detail::require_shape(large_rows == 4 * in.pixels() && large_cols == in.channels,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // A blocked, packed matrix product C (+)= A B for the network layers, written on Eigen's SIMD
-// packets: a register-blocked micro-kernel, packing buffers allocated once per thread, no zero-fill
-// of C, an epilogue hook that runs on each finished block while it is still in L2, and a fixed
-// reduction order, so results do not depend on the thread count.
+// packets: a register-blocked micro-kernel, per-thread packing buffers that grow to the largest
+// block seen (so steady-state products do not allocate), no zero-fill of C, an epilogue hook that
+// runs on each finished block while it is still in L2, and a fixed reduction order, so results do
+// not depend on the thread count.
 #pragma once
 
 #include <Eigen/Core>
@@ -424,14 +425,14 @@ void sliced_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMat
                     Real* c, Index ldc, bool accumulate, Epilogue& epilogue) {
   const Index slices = (k + kDepthSlice - 1) / kDepthSlice;
   Real* partial = grow(GemmBuffers<Real>::local().partials, slices * m * n);
-  parallel_for(slices, [&](Index slice) {
+  ddpm::detail::parallel_for(slices, [&](Index slice) {
     const Index begin = slice * kDepthSlice;
     gemm_serial(m, n, std::min(kDepthSlice, k - begin), a.from(0, begin), b.from(begin, 0),
                 partial + slice * m * n, n, false);
   });
   using Row = Eigen::Map<Eigen::Array<Real, 1, Eigen::Dynamic>>;
   using ConstRow = Eigen::Map<const Eigen::Array<Real, 1, Eigen::Dynamic>>;
-  parallel_for(m, n * slices, [&](Index i) {
+  ddpm::detail::parallel_for(m, n * slices, [&](Index i) {
     Row row(c + i * ldc, n);
     if (!accumulate) row = ConstRow(partial + i * n, n);
     for (Index slice = accumulate ? 0 : 1; slice < slices; ++slice) {
@@ -456,7 +457,7 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     gemm_internal::sliced_product(m, n, k, a, b, c, ldc, accumulate, epilogue);
     return;
   }
-  const int threads = max_threads();
+  const int threads = ddpm::detail::max_threads();
   const bool worth_splitting = threads > 1 && m * n * std::max<Index>(k, 1) >= 64 * 64 * 64;
   if (!worth_splitting) {
     gemm_serial(m, n, k, a, b, c, ldc, accumulate, epilogue);
@@ -473,7 +474,7 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
     // the workers must read the caller's buffer, not their own.
     PackedRhs<Real>& packed = gemm_internal::shared_rhs<Real>();
     packed.pack(b, k, n);
-    parallel_for_dynamic((m + chunk - 1) / chunk, [&](Index q) {
+    ddpm::detail::parallel_for_dynamic((m + chunk - 1) / chunk, [&](Index q) {
       const Index begin = q * chunk;
       gemm_serial(std::min(chunk, m - begin), a.from(begin, 0), packed, c + begin * ldc, ldc,
                   accumulate, shifted(epilogue, begin, 0));
@@ -484,7 +485,7 @@ void gemm(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> 
   const Index extent = by_rows ? m : n;
   const Index units = (extent + unit - 1) / unit;
   const Index parts = std::min<Index>(threads, units);
-  parallel_for(parts, [&](Index part) {
+  ddpm::detail::parallel_for(parts, [&](Index part) {
     const Index begin = units * part / parts * unit;
     const Index end = std::min(extent, units * (part + 1) / parts * unit);
     if (begin >= end) return;
