@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../examples/common_options.hpp"
 #include "CLI/CLI.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/mlp.hpp"
@@ -185,7 +186,7 @@ int main(int argc, char** argv) {
   std::string only;
   bool small = false;
   app.add_option("--threads", threads, "threads (OpenMP and Eigen); default: OpenMP's default")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::thread_count());  // 1..4 x hardware threads (at most 1024)
   app.add_option("--repeats", repeats,
                  "timed runs per sampling workload after warm-up; train and UNet forward "
                  "workloads time 20 steps per run")

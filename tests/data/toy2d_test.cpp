@@ -58,18 +58,18 @@ Eigen::ArrayXd squared_radius(const Batch<double>& x) { return x.rowwise().squar
 }  // namespace
 
 TEST_CASE("toy dataset names parse and print") {
-  REQUIRE(ddpm::data::toy_dataset_names().size() == kAll.size());
+  REQUIRE(ddpm::enum_names<ToyDataset>().size() == kAll.size());
   for (ToyDataset which : kAll) {
-    CHECK(ddpm::data::parse_toy_dataset(ddpm::data::toy_dataset_name(which)) == which);
+    CHECK(ddpm::parse_enum<ToyDataset>(ddpm::to_string(which)) == which);
   }
-  CHECK(ddpm::data::parse_toy_dataset("8gaussians") == ToyDataset::eight_gaussians);
-  CHECK(ddpm::data::parse_toy_dataset("2spirals") == ToyDataset::two_spirals);
-  CHECK_THROWS_WITH_AS(ddpm::data::parse_toy_dataset("spiral"),
+  CHECK(ddpm::parse_enum<ToyDataset>("8gaussians") == ToyDataset::eight_gaussians);
+  CHECK(ddpm::parse_enum<ToyDataset>("2spirals") == ToyDataset::two_spirals);
+  CHECK_THROWS_WITH_AS(ddpm::parse_enum<ToyDataset>("spiral"),
                        "ddpm: invalid dataset = spiral; allowed: swissroll, moons, 8gaussians, "
-                       "checkerboard, circles, pinwheel, 2spirals",
+                       "checkerboard, circles, pinwheel or 2spirals",
                        InvalidArgument);
-  CHECK_THROWS_AS(ddpm::data::parse_toy_dataset("Moons"), InvalidArgument);
-  CHECK_THROWS_AS(ddpm::data::toy_dataset_name(static_cast<ToyDataset>(7)), InvalidArgument);
+  CHECK_THROWS_AS(ddpm::parse_enum<ToyDataset>("Moons"), InvalidArgument);
+  CHECK(ddpm::to_string(static_cast<ToyDataset>(7)) == "?");
 }
 
 TEST_CASE("sample_toy2d rejects bad arguments") {
@@ -85,7 +85,7 @@ TEST_CASE("sample_toy2d rejects bad arguments") {
 
 TEST_CASE_TEMPLATE("sample_toy2d is reproducible", Real, float, double) {
   for (ToyDataset which : kAll) {
-    CAPTURE(ddpm::data::toy_dataset_name(which));
+    CAPTURE(ddpm::to_string(which));
     const Batch<Real> full = sample_toy2d<Real>(which, 100, 7);
     REQUIRE(full.rows() == 100);
     REQUIRE(full.cols() == 2);

@@ -57,5 +57,40 @@ expect_failure("not a classifier" sample --checkpoint ${OUT}/model/model.ckpt --
                --classifier ${OUT}/model/model.ckpt --out ${OUT}/bad)
 file(WRITE ${OUT}/broken.npy "not an npy file")
 expect_failure("npy" train --data ${OUT}/broken.npy ${tiny} --steps 1 --out ${OUT}/bad)
-expect_failure("architecture mismatch" train --data ${data} --base 16 --mult 1,2 --T 50 --steps 8
+# A resume that differs from the checkpoint's run is refused, naming every differing field.
+set(rest --mult 1,2 --T 50 --batch 4 --threads 2 --class-conditional --steps 8)
+expect_failure("model.base: checkpoint 8, this run 16" train --data ${data} --base 16 ${rest}
                --resume ${OUT}/model/model.ckpt --out ${OUT}/bad)
+expect_failure("differs in 2 fields\n  diffusion.schedule: checkpoint linear, this run cosine\n  diffusion.output: checkpoint eps, this run v\n"
+               train --data ${data} --base 8 ${rest} --schedule cosine --output v
+               --resume ${OUT}/model/model.ckpt --out ${OUT}/bad)
+file(COPY ${data}/ DESTINATION ${OUT}/fewer_images)
+file(GLOB fewer ${OUT}/fewer_images/bars_vertical/*.png)
+list(GET fewer 0 dropped)
+file(REMOVE ${dropped})
+expect_failure("differs in 2 fields.*data.rows: checkpoint 8, this run 7.*data.fingerprint: checkpoint"
+               train --data ${OUT}/fewer_images --base 8 ${rest}
+               --resume ${OUT}/model/model.ckpt --out ${OUT}/bad)
+# ... while --init-from starts a new run from the weights, on other data.
+run_ok(train --data ${OUT}/fewer_images ${tiny} --class-conditional --steps 2 --preview 0
+       --init-from ${OUT}/model/model.ckpt --out ${OUT}/finetuned)
+expect_files(${OUT}/finetuned model.ckpt loss.csv)
+
+# info prints every recorded field, the step and the parameter count.
+execute_process(COMMAND ${PROGRAM} info ${OUT}/model/model.ckpt RESULT_VARIABLE result
+                OUTPUT_VARIABLE info)
+foreach(pattern "step: 6\n" "parameters: [0-9]+\n" "diffusion.clip_x0 +true"
+        "diffusion.decoder +discretized" "diffusion.variance +fixed-large" "model.kind +unet"
+        "model.base +8\n" "model.mult +1,2\n" "model.classes +2\n" "data.rows +8\n"
+        "train.batch +4\n")
+  if(NOT result EQUAL 0 OR NOT info MATCHES "${pattern}")
+    message(FATAL_ERROR "info (exit ${result}) printed no '${pattern}':\n${info}")
+  endif()
+endforeach()
+# --threads is bounded with a message, never a crash.
+foreach(bad 0 100000)
+  expect_failure("--threads = ${bad}; allowed: 1\\.\\." train --data ${data} --base 8 --mult 1,2
+                 --T 50 --steps 1 --threads ${bad} --out ${OUT}/bad)
+  expect_failure("--threads = ${bad}; allowed: 1\\.\\." sample --checkpoint
+                 ${OUT}/model/model.ckpt --threads ${bad} --out ${OUT}/bad)
+endforeach()

@@ -65,7 +65,8 @@ expect_files(${OUT}/train model.ckpt loss.csv loss.png forward.png reverse.png s
 
 # The standardization and the frame are in the checkpoint's metadata.
 file(STRINGS ${OUT}/train/model.ckpt texts)
-foreach(expected "toy2d.data.mean" "100,-50" "toy2d.data.std" "1.5811388300841898,3" "toy2d.frame")
+foreach(expected "data.mean" "100,-50" "data.std" "1.5811388300841898,3" "data.frame"
+        "data.fingerprint")
   string(FIND "${texts}" "${expected}" position)
   if(position EQUAL -1)
     message(FATAL_ERROR "model.ckpt has no '${expected}' in its metadata")
@@ -90,6 +91,11 @@ list(GET resumed_lines 1 first)
 if(NOT first MATCHES "^301,")
   message(FATAL_ERROR "the resumed run starts at '${first}', expected step 301")
 endif()
+# Other points in the same file are other data: the resume is refused (rows, fingerprint, ...).
+file(WRITE ${OUT}/points_changed.csv "${csv}5,-50,100\n")
+expect_failure("data.rows: checkpoint 80, this run 81.*data.fingerprint: checkpoint"
+               train --data ${OUT}/points_changed.csv --steps 320 ${fit} ${small}
+               --resume ${OUT}/train/model.ckpt --out ${OUT}/bad)
 # Batches are drawn by (seed, step, row), so step 301 of the resumed run trains on the batch of
 # step 301 of a straight 320-step run and has its loss. (Only the first 6 digits are compared: the
 # trainer's floating-point sums may differ in the last bits between the two processes.)
@@ -105,7 +111,7 @@ if(first_loss STREQUAL "" OR NOT straight_first_loss STREQUAL first_loss)
   message(FATAL_ERROR "step 301 differs between the resumed and the straight run:\n"
                       "${first}\n${straight_first}")
 endif()
-expect_failure("invalid --data = \\(not given\\)" train --steps 320 ${fit} ${small}
+expect_failure("data.name: checkpoint file, this run swissroll" train --steps 320 ${fit} ${small}
                --resume ${OUT}/train/model.ckpt --out ${OUT}/bad)
 
 # eval compares with the file's points: min(n, N) = 80 of them, the floor from two halves of 40.
@@ -132,9 +138,9 @@ endif()
 run_ok(train --data ${OUT}/sample/samples.npy --steps 20 ${small} --out ${OUT}/npy)
 expect_files(${OUT}/npy model.ckpt samples.csv samples.npy)
 file(STRINGS ${OUT}/npy/model.ckpt texts)
-string(FIND "${texts}" "toy2d.data.rows" position)
+string(FIND "${texts}" "data.rows" position)
 if(position EQUAL -1)
-  message(FATAL_ERROR "the .npy run's model.ckpt has no toy2d.data metadata")
+  message(FATAL_ERROR "the .npy run's model.ckpt has no data.rows metadata")
 endif()
 
 # Bad data files are refused with a message naming the problem.

@@ -3,8 +3,9 @@ include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 
 file(REMOVE_RECURSE ${OUT})
 # A constant learning rate, so that a 40-step run is the first part of a 60-step one.
-set(small --width 32 --depth 2 --embedding 16 --T 100 --batch 64 --n 200 --sample-steps 20 --seed 4
-    --decay constant --warmup 0)
+set(rest --embedding 16 --T 100 --batch 64 --n 200 --sample-steps 20 --seed 4 --decay constant
+    --warmup 0)
+set(small --width 32 --depth 2 ${rest})
 run_ok(train --dataset moons --steps 40 ${small} --checkpoint-every 20 --out ${OUT}/train)
 expect_files(${OUT}/train model.ckpt loss.csv loss.png forward.png reverse.png samples.csv samples.png compare.png)
 file(STRINGS ${OUT}/train/loss.csv loss_lines)
@@ -29,6 +30,47 @@ list(SUBLIST resumed_lines 1 20 resumed_tail)
 if(NOT straight_tail STREQUAL resumed_tail)
   message(FATAL_ERROR "resumed steps 41-60 differ from the uninterrupted run:\n${resumed_tail}\nvs\n${straight_tail}")
 endif()
+
+# A resume that differs from the checkpoint's run is refused, naming each differing field.
+expect_refusal("data.name: checkpoint moons, this run circles"
+               train --dataset circles --steps 60 ${small} --resume ${OUT}/train/model.ckpt --out ${OUT}/bad)
+expect_refusal("diffusion.schedule: checkpoint linear, this run cosine"
+               train --dataset moons --schedule cosine --steps 60 ${small}
+               --resume ${OUT}/train/model.ckpt --out ${OUT}/bad)
+expect_refusal("model.width: checkpoint 32, this run 64"
+               train --dataset moons --steps 60 --width 64 --depth 2 ${rest} --resume ${OUT}/train/model.ckpt
+               --out ${OUT}/bad)
+expect_refusal("differs in 3 fields.*diffusion.loss: checkpoint simple, this run kl.*model.depth: checkpoint 2, this run 3.*data.name: checkpoint moons, this run swissroll.*--init-from"
+               train --steps 60 --width 32 --depth 3 ${rest} --loss kl --resume ${OUT}/train/model.ckpt
+               --out ${OUT}/bad)
+# A deliberate change starts from the weights only: --init-from (fine-tuning on circles).
+run_ok(train --dataset circles --steps 10 ${small} --init-from ${OUT}/train/model.ckpt
+       --out ${OUT}/finetuned)
+file(STRINGS ${OUT}/finetuned/loss.csv tuned_lines)
+list(LENGTH tuned_lines count)
+if(NOT count EQUAL 11)
+  message(FATAL_ERROR "the --init-from run logged ${count} lines, expected a header and 10 steps")
+endif()
+expect_refusal("--init-from .*the network differs.*model.width: checkpoint 32, this run 48"
+               train --dataset circles --steps 10 --width 48 --depth 2 ${rest}
+               --init-from ${OUT}/train/model.ckpt --out ${OUT}/bad)
+expect_refusal("excludes" train --steps 10 ${small} --init-from ${OUT}/train/model.ckpt
+               --resume ${OUT}/train/model.ckpt --out ${OUT}/bad)
+
+# info prints every recorded field, the step and the parameter count.
+expect_output(ARGS info ${OUT}/train/model.ckpt OUTPUT_MATCHES
+              "step: 40\n" "parameters: [0-9]+\n" "diffusion.schedule +linear"
+              "diffusion.T +100\n" "diffusion.variance +fixed-small" "diffusion.clip_x0 +false"
+              "diffusion.rescale_hybrid +true" "diffusion.betas +100 values" "model.width +32\n"
+              "model.embedding +16\n" "data.name +moons" "train.lr +0.001\n"
+              "train.decay +constant")
+# A checkpoint of the old format ("ddpm trainer" with toy2d.* metadata) is refused with a message.
+expect_refusal("has no run description \\(its format is 'ddpm trainer'\\)"
+               sample --checkpoint ${CMAKE_CURRENT_LIST_DIR}/fixtures/old_format_toy2d.ckpt
+               --out ${OUT}/bad)
+# --threads is bounded with a message, never a crash.
+expect_thread_bounds(train --dataset moons --steps 2 ${small} --out ${OUT}/bad)
+expect_thread_bounds(sample --checkpoint ${OUT}/train/model.ckpt --out ${OUT}/bad)
 
 run_ok(sample --checkpoint ${OUT}/train/model.ckpt --sampler ddim --n 100 --out ${OUT}/sample)
 expect_files(${OUT}/sample samples.csv samples.png compare.png reverse.png)

@@ -5,6 +5,9 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <vector>
+
 #include "ddpm/core/error.hpp"
 
 using ddpm::optim::LrDecay;
@@ -63,5 +66,15 @@ TEST_CASE("LrSchedule rejects bad options, naming the parameter") {
       doctest::Contains("invalid final_lr = 0.002"), ddpm::InvalidArgument);
   const LrSchedule s({.base_lr = 1e-3});
   CHECK_THROWS_WITH_AS(static_cast<void>(s(-1)), doctest::Contains("invalid step = -1"),
+                       ddpm::InvalidArgument);
+}
+
+TEST_CASE("LrDecay names come from one table") {
+  for (const LrDecay decay : {LrDecay::constant, LrDecay::cosine, LrDecay::linear}) {
+    CHECK(ddpm::parse_enum<LrDecay>(ddpm::to_string(decay)) == decay);
+  }
+  CHECK(ddpm::enum_names<LrDecay>() == std::vector<std::string>{"constant", "cosine", "linear"});
+  CHECK_THROWS_WITH_AS(ddpm::parse_enum<LrDecay>("step"),
+                       "ddpm: invalid decay = step; allowed: constant, cosine or linear",
                        ddpm::InvalidArgument);
 }

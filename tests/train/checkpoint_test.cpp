@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/core/error.hpp"
+
 namespace {
 
 using ddpm::train::Checkpoint;
@@ -138,4 +140,17 @@ TEST_CASE("damaged checkpoints are rejected with FormatError") {
                          ddpm::FormatError);
     CHECK_THROWS_AS((void)c.integers("adam.m"), ddpm::FormatError);
   }
+}
+
+TEST_CASE("crc32_update continues a CRC, and a parsed checkpoint knows its source") {
+  CHECK(ddpm::train::detail::crc32_update(ddpm::train::detail::crc32("1234"), "56789") ==
+        0xCBF43926u);
+  const Checkpoint back = Checkpoint::parse(sample_checkpoint().serialize(), "runs/model.ckpt");
+  CHECK(back.source() == "runs/model.ckpt");
+  CHECK_THROWS_WITH_AS((void)back.get("nothing"),
+                       "ddpm: checkpoint 'runs/model.ckpt' has no metadata 'nothing'",
+                       ddpm::FormatError);
+  CHECK_THROWS_WITH_AS((void)back.tensor("nothing"),
+                       "ddpm: checkpoint 'runs/model.ckpt' has no tensor 'nothing'",
+                       ddpm::FormatError);
 }

@@ -194,8 +194,8 @@ TEST_CASE("bad trainer options are refused") {
                        doctest::Contains("ema_decay = 1"), ddpm::InvalidArgument);
   CHECK_THROWS_WITH_AS(Trainer(model, diffusion, {.grad_clip = -1}), doctest::Contains("grad_clip"),
                        ddpm::InvalidArgument);
-  CHECK_THROWS_WITH_AS(ddpm::train::parse_timestep_sampling("random"), doctest::Contains("random"),
-                       ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS(ddpm::parse_enum<ddpm::train::TimestepSampling>("random"),
+                       doctest::Contains("random"), ddpm::InvalidArgument);
 }
 
 TEST_CASE("a short training run on 8gaussians lowers the MMD clearly (smoke test of the loop)") {

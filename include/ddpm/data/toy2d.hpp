@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
@@ -32,11 +33,27 @@ enum class ToyDataset {
   two_spirals,      ///< "2spirals"
 };
 
-namespace detail {
+}  // namespace ddpm::data
 
-// In ToyDataset order, so a dataset's value indexes its name.
-inline constexpr std::array<std::string_view, 7> kToyDatasetNames{
-    "swissroll", "moons", "8gaussians", "checkerboard", "circles", "pinwheel", "2spirals"};
+namespace ddpm {
+/// The dataset names of command lines and checkpoints, e.g. "8gaussians" for eight_gaussians.
+template <>
+struct EnumTable<data::ToyDataset> {
+  static constexpr std::string_view parameter = "dataset";
+  static constexpr std::array<EnumName<data::ToyDataset>, 7> names = {
+      {{data::ToyDataset::swissroll, "swissroll"},
+       {data::ToyDataset::moons, "moons"},
+       {data::ToyDataset::eight_gaussians, "8gaussians"},
+       {data::ToyDataset::checkerboard, "checkerboard"},
+       {data::ToyDataset::circles, "circles"},
+       {data::ToyDataset::pinwheel, "pinwheel"},
+       {data::ToyDataset::two_spirals, "2spirals"}}};
+};
+}  // namespace ddpm
+
+namespace ddpm::data {
+
+namespace detail {
 
 // Uniforms of a point come from step 0 (index k), its normals from step 1, so the two never
 // share Philox blocks.
@@ -45,15 +62,6 @@ inline constexpr std::uint32_t kNormalStep = 1;
 
 // The counter RNG addresses samples with 32 bits.
 inline constexpr Index kMaxToySamples = Index{1} << 32;
-
-inline std::string joined_toy_dataset_names() {
-  std::string joined;
-  for (std::string_view name : kToyDatasetNames) {
-    if (!joined.empty()) joined += ", ";
-    joined += name;
-  }
-  return joined;
-}
 
 /// The two standard normals of a point (step kNormalStep).
 inline std::array<double, 2> toy_normals(const CounterRng& rng, std::uint32_t sample) noexcept {
@@ -183,32 +191,11 @@ inline std::array<double, 2> toy_point(ToyDataset which, const CounterRng& rng,
 
 inline void require_valid(ToyDataset which) {
   const auto value = static_cast<int>(which);
-  ddpm::detail::require(value >= 0 && value < static_cast<int>(kToyDatasetNames.size()), "dataset",
-                        value, "a ToyDataset enumerator");
+  ddpm::detail::require(value >= 0 && value < static_cast<int>(EnumTable<ToyDataset>::names.size()),
+                        "dataset", value, "a ToyDataset enumerator");
 }
 
 }  // namespace detail
-
-/// The names accepted by parse_toy_dataset, in ToyDataset order:
-/// swissroll, moons, 8gaussians, checkerboard, circles, pinwheel, 2spirals.
-inline std::span<const std::string_view> toy_dataset_names() noexcept {
-  return detail::kToyDatasetNames;
-}
-
-/// The name of a dataset, e.g. "8gaussians" for ToyDataset::eight_gaussians.
-inline std::string_view toy_dataset_name(ToyDataset which) {
-  detail::require_valid(which);
-  return detail::kToyDatasetNames[static_cast<std::size_t>(which)];
-}
-
-/// The dataset called `name` (exact, lower case), e.g. parse_toy_dataset("swissroll").
-/// Throws InvalidArgument listing the allowed names when `name` is unknown.
-inline ToyDataset parse_toy_dataset(std::string_view name) {
-  for (std::size_t i = 0; i < detail::kToyDatasetNames.size(); ++i) {
-    if (detail::kToyDatasetNames[i] == name) return static_cast<ToyDataset>(i);
-  }
-  throw InvalidArgument("dataset", name, detail::joined_toy_dataset_names());
-}
 
 /// Draws n points of `which` (an n x 2 batch). Row i uses only the counter-RNG draws of sample
 /// index first_index + i (stream::data), so splitting a batch into pieces with matching first_index

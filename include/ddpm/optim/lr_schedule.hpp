@@ -4,10 +4,14 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <string>
+#include <string_view>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 
 namespace ddpm::optim {
@@ -18,6 +22,21 @@ enum class LrDecay {
   cosine,    ///< final + (base - final) (1 + cos(pi p)) / 2, p = progress in [0, 1]
   linear,    ///< base + (final - base) p
 };
+
+}  // namespace ddpm::optim
+
+namespace ddpm {
+template <>
+struct EnumTable<optim::LrDecay> {
+  static constexpr std::string_view parameter = "decay";
+  static constexpr std::array<EnumName<optim::LrDecay>, 3> names = {
+      {{optim::LrDecay::constant, "constant"},
+       {optim::LrDecay::cosine, "cosine"},
+       {optim::LrDecay::linear, "linear"}}};
+};
+}  // namespace ddpm
+
+namespace ddpm::optim {
 
 /// Options of an LrSchedule.
 struct LrScheduleOptions {

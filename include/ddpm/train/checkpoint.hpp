@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -54,7 +56,9 @@ class Checkpoint {
   /// The metadata value of `key`; throws FormatError if the file had none.
   [[nodiscard]] const std::string& get(const std::string& key) const {
     const auto it = metadata_.find(key);
-    if (it == metadata_.end()) throw FormatError("ddpm: checkpoint has no metadata '" + key + "'");
+    if (it == metadata_.end()) {
+      throw FormatError("ddpm: checkpoint '" + source_ + "' has no metadata '" + key + "'");
+    }
     return it->second;
   }
 
@@ -79,7 +83,9 @@ class Checkpoint {
   [[nodiscard]] bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   [[nodiscard]] const Tensor& tensor(const std::string& name) const {
     const auto it = tensors_.find(name);
-    if (it == tensors_.end()) throw FormatError("ddpm: checkpoint has no tensor '" + name + "'");
+    if (it == tensors_.end()) {
+      throw FormatError("ddpm: checkpoint '" + source_ + "' has no tensor '" + name + "'");
+    }
     return it->second;
   }
   /// Copies tensor `name` into `out`, which must have exactly its number of elements.
@@ -102,6 +108,8 @@ class Checkpoint {
   }
 
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /// Where the checkpoint was parsed from (the file name), for error messages.
+  [[nodiscard]] const std::string& source() const noexcept { return source_; }
   [[nodiscard]] const std::map<std::string, Tensor>& tensors() const { return tensors_; }
 
   /// The file's bytes.
@@ -120,6 +128,7 @@ class Checkpoint {
  private:
   std::map<std::string, std::string> metadata_;
   std::map<std::string, Tensor> tensors_;
+  std::string source_ = "(in memory)";
 };
 
 namespace detail {
@@ -135,13 +144,16 @@ inline constexpr std::array<std::uint32_t, 256> kCrcTable = [] {
   return table;
 }();
 
-inline std::uint32_t crc32(std::string_view bytes) {
-  std::uint32_t c = 0xFFFFFFFFu;
+/// Continues a CRC-32: crc32(a + b) == crc32_update(crc32(a), b).
+inline std::uint32_t crc32_update(std::uint32_t crc, std::string_view bytes) {
+  std::uint32_t c = crc ^ 0xFFFFFFFFu;
   for (const char byte : bytes) {
     c = kCrcTable[(c ^ static_cast<std::uint8_t>(byte)) & 0xFFu] ^ (c >> 8);
   }
   return c ^ 0xFFFFFFFFu;
 }
+
+inline std::uint32_t crc32(std::string_view bytes) { return crc32_update(0, bytes); }
 
 template <class T>
 void put_le(std::string& out, T value) {
@@ -150,6 +162,12 @@ void put_le(std::string& out, T value) {
   std::memcpy(raw.data(), &value, sizeof(T));
   if constexpr (std::endian::native == std::endian::big) std::reverse(raw.begin(), raw.end());
   out.append(raw.data(), raw.size());
+}
+
+/// Shortest text that reads back as exactly `v`.
+inline std::string exact_number(double v) {
+  char buffer[64];
+  return {buffer, std::to_chars(buffer, buffer + sizeof buffer, v).ptr};
 }
 
 inline void put_string(std::string& out, std::string_view s) {
@@ -262,6 +280,7 @@ inline Checkpoint Checkpoint::parse(std::string_view bytes, const std::string& s
     head.fail("checksum mismatch: the contents are damaged");
 
   Checkpoint checkpoint;
+  checkpoint.source_ = source;
   detail::Reader in(payload, source, header);
   const auto entries = in.get<std::uint32_t>("the metadata count");
   for (std::uint32_t i = 0; i < entries; ++i) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
@@ -34,14 +36,22 @@
 
 namespace ddpm::train {
 
-/// How training timesteps are drawn.
+/// How training timesteps are drawn (names: "uniform", "importance"; see EnumTable below).
 enum class TimestepSampling { uniform, importance };
 
-inline TimestepSampling parse_timestep_sampling(std::string_view s) {
-  if (s == "uniform") return TimestepSampling::uniform;
-  if (s == "importance") return TimestepSampling::importance;
-  throw InvalidArgument("timestep sampler", std::string(s), "uniform or importance");
-}
+}  // namespace ddpm::train
+
+namespace ddpm {
+template <>
+struct EnumTable<train::TimestepSampling> {
+  static constexpr std::string_view parameter = "timesteps";
+  static constexpr std::array<EnumName<train::TimestepSampling>, 2> names = {
+      {{train::TimestepSampling::uniform, "uniform"},
+       {train::TimestepSampling::importance, "importance"}}};
+};
+}  // namespace ddpm
+
+namespace ddpm::train {
 
 /// Options of a Trainer. The learning rate follows optim::LrSchedule (warm-up, then decay).
 struct TrainerOptions {
@@ -240,6 +250,16 @@ class Trainer {
     c.set("step", std::to_string(step_));
     c.set("seed", std::to_string(rng_.seed()));
     c.set("diffusion", describe_diffusion());
+    // The training knobs, for `info`; a resume may change them.
+    c.set("train.batch", std::to_string(options_.batch_size));
+    c.set("train.steps", std::to_string(options_.steps));
+    c.set("train.lr", detail::exact_number(options_.adam.learning_rate));
+    c.set("train.warmup", std::to_string(options_.warmup_steps));
+    c.set("train.decay", std::string(ddpm::to_string(options_.decay)));
+    c.set("train.grad_clip", detail::exact_number(options_.grad_clip));
+    c.set("train.ema", detail::exact_number(options_.ema_decay));
+    c.set("train.timesteps", std::string(ddpm::to_string(options_.timesteps)));
+    c.set("train.label_dropout", detail::exact_number(options_.label_dropout));
     for (const ParameterBlock<Real>& block : blocks()) {
       c.put<Real>("model." + block.name, std::span<const Real>(block.value));
     }
@@ -278,11 +298,20 @@ class Trainer {
     c.take<Real>("adam.v", v);
     adam_.set_state(single_integer(c, "adam.step"), m, v);
     if (ema_) {
+      if (!c.contains("ema.shadow")) {
+        throw FormatError("ddpm: checkpoint '" + c.source() +
+                          "' was trained without an EMA of the weights; resume it with the EMA "
+                          "off (ema_decay = 0)");
+      }
       std::vector<Real> shadow(ema_->shadow().size());
       c.take<Real>("ema.shadow", shadow);
       ema_->set_state(single_integer(c, "ema.updates"), shadow);
     }
     if (auto* s = std::get_if<LossSecondMomentSampler>(&timestep_sampler_)) {
+      if (!c.contains("timesteps.history")) {
+        throw FormatError("ddpm: checkpoint '" + c.source() +
+                          "' was trained with uniform timesteps; resume it with them");
+      }
       std::vector<double> history(s->loss_history().size());
       c.take<double>("timesteps.history", history);
       const auto& counts = c.integers("timesteps.counts");
@@ -394,12 +423,21 @@ class Trainer {
     }
   }
 
+  // Everything of the diffusion that training depends on, with a CRC-32 of the betas' bytes (so
+  // a different schedule is refused by restore() even without a RunConfig).
   std::string describe_diffusion() const {
     const DiffusionOptions& o = diffusion_.options();
+    std::string betas;
+    for (const double beta : diffusion_.schedule().betas()) detail::put_le<double>(betas, beta);
+    char crc[16];
+    std::snprintf(crc, sizeof crc, "%08x", static_cast<unsigned>(detail::crc32(betas)));
     return "T=" + std::to_string(diffusion_.num_timesteps()) +
            " output=" + std::string(to_string(o.output)) +
            " variance=" + std::string(to_string(o.variance)) +
-           " loss=" + std::string(to_string(o.loss));
+           " loss=" + std::string(to_string(o.loss)) +
+           " decoder=" + std::string(to_string(o.decoder)) +
+           " clip_x0=" + (o.clip_x0 ? "true" : "false") +
+           " rescale_hybrid=" + (o.rescale_hybrid ? "true" : "false") + " betas_crc32=" + crc;
   }
 
   Model* model_;

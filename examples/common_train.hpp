@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+// What ddpm-toy2d and ddpm-images share: the diffusion and training options, starting a run fresh,
+// from another checkpoint's weights (--init-from) or where a checkpoint stopped (--resume, refused
+// with every differing field named), and the `info` subcommand.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common_options.hpp"
+#include "ddpm/train/model_fields.hpp"
+#include "ddpm/train/run_config.hpp"
+#include "ddpm/train/trainer.hpp"
+
+namespace ddpm_examples {
+
+/// --schedule, --T, --output, --variance, --loss into a DiffusionConfig (choices from the tables).
+inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d) {
+  std::vector<std::string> schedules = ddpm::enum_names<ddpm::train::ScheduleKind>();
+  std::erase(schedules, "custom");  // custom betas come from the library API, not a flag
+  app.add_option_function<std::string>(
+         "--schedule",
+         [&d](const std::string& text) {
+           d.schedule.kind = ddpm::parse_enum<ddpm::train::ScheduleKind>(text);
+         },
+         "noise schedule: linear or cosine")
+      ->check(CLI::IsMember(schedules))
+      ->default_str(std::string(ddpm::to_string(d.schedule.kind)));
+  app.add_option("--T", d.schedule.num_timesteps, "diffusion steps")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  add_choice(app, "--output", d.options.output, "what the network predicts");
+  add_choice(app, "--variance", d.options.variance, "the reverse-process variance");
+  add_choice(app, "--loss", d.options.loss, "training loss (hybrid/kl need a learned variance)");
+}
+
+/// Options of `train` that may change on resume.
+struct TrainArgs {
+  int steps = 15000;
+  int batch = 1024;
+  double lr = 1e-3;
+  int warmup = 0;
+  ddpm::optim::LrDecay decay = ddpm::optim::LrDecay::constant;
+  double grad_clip = 1.0;
+  double ema = 0.999;
+  ddpm::train::TimestepSampling timesteps = ddpm::train::TimestepSampling::uniform;
+  std::string resume;
+  std::string init_from;
+  int checkpoint_every = 1000;
+  double minutes = 0.0;
+};
+
+inline void add_train_options(CLI::App& app, TrainArgs& a) {
+  app.add_option("--steps", a.steps, "optimizer steps (the total, counting a resumed run's)")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  app.add_option("--batch", a.batch, "batch size")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--lr", a.lr, "Adam learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", a.warmup, "learning-rate warm-up steps")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  add_choice(app, "--decay", a.decay, "learning-rate decay after warm-up (to 1% of --lr)");
+  app.add_option("--grad-clip", a.grad_clip, "global gradient-norm clip (0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--ema", a.ema, "EMA decay of the weights used for sampling (0: off)")
+      ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
+  add_choice(app, "--timesteps", a.timesteps, "timestep sampler");
+  CLI::Option* resume = app.add_option(
+      "--resume", a.resume,
+      "continue this checkpoint's run (the diffusion, model and data options must match it; "
+      "training options such as --steps and --lr may change)");
+  app.add_option("--init-from", a.init_from,
+                 "start a new run from this checkpoint's (EMA) weights: fine-tuning on other data "
+                 "or with another diffusion; the model options must match")
+      ->check(CLI::ExistingFile)
+      ->excludes(resume);
+  app.add_option("--checkpoint-every", a.checkpoint_every,
+                 "steps between checkpoints (0: only at the end)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--minutes", a.minutes,
+                 "stop after this much wall time (0: no limit), checkpointing as at the end")
+      ->check(CLI::NonNegativeNumber);
+}
+
+inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint64_t seed,
+                                                   double label_dropout = 0.0) {
+  return {.batch_size = a.batch,
+          .steps = a.steps,
+          .adam = {.learning_rate = a.lr},
+          .warmup_steps = std::min(a.warmup, a.steps - 1),
+          .decay = a.decay,
+          .final_lr = a.decay == ddpm::optim::LrDecay::constant ? 0.0 : a.lr * 0.01,
+          .grad_clip = a.grad_clip,
+          .ema_decay = a.ema,
+          .timesteps = a.timesteps,
+          .label_dropout = label_dropout,
+          .seed = seed};
+}
+
+/// --init-from: copies the checkpoint's weights (its EMA when it has one) into `model`, after
+/// checking that its model fields match `run`'s; other differences are deliberate and listed.
+template <class Model, class ModelConfig>
+void init_from(const std::string& path, const ddpm::train::RunConfig<ModelConfig>& run,
+               Model& model) {
+  const ddpm::train::Checkpoint c = ddpm::train::Checkpoint::load(path);
+  const auto saved = ddpm::train::RunConfig<ModelConfig>::from_checkpoint(c);
+  std::vector<std::string> model_diff, other;
+  for (const std::string& d : ddpm::train::differences(saved, run)) {
+    (d.rfind("model.", 0) == 0 ? model_diff : other).push_back(d);
+  }
+  if (!model_diff.empty()) {
+    std::string message =
+        "ddpm: --init-from '" + path + "': the network differs, so its " + "weights do not fit:";
+    for (const std::string& d : model_diff) message += "\n  " + d;
+    throw ddpm::FormatError(message);
+  }
+  ddpm::train::load_weights(c, model);
+  std::printf("initialized from the weights of %s (step %s)%s\n", path.c_str(),
+              c.get("step").c_str(), other.empty() ? "" : "; this run differs in:");
+  for (const std::string& d : other) std::printf("  %s\n", d.c_str());
+}
+
+/// --resume: refuses a run that differs from the checkpoint's (every differing field named),
+/// then restores the trainer's whole state.
+template <class Trainer, class ModelConfig>
+void resume(const std::string& path, const ddpm::train::RunConfig<ModelConfig>& run,
+            Trainer& trainer) {
+  const ddpm::train::Checkpoint c = ddpm::train::Checkpoint::load(path);
+  const auto saved = ddpm::train::RunConfig<ModelConfig>::from_checkpoint(c);
+  ddpm::train::require_same_run(
+      saved, run, path,
+      "Resume with the options the checkpoint was trained with (`info " + path +
+          "` lists them), or start a new run from its weights with --init-from " + path);
+  trainer.restore(c, run.describe_model());
+  std::printf("resumed from %s at step %lld\n", path.c_str(),
+              static_cast<long long>(trainer.step_count()));
+}
+
+/// The sampling options both programs share.
+struct SampleArgs {
+  std::string checkpoint;
+  std::string sampler = "ddpm";
+  int sample_steps = 0;  ///< 0: all T for ddpm, 50 (at most T) for ddim
+  double eta = 0.0;
+  int n = 0;
+  bool raw_weights = false;
+
+  /// The sampling steps for a diffusion of T steps.
+  [[nodiscard]] int steps(int T) const {
+    return sample_steps > 0 ? sample_steps : sampler == "ddim" ? std::min(50, T) : T;
+  }
+  [[nodiscard]] ddpm::train::Weights weights() const {
+    return raw_weights ? ddpm::train::Weights::raw : ddpm::train::Weights::ema;
+  }
+};
+
+inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoint) {
+  if (with_checkpoint) {
+    app.add_option("--checkpoint", args.checkpoint, "model.ckpt written by train")->required();
+    app.add_flag("--raw-weights", args.raw_weights,
+                 "sample with the trained weights, not their EMA");
+  }
+  app.add_option("--sampler", args.sampler, "ddpm (ancestral) or ddim")
+      ->check(CLI::IsMember({"ddpm", "ddim"}))
+      ->capture_default_str();
+  app.add_option("--sample-steps", args.sample_steps,
+                 "sampling steps on an evenly respaced schedule (default: T for ddpm, 50 for ddim)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eta", args.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
+/// A trained model and the run it belongs to.
+template <class Model, class ModelConfig>
+struct Trained {
+  ddpm::train::RunConfig<ModelConfig> run;
+  Model model;
+};
+
+/// The checkpoint's run and its model, with the EMA weights unless --raw-weights.
+template <class Model, class ModelConfig>
+Trained<Model, ModelConfig> load_trained(const SampleArgs& args) {
+  const ddpm::train::Checkpoint c = ddpm::train::Checkpoint::load(args.checkpoint);
+  const auto run = ddpm::train::RunConfig<ModelConfig>::from_checkpoint(c);
+  Trained<Model, ModelConfig> trained{run, Model(run.model)};
+  ddpm::train::load_weights(c, trained.model, args.weights());
+  return trained;
+}
+
+/// The `info CHECKPOINT` subcommand.
+struct InfoCommand {
+  CLI::App* command = nullptr;
+  std::string checkpoint;
+
+  void add(CLI::App& app) {
+    command = app.add_subcommand("info",
+                                 "print what a checkpoint holds: every recorded field (diffusion, "
+                                 "model, data, training options), the step and the parameter "
+                                 "count");
+    command->add_option("checkpoint", checkpoint, "model.ckpt written by train")->required();
+  }
+  [[nodiscard]] int run() const {
+    ddpm::train::write_info(ddpm::train::Checkpoint::load(checkpoint), std::cout);
+    return 0;
+  }
+};
+
+}  // namespace ddpm_examples
