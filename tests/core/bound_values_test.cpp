@@ -24,28 +24,13 @@ using ddpm::VarianceKind;
 namespace ref = ddpm::test::ref;
 using LD = ref::LD;
 
-/// log-variance of p at step j from a learned or learned-range output (or the fixed kinds).
-LD model_log_var(const ref::Schedule& s, int j, VarianceKind v, LD var_out) {
-  switch (v) {
-    case VarianceKind::fixed_small:
-      return s.log_var_small(j);
-    case VarianceKind::fixed_large:
-      return s.log_var_large(j);
-    case VarianceKind::learned:
-      return var_out;
-    case VarianceKind::learned_range:
-      return ref::learned_range_log_var(s, j, var_out);
-  }
-  return 0;
-}
-
 /// L_j of one element in nats: KL(q(x_{t-1} | x_t, x_0) || p) for j > 0, the decoder's -log
 /// p(x_0 | x_1) for j = 0 (continuous density or 8-bit bins).
 LD bound_term_nats(const ref::Schedule& s, int j, ModelOutput output, VarianceKind v,
                    ddpm::Decoder decoder, LD out, LD var_out, LD x0, LD x_t) {
   const LD x0_hat = ref::x0_from_output(output, out, x_t, s.alpha_bar(j));
   const LD mean_p = s.coef_x0(j) * x0_hat + s.coef_xt(j) * x_t;
-  const LD log_var_p = model_log_var(s, j, v, var_out);
+  const LD log_var_p = ref::log_var_of(s, j, v, var_out);
   if (j == 0) {
     return decoder == ddpm::Decoder::discretized ? ref::discretized_nll(x0, mean_p, log_var_p)
                                                  : ref::gaussian_nll(x0, mean_p, log_var_p);

@@ -128,6 +128,22 @@ inline LD learned_range_log_var(const Schedule& s, int j, LD r) {
   return frac * std::log(s.beta(j)) + (1.0L - frac) * s.log_var_small(j);
 }
 
+/// log-variance of p(x_{t-1} | x_t) at step j for a variance kind; var_out is the model's
+/// variance column (used by the learned kinds only).
+inline LD log_var_of(const Schedule& s, int j, VarianceKind v, LD var_out) {
+  switch (v) {
+    case VarianceKind::fixed_small:
+      return s.log_var_small(j);
+    case VarianceKind::fixed_large:
+      return s.log_var_large(j);
+    case VarianceKind::learned:
+      return var_out;
+    case VarianceKind::learned_range:
+      return learned_range_log_var(s, j, var_out);
+  }
+  return 0;
+}
+
 /// KL(N(m1, e^lv1) || N(m2, e^lv2)) in nats.
 inline LD normal_kl(LD m1, LD lv1, LD m2, LD lv2) {
   return 0.5L * (-1.0L + lv2 - lv1 + std::exp(lv1 - lv2) + (m1 - m2) * (m1 - m2) * std::exp(-lv2));

@@ -52,27 +52,12 @@ LD reference_x0(const ref::Schedule& s, int j, const StepOptions& o, LD out, LD 
   return o.clip ? ref::clip(x0) : x0;
 }
 
-/// log-variance of p(x_{t-1} | x_t) at step j; var_out is the variance column for learned kinds.
-LD reference_log_var(const ref::Schedule& s, int j, VarianceKind v, LD var_out) {
-  switch (v) {
-    case VarianceKind::fixed_small:
-      return s.log_var_small(j);
-    case VarianceKind::fixed_large:
-      return s.log_var_large(j);
-    case VarianceKind::learned:
-      return var_out;
-    case VarianceKind::learned_range:
-      return ref::learned_range_log_var(s, j, var_out);
-  }
-  return 0;
-}
-
 /// Ancestral: x_{t-1} = mu~(x0^, x_t) + exp(lv / 2) z, no noise at step 0.
 LD reference_ancestral(const ref::Schedule& s, int j, const StepOptions& o, LD out, LD var_out,
                        LD x, LD z) {
   const LD mean = s.coef_x0(j) * reference_x0(s, j, o, out, x) + s.coef_xt(j) * x;
   if (j == 0) return mean;
-  return mean + std::exp(0.5L * reference_log_var(s, j, o.variance, var_out)) * z;
+  return mean + std::exp(0.5L * ref::log_var_of(s, j, o.variance, var_out)) * z;
 }
 
 /// DDIM: sqrt(ab_prev) x0^ + sqrt(1 - ab_prev - sigma^2) eps^ + sigma z, eps^ from the clipped x0^.

@@ -5,10 +5,12 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include "ddpm/data/toy2d.hpp"
@@ -268,4 +270,42 @@ TEST_CASE(
   while (std::getline(log, line)) ++lines;
   CHECK(lines == 1 + 25);  // header and the 25 finite steps
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a respaced diffusion trains on its kept steps, passing their original timesteps") {
+  // It used to pass step indices 0..T'-1 as original timesteps, and threw at the first one that
+  // was not kept.
+  struct Recorder {
+    std::vector<float> weight = {0.5f}, weight_grad = {0.0f};
+    std::vector<int> seen;
+    void predict(const Batch<float>& x, std::span<const int> t, Batch<float>& out) {
+      seen.insert(seen.end(), t.begin(), t.end());
+      out = weight[0] * x;
+      input = x;
+    }
+    void backward(const Batch<float>& grad_out) {
+      weight_grad[0] += (grad_out.cwiseProduct(input)).sum();
+    }
+    void zero_grad() { weight_grad[0] = 0.0f; }
+    std::vector<ddpm::ParameterBlock<float>> parameters() {
+      return {{"w", std::span<float>(weight), std::span<float>(weight_grad)}};
+    }
+    Batch<float> input;
+  };
+  const ddpm::NoiseSchedule respaced = ddpm::NoiseSchedule::linear(100).respaced("evenly 10");
+  const std::vector<int> kept = respaced.timesteps();
+  for (const auto sampling :
+       {ddpm::train::TimestepSampling::uniform, ddpm::train::TimestepSampling::importance}) {
+    Recorder model;
+    const ddpm::GaussianDiffusion<float> diffusion(
+        respaced, {.variance = ddpm::VarianceKind::fixed_small, .loss = ddpm::LossKind::kl});
+    ddpm::train::Trainer<float, Recorder> trainer(
+        model, diffusion, {.batch_size = 64, .steps = 40, .timesteps = sampling});
+    for (int i = 0; i < 40; ++i) trainer.step(ToyData{});
+    std::vector<int> distinct = model.seen;
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    // 2560 uniform draws over 10 steps: every kept step appears, and nothing else.
+    CHECK(distinct == kept);
+  }
 }

@@ -15,12 +15,15 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
@@ -31,6 +34,7 @@
 #include "ddpm/optim/clip.hpp"
 #include "ddpm/optim/ema.hpp"
 #include "ddpm/optim/lr_schedule.hpp"
+#include "ddpm/schedule.hpp"
 #include "ddpm/timestep_sampler.hpp"
 #include "ddpm/train/checkpoint.hpp"
 
@@ -82,24 +86,10 @@ struct StepStats {
   double learning_rate;
 };
 
-/// A data source: `data(step, batch_size, out)` fills `out` with batch_size rows for training
-/// step `step`. It must be a pure function of its arguments for runs to resume exactly.
-template <class D, class Real>
-concept DataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out) {
-  d(step, n, out);
-};
-
-/// A labeled data source: `data(step, batch_size, out, labels)` also fills `labels` with one class
-/// label per row (the model must be a ConditionalDenoiser).
-template <class D, class Real>
-concept LabeledDataSource = requires(D& d, std::int64_t step, Index n, Batch<Real>& out,
-                                     std::vector<int>& labels) {
-  d(step, n, out, labels);
-};
-
 /// The training loop. Everything random is addressed by (seed, step), so the model, the optimizer
 /// state, the EMA, the importance sampler's history and the step count are the whole state: a run
-/// resumed from a checkpoint continues bitwise identically.
+/// resumed from a checkpoint continues bitwise identically. The diffusion may be respaced:
+/// training steps are drawn among its kept steps and the model sees their original timesteps.
 ///
 /// \code
 ///   ddpm::train::Trainer<float, ddpm::nn::Mlp<float>> trainer(model, diffusion, {.steps = 5000});
@@ -107,10 +97,8 @@ concept LabeledDataSource = requires(D& d, std::int64_t step, Index n, Batch<Rea
 /// \endcode
 template <class Real, class Model>
 class Trainer {
-  static_assert(TrainableDenoiser<Model, Real>,
-                "the model type does not satisfy ddpm::TrainableDenoiser: it needs predict(x_t, t, "
-                "out), backward(grad_out), zero_grad() and parameters() returning ParameterBlocks "
-                "(see ddpm/denoiser.hpp and examples/custom_denoiser)");
+  // One static_assert per requirement, so the error names the one member the model lacks.
+  static_assert((ddpm::detail::check_trainable_denoiser<Model, Real>(), true));
 
  public:
   Trainer(Model& model, GaussianDiffusion<Real> diffusion, const TrainerOptions& options)
@@ -142,6 +130,7 @@ class Trainer {
       timestep_sampler_ = UniformTimestepSampler(T);
     }
     const auto n = static_cast<std::size_t>(options.batch_size);
+    steps_.resize(n);
     t_.resize(n);
     weights_.resize(n);
   }
@@ -171,9 +160,15 @@ class Trainer {
     ddpm::detail::require_shape(x0_.rows() == options_.batch_size && x0_.cols() >= 1, "data batch",
                                 x0_.rows(), x0_.cols(),
                                 std::to_string(options_.batch_size) + " rows (the batch size)");
+    // Draw step indices of the (possibly respaced) schedule; the model and the loss take the
+    // original timesteps they stand for.
     std::visit(
-        [&](auto& s) { s.sample(rng_, counter, 0, std::span<int>(t_), std::span<Real>(weights_)); },
+        [&](auto& s) {
+          s.sample(rng_, counter, 0, std::span<int>(steps_), std::span<Real>(weights_));
+        },
         timestep_sampler_);
+    const NoiseSchedule& schedule = diffusion_.schedule();
+    for (std::size_t i = 0; i < t_.size(); ++i) t_[i] = schedule.timestep(steps_[i]);
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
@@ -205,7 +200,7 @@ class Trainer {
     }
     std::visit(
         [&](auto& s) {
-          s.template update<Real>(t_, std::span<const Real>(loss_.vlb.data(), t_.size()));
+          s.template update<Real>(steps_, std::span<const Real>(loss_.vlb.data(), t_.size()));
         },
         timestep_sampler_);
     const double lr = lr_schedule_(step);
@@ -450,8 +445,8 @@ class Trainer {
       UniformTimestepSampler(1)};
   CounterRng rng_;
   std::int64_t step_ = 0;
-  // Workspaces reused every step.
-  std::vector<int> t_;
+  // Workspaces reused every step: step indices of the schedule and their original timesteps.
+  std::vector<int> steps_, t_;
   std::vector<int> labels_;
   std::vector<Real> weights_;
   Batch<Real> x0_, noise_, x_t_, out_, grad_;
