@@ -91,7 +91,7 @@ class SpatialAttention {
   /// not be x. With `keep_for_backward` the attention matrices (N * heads of HW x HW) are kept for
   /// backward(); without it only one per thread is held at a time.
   void forward(ConstRef x, const ImageShape& s, Ref y, bool keep_for_backward = true) {
-    check_input(x, s, "x");
+    detail::require_image<Real>(x, s, channels_, "x");
     ddpm::detail::require_shape(y.rows() == x.rows() && y.cols() == channels_, "y", y.rows(),
                                 y.cols(), "the shape of x, pixels x channels");
     if (x.size() > 0 && y.data() == x.data()) {
@@ -128,7 +128,7 @@ class SpatialAttention {
   /// `accumulate_dx`), for the x of the last forward(), which must have kept its intermediates.
   /// dx may be the matrix dy unless `accumulate_dx`.
   void backward(ConstRef x, const ImageShape& s, ConstRef dy, Ref dx, bool accumulate_dx = false) {
-    check_input(x, s, "x");
+    detail::require_image<Real>(x, s, channels_, "x");
     ddpm::detail::require_shape(dy.rows() == x.rows() && dy.cols() == channels_, "dy", dy.rows(),
                                 dy.cols(), "the shape of the forward output, pixels x channels");
     ddpm::detail::require_shape(dx.rows() == x.rows() && dx.cols() == channels_, "dx", dx.rows(),
@@ -174,19 +174,6 @@ class SpatialAttention {
       return "a positive divisor of channels = " + ddpm::detail::to_text(channels);
     });
     return heads;
-  }
-
-  void check_input(const ConstRef& x, const ImageShape& s, std::string_view name) const {
-    if (s.batch < 0 || s.height < 0 || s.width < 0 || s.channels != channels_) {
-      throw InvalidArgument("s", to_string(s),
-                            "non-negative sizes with channels = " +
-                                ddpm::detail::to_text(channels_) + " (the layer's channels)");
-    }
-    ddpm::detail::require_shape(
-        x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(), [&] {
-          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) + "x" +
-                 ddpm::detail::to_text(channels_);
-        });
   }
 
   /// Runs body(n, j, chunk) for every (image n, head j): images are dealt round-robin to

@@ -96,7 +96,7 @@ class GroupNorm {
   /// `keep_for_backward` the statistics (and the pre-activation, for a non-identity f) are kept
   /// for backward() and y must not be x; without it nothing is kept and y may be x (inference).
   void forward(ConstRef x, const ImageShape& s, Ref y, bool keep_for_backward = true) {
-    check_input(x, s, "x");
+    detail::require_image<Real>(x, s, channels_, "x");
     ddpm::detail::require_shape(y.rows() == x.rows() && y.cols() == channels_, "y", y.rows(),
                                 y.cols(), "the shape of x, pixels x channels");
     if (keep_for_backward && x.size() > 0 && y.data() == x.data()) {
@@ -177,7 +177,7 @@ class GroupNorm {
   /// xhat = (x - mean) * rstd) and writes dx, or adds it when `accumulate_dx`. x is the input of
   /// the last forward(), which must have kept its statistics. dx may be the matrix dy.
   void backward(ConstRef x, const ImageShape& s, ConstRef dy, Ref dx, bool accumulate_dx = false) {
-    check_input(x, s, "x");
+    detail::require_image<Real>(x, s, channels_, "x");
     ddpm::detail::require_shape(dy.rows() == x.rows() && dy.cols() == channels_, "dy", dy.rows(),
                                 dy.cols(), "the shape of the forward output, pixels x channels");
     ddpm::detail::require_shape(dx.rows() == x.rows() && dx.cols() == channels_, "dx", dx.rows(),
@@ -270,19 +270,6 @@ class GroupNorm {
   }
 
  private:
-  void check_input(const ConstRef& x, const ImageShape& s, std::string_view name) const {
-    if (s.batch < 0 || s.height < 0 || s.width < 0 || s.channels != channels_) {
-      throw InvalidArgument("s", to_string(s),
-                            "non-negative sizes with channels = " +
-                                ddpm::detail::to_text(channels_) + " (the layer's channels)");
-    }
-    ddpm::detail::require_shape(
-        x.rows() == s.pixels() && x.cols() == channels_, name, x.rows(), x.cols(), [&] {
-          return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) + "x" +
-                 ddpm::detail::to_text(channels_);
-        });
-  }
-
   using DoubleWorkspace = Workspace<double>;
 
   Index groups_ = 1;

@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 #include <string>
+#include <string_view>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
@@ -40,6 +41,28 @@ inline std::string to_string(const ImageShape& s) {
   return ddpm::detail::to_text(s.batch) + "x" + ddpm::detail::to_text(s.height) + "x" +
          ddpm::detail::to_text(s.width) + "x" + ddpm::detail::to_text(s.channels);
 }
+
+namespace detail {
+
+/// Throws InvalidArgument unless `s` has non-negative sizes and `channels` channels and `x` (the
+/// argument called `name`) is its channels-last matrix, s.pixels() x channels. The message is
+/// built only on failure, so a passing check does not allocate.
+template <class Real>
+void require_image(const Eigen::Ref<const Batch<Real>>& x, const ImageShape& s, Index channels,
+                   std::string_view name) {
+  if (s.batch < 0 || s.height < 0 || s.width < 0 || s.channels != channels) [[unlikely]] {
+    throw InvalidArgument("s", to_string(s),
+                          "non-negative sizes with channels = " + ddpm::detail::to_text(channels) +
+                              " (the layer's channels)");
+  }
+  ddpm::detail::require_shape(
+      x.rows() == s.pixels() && x.cols() == channels, name, x.rows(), x.cols(), [&] {
+        return "s.pixels() x channels = " + ddpm::detail::to_text(s.pixels()) + "x" +
+               ddpm::detail::to_text(channels);
+      });
+}
+
+}  // namespace detail
 
 /// Planar rows (one image per row, C x H x W) to the channels-last matrix of `shape`.
 template <class Real>
