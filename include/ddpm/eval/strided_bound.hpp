@@ -12,6 +12,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
 
 namespace ddpm::eval {
@@ -38,12 +39,7 @@ BoundEstimate strided_bound(const GaussianDiffusion<Real>& diffusion, Model& mod
   Vector<Real> terms, prior;
   std::vector<int> steps;
   for (int s = 0; s < diffusion.num_timesteps(); s += stride) steps.push_back(s);
-  // predict() is called directly: the model evaluates in inference mode, then returns to its mode.
-  bool was_training = false;
-  if constexpr (requires { model.set_training(false); }) {
-    was_training = model.training();
-    model.set_training(false);
-  }
+  ddpm::detail::InferenceMode<Model> inference(model);
   int done = 0;
   for (const int s : steps) {
     const int timestep = diffusion.schedule().timestep(s);
@@ -59,7 +55,6 @@ BoundEstimate strided_bound(const GaussianDiffusion<Real>& diffusion, Model& mod
     }
     on_step(++done, static_cast<int>(steps.size()));
   }
-  if constexpr (requires { model.set_training(false); }) model.set_training(was_training);
   diffusion.prior_term(x0, prior);
   const Eigen::VectorXd total = decoder + kl + prior.template cast<double>();
   BoundEstimate b;

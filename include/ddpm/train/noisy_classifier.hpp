@@ -14,6 +14,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/data/images.hpp"
+#include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
 #include "ddpm/nn/classifier.hpp"
 #include "ddpm/optim/adam.hpp"
@@ -79,8 +80,7 @@ double noisy_accuracy(nn::Classifier<Real>& classifier, const data::ImageSet& se
                       const GaussianDiffusion<Real>& diffusion, std::uint64_t seed) {
   const Index n = set.images.rows();
   Index correct = 0;
-  const bool was_training = classifier.training();
-  classifier.set_training(false);
+  ddpm::detail::InferenceMode<nn::Classifier<Real>> inference(classifier);
   for (Index first = 0; first < n; first += 500) {
     const Index count = std::min<Index>(500, n - first);
     const Batch<Real> x0 = set.images.middleRows(first, count);
@@ -95,7 +95,6 @@ double noisy_accuracy(nn::Classifier<Real>& classifier, const data::ImageSet& se
         &right);
     correct += right;
   }
-  classifier.set_training(was_training);
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ddpm/core/charconv.hpp"
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
@@ -143,7 +144,8 @@ class FieldReader {
   [[nodiscard]] double real(const std::string& key) const {
     const std::string& value = text(key);
     double v = 0;
-    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), v);
+    const auto [end, error] =
+        ddpm::detail::from_chars_double(value.data(), value.data() + value.size(), v);
     if (error != std::errc{} || end != value.data() + value.size() || !std::isfinite(v)) {
       fail(key, "= '" + value + "' is not a finite number");
     }
@@ -172,7 +174,12 @@ class FieldReader {
     const char* end = p + value.size();
     while (p < end) {
       Number v{};
-      const std::from_chars_result r = std::from_chars(p, end, v);
+      std::from_chars_result r;
+      if constexpr (std::is_floating_point_v<Number>) {
+        r = ddpm::detail::from_chars_double(p, end, v);
+      } else {
+        r = std::from_chars(p, end, v);
+      }
       bool ok = r.ec == std::errc{};
       if constexpr (std::is_floating_point_v<Number>) ok = ok && std::isfinite(v);
       if (!ok) break;
