@@ -4,6 +4,7 @@
 // models' compiler-generated copies and moves are correct.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -57,8 +58,12 @@ class BoundLayers {
     }
     return *this;
   }
-  // Moving a std::vector keeps its buffer (Eigen's aligned_allocator propagates on move
-  // assignment), so the moved layers still point into the moved store.
+  // Moving a std::vector keeps its buffer when its allocator propagates on move assignment, as
+  // the aligned_allocator of ParameterStore's buffers does, so moved layers still point into the
+  // moved store.
+  static_assert(std::allocator_traits<typename ParameterStore<Real>::Buffer::allocator_type>::
+                    propagate_on_container_move_assignment::value,
+                "BoundLayers' defaulted moves need the store's buffers to move with the store");
   BoundLayers(BoundLayers&&) noexcept = default;
   BoundLayers& operator=(BoundLayers&&) noexcept = default;
   ~BoundLayers() = default;

@@ -57,6 +57,9 @@ class ParameterStore {
     Index cols = 0;
   };
 
+  /// The type of the parameter and gradient buffers.
+  using Buffer = std::vector<Real, Eigen::aligned_allocator<Real>>;
+
   ParameterStore() = default;
   ParameterStore(const ParameterStore& other)
       : values_(other.values_),
@@ -149,8 +152,8 @@ class ParameterStore {
   // Aligned like Eigen's own buffers: vectorized reductions (bias gradients, norms) peel
   // differently at different alignments, and a resumed run in a new process must reproduce the
   // uninterrupted one bit for bit.
-  std::vector<Real, Eigen::aligned_allocator<Real>> values_;
-  std::vector<Real, Eigen::aligned_allocator<Real>> grads_;
+  Buffer values_;
+  Buffer grads_;
   std::vector<std::string> names_;
   std::vector<Slot> slots_;
   std::vector<ParameterBlock<Real>> blocks_;
