@@ -3,7 +3,6 @@
 // expects the static_assert that names the one missing member.
 #include <ddpm/ddpm.hpp>
 #include <ddpm/train/trainer.hpp>
-
 #include <vector>
 
 struct PredictOnly {
