@@ -6,10 +6,13 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/rng.hpp"
@@ -31,6 +34,19 @@ enum class EmbeddingInjection {
   scale_shift,  ///< GroupNorm2(h) * (1 + scale) + shift, [scale, shift] = Linear(e) (Nichol &
                 ///< Dhariwal 2021, "use_scale_shift_norm")
 };
+
+}  // namespace ddpm::nn
+
+namespace ddpm {
+template <>
+struct EnumTable<nn::EmbeddingInjection> {
+  static constexpr std::string_view parameter = "injection";
+  static constexpr std::array<EnumName<nn::EmbeddingInjection>, 2> names = {
+      {{nn::EmbeddingInjection::add, "add"}, {nn::EmbeddingInjection::scale_shift, "scale-shift"}}};
+};
+}  // namespace ddpm
+
+namespace ddpm::nn {
 
 /// out = skip(x) + conv2(dropout(SiLU(N2(conv1(SiLU(N1(x))) [+ W e])))), with N2 optionally
 /// modulated by e, skip the identity when in == out channels and a 1x1 convolution otherwise.

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The bundled networks' configurations as checkpoint fields (model.*), for RunConfig: what a
-// checkpoint must record to rebuild the network whose weights it holds. (Activation's name table
-// is in nn/activation.hpp; EmbeddingInjection's is here until resblock.hpp has one.)
+// checkpoint must record to rebuild the network whose weights it holds.
 #pragma once
 
 #include <array>
@@ -13,15 +12,6 @@
 #include "ddpm/nn/resblock.hpp"
 #include "ddpm/nn/unet.hpp"
 #include "ddpm/train/run_config.hpp"
-
-namespace ddpm {
-template <>
-struct EnumTable<nn::EmbeddingInjection> {
-  static constexpr std::string_view parameter = "injection";
-  static constexpr std::array<EnumName<nn::EmbeddingInjection>, 2> names = {
-      {{nn::EmbeddingInjection::add, "add"}, {nn::EmbeddingInjection::scale_shift, "scale-shift"}}};
-};
-}  // namespace ddpm
 
 namespace ddpm::train {
 
