@@ -55,13 +55,6 @@ struct CommonOptions {
   std::string out;  ///< output folder; each program sets its default
 };
 
-inline void add_common_options(CLI::App& app, CommonOptions& common) {
-  app.add_option("--seed", common.seed, "random seed")->capture_default_str();
-  app.add_option("--threads", common.threads, "threads (default: OpenMP's default)")
-      ->check(thread_count());
-  app.add_option("--out", common.out, "output folder")->capture_default_str();
-}
-
 /// OpenMP's and Eigen's thread count; 0 leaves the defaults.
 inline void set_threads(int threads) {
   if (threads <= 0) return;
@@ -69,6 +62,16 @@ inline void set_threads(int threads) {
   omp_set_num_threads(threads);
 #endif
   Eigen::setNbThreads(threads);
+}
+
+/// --seed, --threads and --out of the subcommand `app`; its --threads takes effect (set_threads)
+/// once the command line is parsed with `app` chosen.
+inline void add_common_options(CLI::App& app, CommonOptions& common) {
+  app.add_option("--seed", common.seed, "random seed")->capture_default_str();
+  app.add_option("--threads", common.threads, "threads (default: OpenMP's default)")
+      ->check(thread_count());
+  app.add_option("--out", common.out, "output folder")->capture_default_str();
+  app.callback([&common] { set_threads(common.threads); });
 }
 
 /// An option that sets an enum by name; the choices come from the enum's table.

@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: MIT
-// What ddpm-toy2d and ddpm-images share: the diffusion and training options, starting a run fresh,
-// from another checkpoint's weights (--init-from) or where a checkpoint stopped (--resume, refused
-// with every differing field named), and the `info` subcommand.
+// What ddpm-toy2d and ddpm-images share: the diffusion, training and sampling options, starting a
+// run fresh, from another checkpoint's weights (--init-from) or where a checkpoint stopped
+// (--resume, refused with every differing field named), the training run with its loss curve, and
+// the `info` subcommand.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common_options.hpp"
+#include "ddpm/io/plot.hpp"
+#include "ddpm/samplers/sample.hpp"
 #include "ddpm/train/model_fields.hpp"
 #include "ddpm/train/run_config.hpp"
 #include "ddpm/train/trainer.hpp"
@@ -37,6 +42,47 @@ inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d
   add_choice(app, "--output", d.options.output, "what the network predicts");
   add_choice(app, "--variance", d.options.variance, "the reverse-process variance");
   add_choice(app, "--loss", d.options.loss, "training loss (hybrid/kl need a learned variance)");
+}
+
+/// --width, --depth, --embedding of the MLP denoiser.
+inline void add_model_options(CLI::App& app, ddpm::nn::MlpConfig& m) {
+  app.add_option("--width", m.width, "hidden units per layer")
+      ->check(CLI::Range(1, 8192))
+      ->capture_default_str();
+  app.add_option("--depth", m.depth, "hidden layers")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--embedding", m.embedding_dim, "time-embedding size")
+      ->check(CLI::Range(2, 4096))
+      ->capture_default_str();
+}
+
+/// --base, --mult, --res-blocks, --attention, --heads, --dropout, --scale-shift of the UNet (the
+/// image size and output channels come from the data and the diffusion).
+inline void add_model_options(CLI::App& app, ddpm::nn::UNetConfig& m) {
+  app.add_option("--base", m.base_channels, "UNet base channels")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--mult", m.channel_mult, "channel multiplier per level, e.g. 1,2,2")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--res-blocks", m.res_blocks, "ResBlocks per level")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  app.add_option("--attention", m.attention_resolutions,
+                 "image sides with attention after every ResBlock, e.g. 14,7 (the middle always "
+                 "has attention)")
+      ->delimiter(',');
+  app.add_option("--heads", m.attention_heads, "attention heads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--dropout", m.dropout, "ResBlock dropout")
+      ->check(CLI::Range(0.0, 0.99))
+      ->capture_default_str();
+  app.add_flag_callback(
+      "--scale-shift", [&m] { m.injection = ddpm::nn::EmbeddingInjection::scale_shift; },
+      "inject the time embedding as a GroupNorm scale and shift");
 }
 
 /// Options of `train` that may change on resume.
@@ -109,6 +155,36 @@ inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint
           .seed = seed};
 }
 
+/// Runs `trainer` to its step count on `data` (a Trainer data source), checkpointing `run` into
+/// out/model.ckpt every args.checkpoint_every steps and at the end, logging out/loss.csv; then
+/// draws this call's losses into out/loss.png (a `smoothing`-step moving average, on a log axis
+/// with `log_y`). Returns those losses.
+template <class Trainer, class ModelConfig, class Data>
+std::vector<double> run_training(Trainer& trainer, Data&& data, const TrainArgs& args,
+                                 const ddpm::train::RunConfig<ModelConfig>& run,
+                                 const std::filesystem::path& out, ddpm::Index smoothing,
+                                 bool log_y, std::string label = "train") {
+  const typename Trainer::RunOptions options{.checkpoint = out / "model.ckpt",
+                                             .checkpoint_every = args.checkpoint_every,
+                                             .architecture = run.describe_model(),
+                                             .loss_csv = out / "loss.csv",
+                                             .label = std::move(label),
+                                             .time_limit_seconds = 60.0 * args.minutes};
+  const std::int64_t first = trainer.step_count();
+  const std::vector<double> losses = trainer.run(
+      std::forward<Data>(data), options, [&](ddpm::train::Checkpoint& c) { run.to_checkpoint(c); });
+  if (!losses.empty()) {
+    const std::string loss(ddpm::to_string(run.diffusion.options.loss));
+    ddpm::io::write_png(out / "loss.png", ddpm::io::render_curve(
+                                              losses, {.log_y = log_y,
+                                                       .smoothing = smoothing,
+                                                       .title = "training loss (" + loss + ")",
+                                                       .x_label = "step",
+                                                       .x_start = static_cast<double>(first + 1)}));
+  }
+  return losses;
+}
+
 /// --init-from: copies the checkpoint's weights (its EMA when it has one) into `model`, after
 /// checking that its model fields match `run`'s; other differences are deliberate and listed.
 template <class Model, class ModelConfig>
@@ -151,7 +227,7 @@ void resume(const std::string& path, const ddpm::train::RunConfig<ModelConfig>& 
 /// The sampling options both programs share.
 struct SampleArgs {
   std::string checkpoint;
-  std::string sampler = "ddpm";
+  ddpm::SamplerKind sampler = ddpm::SamplerKind::ancestral;
   int sample_steps = 0;  ///< 0: all T for ddpm, 50 (at most T) for ddim
   double eta = 0.0;
   int n = 0;
@@ -159,8 +235,10 @@ struct SampleArgs {
 
   /// The sampling steps for a diffusion of T steps.
   [[nodiscard]] int steps(int T) const {
-    return sample_steps > 0 ? sample_steps : sampler == "ddim" ? std::min(50, T) : T;
+    return sample_steps > 0 ? sample_steps : ddpm::default_sample_steps(sampler, T);
   }
+  /// "ddpm" or "ddim".
+  [[nodiscard]] std::string sampler_name() const { return std::string(ddpm::to_string(sampler)); }
   [[nodiscard]] ddpm::train::Weights weights() const {
     return raw_weights ? ddpm::train::Weights::raw : ddpm::train::Weights::ema;
   }
@@ -172,9 +250,7 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
     app.add_flag("--raw-weights", args.raw_weights,
                  "sample with the trained weights, not their EMA");
   }
-  app.add_option("--sampler", args.sampler, "ddpm (ancestral) or ddim")
-      ->check(CLI::IsMember({"ddpm", "ddim"}))
-      ->capture_default_str();
+  add_choice(app, "--sampler", args.sampler, "the sampler (ddpm: ancestral sampling)");
   app.add_option("--sample-steps", args.sample_steps,
                  "sampling steps on an evenly respaced schedule (default: T for ddpm, 50 for ddim)")
       ->check(CLI::NonNegativeNumber);

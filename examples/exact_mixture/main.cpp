@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../common_options.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/io/csv.hpp"
 #include "ddpm/io/plot.hpp"
@@ -17,7 +18,7 @@
 namespace {
 
 struct Options {
-  std::string sampler = "ddpm";
+  ddpm::SamplerKind sampler = ddpm::SamplerKind::ancestral;
   int num_timesteps = 1000;
   int steps = 0;  // 0: all T steps
   std::string schedule = "linear";
@@ -57,27 +58,20 @@ int run(const Options& options) {
   const ddpm::CounterRng rng(options.seed);
 
   ddpm::viz::ReverseStripRecorder<double> strip(schedule, ddpm::io::Frame{});
-  ddpm::io::ProgressBar progress(schedule.size(), options.sampler + " sampling");
+  const std::string sampler(ddpm::to_string(options.sampler));
+  ddpm::io::ProgressBar progress(schedule.size(), sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<double>& p) {
     progress.update(p.done);
     strip(p);
   };
-  ddpm::Batch<double> samples;
-  if (options.sampler == "ddpm") {
-    ddpm::AncestralSampler<double> sampler(diffusion);
-    samples = sampler.sample(model, options.n, 2, rng, 0, on_step);
-  } else if (options.sampler == "ddim") {
-    ddpm::DdimSampler<double> sampler(diffusion, options.eta);
-    samples = sampler.sample(model, options.n, 2, rng, 0, on_step);
-  } else {
-    throw ddpm::InvalidArgument("--sampler", options.sampler, "ddpm or ddim");
-  }
+  const ddpm::Batch<double> samples =
+      ddpm::sample(options.sampler, diffusion, options.eta, model, options.n, 2, rng, 0, on_step);
   progress.finish();
 
   const std::filesystem::path out(options.out);
   std::filesystem::create_directories(out);
   ddpm::io::write_csv(out / "samples.csv", samples, {"x", "y"});
-  const std::string title = options.sampler + ", " + std::to_string(steps) + " steps";
+  const std::string title = sampler + ", " + std::to_string(steps) + " steps";
   ddpm::io::scatter_png(out / "samples.png", samples, title);
   const std::vector<ddpm::io::Panel> compare = {
       ddpm::io::make_panel(draw_mixture(mixture, options.n, options.seed + 1),
@@ -101,9 +95,8 @@ int run(const Options& options) {
 int main(int argc, char** argv) {
   Options options;
   CLI::App app{"Sample the 8gaussians mixture with its exact denoiser (no training needed)."};
-  app.add_option("--sampler", options.sampler, "ddpm (ancestral) or ddim")
-      ->check(CLI::IsMember({"ddpm", "ddim"}))
-      ->capture_default_str();
+  ddpm_examples::add_choice(app, "--sampler", options.sampler,
+                            "the sampler (ddpm: ancestral sampling)");
   app.add_option("--T", options.num_timesteps, "diffusion steps T of the schedule")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();

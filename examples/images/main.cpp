@@ -18,7 +18,7 @@
 #include "../common_train.hpp"
 #include "ddpm/data/images.hpp"
 #include "ddpm/ddpm.hpp"
-#include "ddpm/eval/frechet.hpp"
+#include "ddpm/eval/feature_frechet.hpp"
 #include "ddpm/eval/strided_bound.hpp"
 #include "ddpm/guidance.hpp"
 #include "ddpm/io/json.hpp"
@@ -28,6 +28,7 @@
 #include "ddpm/nn/classifier.hpp"
 #include "ddpm/nn/unet.hpp"
 #include "ddpm/train/noisy_classifier.hpp"
+#include "ddpm/viz/trajectory.hpp"
 
 namespace {
 
@@ -36,21 +37,6 @@ using Real = float;
 using Model = ddpm::nn::UNet<Real>;
 using Run = ddpm::train::UNetRun;
 using Common = ddpm_examples::CommonOptions;
-
-// The training images: --data, or Fashion-MNIST from the Debian package.
-ddpm::data::ImageSet load_training_images(const std::string& data) {
-  if (data.empty()) return ddpm::data::load_mnist_format(ddpm::data::kFashionMnistDir, "train");
-  return ddpm::data::load_images(data);
-}
-
-// Held-out images for eval: the test split for MNIST-format folders, otherwise the training data.
-ddpm::data::ImageSet load_reference_images(const std::string& data, bool& held_out) {
-  const fs::path dir = data.empty() ? fs::path(ddpm::data::kFashionMnistDir) : fs::path(data);
-  held_out = fs::is_directory(dir) && (fs::exists(dir / "t10k-images-idx3-ubyte.gz") ||
-                                       fs::exists(dir / "t10k-images-idx3-ubyte"));
-  if (held_out) return ddpm::data::load_mnist_format(dir, "test");
-  return ddpm::data::load_images(dir);
-}
 
 ddpm::Index image_dim(const Run& run) {
   return run.model.image_channels * run.model.height * run.model.width;
@@ -86,11 +72,11 @@ std::vector<int> sample_labels(const SampleArgs& args, int num_classes) {
   return labels;
 }
 
-// Draws args.n images (planar rows in [-1, 1]) in chunks; `trajectory` gets the first images at 10
-// points of the reverse process (rows: images, columns: time), when given.
+// Draws args.n images (planar rows in [-1, 1]) in chunks; `trajectory` (when given) records the
+// first images of the first chunk.
 ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& args,
-                               std::uint64_t seed, ddpm::Batch<Real>* trajectory) {
-  const bool ddim = args.sampler == "ddim";
+                               std::uint64_t seed,
+                               ddpm::viz::TrajectoryRecorder<Real>* trajectory = nullptr) {
   const ddpm::GaussianDiffusion<Real> diffusion =
       run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
   const int classes = run.model.num_classes;
@@ -107,53 +93,33 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
   ddpm::detail::require(!classifier || args.label >= 0, "--label", args.label,
                         "a class in 0.. for classifier guidance");
 
-  const ddpm::Index dim = image_dim(run);
-  const int keep = std::min(args.n, 8);
-  const int frames = 10;
-  if (trajectory != nullptr) trajectory->resize(ddpm::Index{keep} * frames, dim);
-  ddpm::Batch<Real> samples(args.n, dim);
   ddpm::io::ProgressBar progress(
       ddpm::Index{diffusion.num_timesteps()} * ((args.n + args.chunk - 1) / args.chunk),
-      args.sampler + " sampling", std::cerr, {.unit = "step"});
+      args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
-  for (int first = 0; first < args.n; first += args.chunk) {
-    const int count = std::min(args.chunk, args.n - first);
-    const std::span<const int> chunk_labels(labels.data() + first, static_cast<std::size_t>(count));
-    const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
-      progress.update(++done);
-      if (trajectory == nullptr || first != 0) return;
-      // Frame k shows the batch after step round((k + 1) * total / frames).
-      for (int k = 0; k < frames; ++k) {
-        if (p.done == std::max(1, (k + 1) * p.total / frames)) {
-          for (int i = 0; i < std::min(keep, count); ++i) {
-            trajectory->row(ddpm::Index{i} * frames + k) = p.x.row(i);
-          }
-        }
-      }
-    };
-    const auto run_sampler = [&](auto& denoiser) {
-      const ddpm::CounterRng rng(seed);
-      const auto first_sample = static_cast<std::uint32_t>(first);
-      if (ddim) {
-        return ddpm::DdimSampler<Real>(diffusion, args.eta)
-            .sample(denoiser, count, dim, rng, first_sample, on_step);
-      }
-      return ddpm::AncestralSampler<Real>(diffusion).sample(denoiser, count, dim, rng, first_sample,
-                                                            on_step);
-    };
-    if (classifier) {
-      ddpm::ClassifierGuidance<Real, Model, ddpm::nn::Classifier<Real>> denoiser(
-          model, *classifier, chunk_labels, args.classifier_scale);
-      samples.middleRows(first, count) = run_sampler(denoiser);
-    } else if (args.guidance != 0.0) {
-      ddpm::ClassifierFreeGuidance<Real, Model> denoiser(model, chunk_labels, args.guidance);
-      samples.middleRows(first, count) = run_sampler(denoiser);
-    } else {
-      ddpm::WithLabels<Real, Model> denoiser(model, chunk_labels);
-      samples.middleRows(first, count) = run_sampler(denoiser);
-    }
-  }
+  const ddpm::Batch<Real> samples = ddpm::sample_labeled<Real>(
+      {.kind = args.sampler,
+       .eta = args.eta,
+       .guidance = args.guidance,
+       .classifier_scale = args.classifier_scale,
+       .chunk = args.chunk},
+      diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run),
+      ddpm::CounterRng(seed), [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
+        progress.update(++done);
+        if (trajectory != nullptr && first == 0) (*trajectory)(p);
+      });
   progress.finish();
+  return samples;
+}
+
+// samples.png (a grid) and trajectory.png (the first 8 images at 10 points of the reverse process,
+// from noise to image) in `out`; returns the samples.
+ddpm::Batch<Real> sample_pictures(Model& model, const Run& run, const SampleArgs& args,
+                                  std::uint64_t seed, const fs::path& out) {
+  ddpm::viz::TrajectoryRecorder<Real> trajectory(std::min(args.n, 8), image_dim(run), 10);
+  const ddpm::Batch<Real> samples = draw_samples(model, run, args, seed, &trajectory);
+  write_grid(out / "samples.png", samples, run, 8);
+  write_grid(out / "trajectory.png", trajectory.frames(), run, trajectory.frame_count());
   return samples;
 }
 
@@ -161,21 +127,12 @@ int sample(const SampleArgs& args, const Common& common, const std::string& png_
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::UNetConfig>(args);
   const fs::path out(common.out);
   fs::create_directories(out);
-  ddpm::Batch<Real> trajectory;
-  const ddpm::Batch<Real> samples = draw_samples(model, run, args, common.seed, &trajectory);
-  write_grid(out / "samples.png", samples, run, 8);
-  write_grid(out / "trajectory.png", trajectory, run, 10);
+  const ddpm::Batch<Real> samples = sample_pictures(model, run, args, common.seed, out);
   const ddpm::nn::UNetConfig& m = run.model;
   ddpm::data::write_samples_npy(out / "samples.npy", samples, m.image_channels, m.height, m.width);
   if (!png_dir.empty()) {
-    fs::create_directories(png_dir);
-    for (ddpm::Index i = 0; i < samples.rows(); ++i) {
-      char name[32];
-      std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
-      ddpm::io::write_png(fs::path(png_dir) / name,
-                          ddpm::io::tile_images(samples.row(i), m.image_channels, m.height, m.width,
-                                                {.columns = 1, .padding = 0}));
-    }
+    ddpm::io::write_image_pngs(png_dir, samples, static_cast<int>(m.image_channels),
+                               static_cast<int>(m.height), static_cast<int>(m.width));
   }
   std::printf("wrote samples.png (%d images), trajectory.png, samples.npy in %s%s\n", args.n,
               out.string().c_str(), png_dir.empty() ? "" : (" and PNGs in " + png_dir).c_str());
@@ -189,13 +146,12 @@ struct ImageArgs {
   bool class_conditional = false;
   double label_dropout = 0.1;
   bool flip = true;
-  bool scale_shift = false;
   int preview = 64;
 };
 
 int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& args,
           const Common& common) {
-  const ddpm::data::ImageSet set = load_training_images(image_args.data);
+  const ddpm::data::ImageSet set = ddpm::data::load_training_images(image_args.data);
   run.data = {.name = image_args.data.empty() ? "fashion-mnist" : "images",
               .path = image_args.data.empty()
                           ? std::string(ddpm::data::kFashionMnistDir)
@@ -207,8 +163,6 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
   m.height = set.height;
   m.width = set.width;
   m.output_channels = run.diffusion.learned_variance() ? 2 * set.channels : set.channels;
-  m.injection = image_args.scale_shift ? ddpm::nn::EmbeddingInjection::scale_shift
-                                       : ddpm::nn::EmbeddingInjection::add;
   if (image_args.class_conditional) {
     ddpm::detail::require(set.num_classes > 0, "--class-conditional", run.data.path,
                           "labeled data (MNIST-format labels or class subfolders)");
@@ -231,42 +185,20 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
   const fs::path out(common.out);
   fs::create_directories(out);
   const ddpm::CounterRng data_rng(common.seed + 1);
-  const auto labeled = [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x,
-                           std::vector<int>& labels) {
-    x.resize(n, image_dim(run));
-    ddpm::data::sample_image_batch(set, data_rng, static_cast<std::uint32_t>(step), image_args.flip,
-                                   x, labels);
-  };
-  const auto unlabeled = [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x) {
-    std::vector<int> ignored;
-    labeled(step, n, x, ignored);
-  };
-  const decltype(trainer)::RunOptions options{.checkpoint = out / "model.ckpt",
-                                              .checkpoint_every = args.checkpoint_every,
-                                              .architecture = run.describe_model(),
-                                              .loss_csv = out / "loss.csv",
-                                              .time_limit_seconds = 60.0 * args.minutes};
-  const auto annotate = [&](ddpm::train::Checkpoint& c) { run.to_checkpoint(c); };
-  const std::int64_t first = trainer.step_count();
-  const std::vector<double> losses = m.num_classes > 0 ? trainer.run(labeled, options, annotate)
-                                                       : trainer.run(unlabeled, options, annotate);
-  if (!losses.empty()) {
-    const std::string loss = std::string(ddpm::to_string(run.diffusion.options.loss));
-    ddpm::io::write_png(out / "loss.png", ddpm::io::render_curve(
-                                              losses, {.smoothing = 100,
-                                                       .title = "training loss (" + loss + ")",
-                                                       .x_label = "step",
-                                                       .x_start = static_cast<double>(first + 1)}));
+  if (m.num_classes > 0) {
+    ddpm_examples::run_training(trainer,
+                                ddpm::data::LabeledImageBatches{&set, data_rng, image_args.flip},
+                                args, run, out, 100, false);
+  } else {
+    ddpm_examples::run_training(trainer, ddpm::data::ImageBatches{&set, data_rng, image_args.flip},
+                                args, run, out, 100, false);
   }
   if (image_args.preview > 0) {
     const auto ema = trainer.ema_weights();
     SampleArgs preview;
-    preview.sampler = "ddim";
+    preview.sampler = ddpm::SamplerKind::ddim;
     preview.n = image_args.preview;
-    ddpm::Batch<Real> trajectory;
-    const ddpm::Batch<Real> samples = draw_samples(model, run, preview, common.seed, &trajectory);
-    write_grid(out / "samples.png", samples, run, 8);
-    write_grid(out / "trajectory.png", trajectory, run, 10);
+    sample_pictures(model, run, preview, common.seed, out);
   }
   std::printf("trained to step %lld; wrote model.ckpt, loss.csv, loss.png%s in %s\n",
               static_cast<long long>(trainer.step_count()),
@@ -289,10 +221,10 @@ struct ClassifierArgs {
 };
 
 int train_classifier(const ClassifierArgs& args, const Common& common) {
-  const ddpm::data::ImageSet set = load_training_images(args.data);
+  const ddpm::data::ImageSet set = ddpm::data::load_training_images(args.data);
   ddpm::detail::require(set.num_classes >= 2, "--data", args.data, "labeled images");
   bool held_out = false;
-  const ddpm::data::ImageSet test = load_reference_images(args.data, held_out);
+  const ddpm::data::ImageSet test = ddpm::data::load_held_out_images(args.data, held_out);
   ddpm::nn::ClassifierConfig config;
   config.height = set.height;
   config.width = set.width;
@@ -343,7 +275,7 @@ int eval(const EvalArgs& args, const Common& common) {
   const fs::path out(common.out);
   fs::create_directories(out);
   bool held_out = false;
-  const ddpm::data::ImageSet reference = load_reference_images(
+  const ddpm::data::ImageSet reference = ddpm::data::load_held_out_images(
       run.data.name == "fashion-mnist" ? std::string() : run.data.path, held_out);
   ddpm::io::JsonObject json;
   json.add("checkpoint", args.sampling.checkpoint)
@@ -374,27 +306,14 @@ int eval(const EvalArgs& args, const Common& common) {
     SampleArgs sampling = args.sampling;
     sampling.n = args.fid_n;
     sampling.classifier.clear();  // the classifier measures; it does not guide
-    const ddpm::Batch<Real> samples = draw_samples(model, run, sampling, common.seed, nullptr);
-    const auto features = [&](const ddpm::Batch<Real>& images) {
-      ddpm::Batch<Real> all(images.rows(), classifier.config().feature_dim), part;
-      for (ddpm::Index first = 0; first < images.rows(); first += 500) {
-        const ddpm::Index count = std::min<ddpm::Index>(500, images.rows() - first);
-        const std::vector<int> zeros(static_cast<std::size_t>(count), 0);
-        classifier.features(images.middleRows(first, count), zeros, part);
-        all.middleRows(first, count) = part;
-      }
-      return all;
-    };
-    const ddpm::Index n = std::min<ddpm::Index>(args.fid_n, reference.images.rows() / 2);
-    const ddpm::Batch<Real> real_a = features(reference.images.topRows(n));
-    const ddpm::Batch<Real> real_b = features(reference.images.middleRows(n, n));
-    const double fd = ddpm::eval::frechet_distance(features(samples.topRows(n)), real_a);
-    const double floor = ddpm::eval::frechet_distance(real_b, real_a);
+    const ddpm::Batch<Real> samples = draw_samples(model, run, sampling, common.seed);
+    const ddpm::eval::FeatureFrechet fd =
+        ddpm::eval::feature_frechet(classifier, samples, reference.images);
     json.add("classifier_frechet", ddpm::io::JsonObject()
-                                       .add("n", n)
-                                       .add("sampler", sampling.sampler)
-                                       .add("samples_vs_real", fd)
-                                       .add("real_vs_real_floor", floor)
+                                       .add("n", fd.n)
+                                       .add("sampler", sampling.sampler_name())
+                                       .add("samples_vs_real", fd.samples_vs_real)
+                                       .add("real_vs_real_floor", fd.real_vs_real_floor)
                                        .add("note",
                                             "Frechet distance of this project's classifier's "
                                             "penultimate features, "
@@ -402,7 +321,7 @@ int eval(const EvalArgs& args, const Common& common) {
     std::fprintf(stderr,
                  "classifier-feature Frechet distance %.2f (real-vs-real floor "
                  "%.2f, n=%lld)\n",
-                 fd, floor, static_cast<long long>(n));
+                 fd.samples_vs_real, fd.real_vs_real_floor, static_cast<long long>(fd.n));
     write_grid(out / "eval_samples.png", samples.topRows(std::min<ddpm::Index>(64, samples.rows())),
                run, 8);
   }
@@ -414,7 +333,7 @@ int eval(const EvalArgs& args, const Common& common) {
 // ---- command line -----------------------------------------------------------------------------
 
 void add_sample_options(CLI::App& app, SampleArgs& args) {
-  args.sampler = "ddim";
+  args.sampler = ddpm::SamplerKind::ddim;
   args.n = 64;
   ddpm_examples::add_sample_options(app, args, true);
   app.add_option("--label", args.label,
@@ -486,31 +405,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
   ddpm_examples::add_diffusion_options(*train_cmd, run.diffusion);
-  train_cmd->add_option("--base", run.model.base_channels, "UNet base channels")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  train_cmd
-      ->add_option("--mult", run.model.channel_mult, "channel multiplier per level, e.g. 1,2,2")
-      ->delimiter(',')
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
-  train_cmd->add_option("--res-blocks", run.model.res_blocks, "ResBlocks per level")
-      ->check(CLI::Range(1, 16))
-      ->capture_default_str();
-  train_cmd
-      ->add_option("--attention", run.model.attention_resolutions,
-                   "image sides with attention after every ResBlock, e.g. 14,7 "
-                   "(the middle "
-                   "always has attention)")
-      ->delimiter(',');
-  train_cmd->add_option("--heads", run.model.attention_heads, "attention heads")
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
-  train_cmd->add_option("--dropout", run.model.dropout, "ResBlock dropout")
-      ->check(CLI::Range(0.0, 0.99))
-      ->capture_default_str();
-  train_cmd->add_flag("--scale-shift", image_args.scale_shift,
-                      "inject the time embedding as a GroupNorm scale and shift");
+  ddpm_examples::add_model_options(*train_cmd, run.model);
   ddpm_examples::add_common_options(*train_cmd, train_common);
 
   SampleArgs sample_args;
@@ -582,19 +477,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*train_cmd) {
-      ddpm_examples::set_threads(train_common.threads);
       return train(run, image_args, train_args, train_common);
     }
     if (*sample_cmd) {
-      ddpm_examples::set_threads(sample_common.threads);
       return sample(sample_args, sample_common, png_dir);
     }
     if (*eval_cmd) {
-      ddpm_examples::set_threads(eval_common.threads);
       return eval(eval_args, eval_common);
     }
     if (*classifier_cmd) {
-      ddpm_examples::set_threads(classifier_common.threads);
       return train_classifier(classifier_args, classifier_common);
     }
     return info.run();

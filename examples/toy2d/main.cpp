@@ -103,16 +103,13 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const Points& point
   const ddpm::GaussianDiffusion<Real> diffusion =
       run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
   ddpm::viz::ReverseStripRecorder<Real> strip(diffusion.schedule(), points.frame());
-  ddpm::io::ProgressBar progress(diffusion.num_timesteps(), args.sampler + " sampling");
+  ddpm::io::ProgressBar progress(diffusion.num_timesteps(), args.sampler_name() + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
     progress.update(p.done);
     strip(p);
   };
-  const ddpm::CounterRng rng(seed);
-  const ddpm::Batch<Real> samples =
-      args.sampler == "ddim"
-          ? ddpm::DdimSampler<Real>(diffusion, args.eta).sample(model, args.n, 2, rng, 0, on_step)
-          : ddpm::AncestralSampler<Real>(diffusion).sample(model, args.n, 2, rng, 0, on_step);
+  const ddpm::Batch<Real> samples = ddpm::sample(args.sampler, diffusion, args.eta, model, args.n,
+                                                 2, ddpm::CounterRng(seed), 0, on_step);
   progress.finish();
   if (!strip_path.empty()) {
     std::vector<ddpm::io::Panel> panels = strip.panels();
@@ -151,41 +148,26 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
                                             ddpm_examples::trainer_options(args, common.seed));
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
   const std::uint64_t seed = trainer.seed();  // a resumed run continues its own data stream
-  const std::int64_t first = trainer.step_count();
-  const decltype(trainer)::RunOptions options{
-      .checkpoint = out / "model.ckpt",
-      .checkpoint_every = args.checkpoint_every,
-      .architecture = run.describe_model(),
-      .loss_csv = out / "loss.csv",
-      .label = "train " +
-               (points.from_file() ? fs::path(run.data.path).filename().string() : run.data.name),
-      .time_limit_seconds = 60.0 * args.minutes};
-  const auto annotate = [&](ddpm::train::Checkpoint& c) { run.to_checkpoint(c); };
+  const std::string label =
+      "train " + (points.from_file() ? fs::path(run.data.path).filename().string() : run.data.name);
   const ddpm::Batch<Real> standardized = points.units().to_model<Real>(points.rows);
   const ddpm::data::ToyDataset toy = points.from_file() ? ddpm::data::ToyDataset{} : points.toy();
-  std::vector<double> losses;
   try {
-    losses = points.from_file()
-                 ? trainer.run(ddpm::data::ResampledRows<Real>{&standardized, seed + 1}, options,
-                               annotate)
-                 : trainer.run(
-                       [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x) {
-                         x = ddpm::data::sample_toy2d<Real>(toy, n, seed + 1, step * n);
-                       },
-                       options, annotate);
+    if (points.from_file()) {
+      ddpm_examples::run_training(trainer, ddpm::data::ResampledRows<Real>{&standardized, seed + 1},
+                                  args, run, out, 50, true, label);
+    } else {
+      ddpm_examples::run_training(
+          trainer,
+          [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x) {
+            x = ddpm::data::sample_toy2d<Real>(toy, n, seed + 1, step * n);
+          },
+          args, run, out, 50, true, label);
+    }
   } catch (const ddpm::NonFiniteError& e) {
     std::cerr << "\n" << e.what() << "\n";
     return 2;
   }
-  ddpm::io::write_png(
-      out / "loss.png",
-      ddpm::io::render_curve(
-          losses, {.log_y = true,
-                   .smoothing = 50,
-                   .title = "training loss (" +
-                            std::string(ddpm::to_string(run.diffusion.options.loss)) + ")",
-                   .x_label = "step",
-                   .x_start = static_cast<double>(first + 1)}));
   // The forward process on data: x_0 and x_t at the strip's noise levels.
   const ddpm::Batch<double> x0 = points.units().to_model<double>(points.draw(3000, seed + 7));
   ddpm::Batch<double> noise(x0.rows(), 2);
@@ -198,7 +180,7 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
   const auto ema = trainer.ema_weights();  // sample with the averaged weights
   const ddpm::Batch<Real> samples =
       draw_samples(model, run, points, sample_args, common.seed + 2, out / "reverse.png");
-  write_samples(out, samples, points, sample_args.sampler + " samples", common.seed);
+  write_samples(out, samples, points, sample_args.sampler_name() + " samples", common.seed);
   const ddpm::Index shown = std::min<ddpm::Index>(2000, samples.rows());
   const double mmd = ddpm::eval::mmd2_rbf(samples.topRows(shown).cast<double>(),
                                           points.draw(2000, common.seed + 99));
@@ -227,7 +209,7 @@ int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
   fs::create_directories(out);
   const ddpm::Batch<Real> samples =
       draw_samples(model, run, points, args, common.seed + 2, out / "reverse.png");
-  write_samples(out, samples, points, args.sampler + " samples", common.seed);
+  write_samples(out, samples, points, args.sampler_name() + " samples", common.seed);
   std::printf(
       "wrote samples.csv, samples.npy, samples.png, compare.png, "
       "reverse.png in %s\n",
@@ -287,7 +269,7 @@ int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int
   floor_json.add("mmd2", floor.mmd2).add("energy_distance", floor.energy);
   floor_json.add("sliced_w1", floor.sliced_w1);
   if (points.from_file()) floor_json.add("n", floor_n);
-  json.add("sampler", args.sampler)
+  json.add("sampler", args.sampler_name())
       .add("sample_steps", args.steps(run.diffusion.schedule.num_timesteps))
       .add("eta", args.eta)
       .add("n", args.n)
@@ -345,15 +327,7 @@ int main(int argc, char** argv) {
   CLI::Option* dataset_option =
       ddpm_examples::add_choice(*train_cmd, "--dataset", dataset, "toy distribution");
   ddpm_examples::add_diffusion_options(*train_cmd, run.diffusion);
-  train_cmd->add_option("--width", run.model.width, "hidden units per layer")
-      ->check(CLI::Range(1, 8192))
-      ->capture_default_str();
-  train_cmd->add_option("--depth", run.model.depth, "hidden layers")
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
-  train_cmd->add_option("--embedding", run.model.embedding_dim, "time-embedding size")
-      ->check(CLI::Range(2, 4096))
-      ->capture_default_str();
+  ddpm_examples::add_model_options(*train_cmd, run.model);
   train_cmd
       ->add_option("--data", data_file,
                    "train on your own 2-D points instead of --dataset: a CSV file with columns x "
@@ -386,16 +360,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*train_cmd) {
-      ddpm_examples::set_threads(train_common.threads);
       run.data.name = std::string(ddpm::to_string(dataset));
       return train(run, data_file, train_args, train_sampling, train_common);
     }
     if (*sample_cmd) {
-      ddpm_examples::set_threads(sample_common.threads);
       return sample(sample_args, sample_common);
     }
     if (*eval_cmd) {
-      ddpm_examples::set_threads(eval_common.threads);
       return eval(eval_args, eval_common, bound_n);
     }
     return info.run();

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/denoiser.hpp"
+#include "ddpm/io/plot.hpp"
 #include "ddpm/io/png.hpp"
 #include "support.hpp"
 
@@ -556,4 +558,65 @@ TEST_CASE("sample_image_batch draws reproducible rows, mirrored with flip") {
     DDPM_CHECK_INVALID("set.images",
                        ddpm::data::sample_image_batch(wrong_shape, rng, 0, false, out, labels));
   }
+}
+
+TEST_CASE("load_held_out_images takes the test split of an MNIST-format folder, else the data") {
+  TempDir dir;
+  fs::create_directories(dir.path / "mnist");
+  ddpm::data::write_idx(dir.path / "mnist/train-images-idx3-ubyte",
+                        IdxArray{{2, 2, 2}, std::vector<std::uint8_t>(8, 255)});
+  ddpm::data::write_idx(dir.path / "mnist/t10k-images-idx3-ubyte",
+                        IdxArray{{3, 2, 2}, std::vector<std::uint8_t>(12, 0)});
+  bool held_out = false;
+  const ImageSet test = ddpm::data::load_held_out_images(dir.path / "mnist", held_out);
+  CHECK(held_out);
+  CHECK(test.images.rows() == 3);
+  CHECK((test.images.array() == -1.0f).all());
+  CHECK(ddpm::data::load_training_images(dir.path / "mnist").images.rows() == 2);
+
+  fs::remove(dir.path / "mnist/t10k-images-idx3-ubyte");
+  const ImageSet train = ddpm::data::load_held_out_images(dir.path / "mnist", held_out);
+  CHECK_FALSE(held_out);
+  CHECK(train.images.rows() == 2);
+  check_format_error(
+      [&] { (void)ddpm::data::load_held_out_images(dir.path / "missing", held_out); },
+      {"does not exist"});
+}
+
+TEST_CASE("write_image_pngs writes one PNG per row, numbered, that read back exactly") {
+  TempDir dir;
+  Batch<float> images(3, 2 * 3);
+  for (Index i = 0; i < images.size(); ++i) {
+    images.data()[i] = ddpm::data::detail::byte_to_unit(static_cast<std::uint8_t>(17 * i));
+  }
+  ddpm::io::write_image_pngs(dir.path / "pngs", images, 1, 2, 3);
+  CHECK(fs::exists(dir.path / "pngs/000000.png"));
+  CHECK(fs::exists(dir.path / "pngs/000002.png"));
+  CHECK_FALSE(fs::exists(dir.path / "pngs/000003.png"));
+  const ImageSet back = ddpm::data::read_image_folder(dir.path / "pngs");
+  REQUIRE(back.images.rows() == 3);
+  CHECK(back.height == 2);
+  CHECK(back.width == 3);
+  CHECK(back.images == images);
+}
+
+TEST_CASE("ImageBatches and LabeledImageBatches are sample_image_batch at the trainer's step") {
+  const ImageSet set = small_set(5, 2, 3, 4);
+  const ddpm::CounterRng rng(7);
+  Batch<float> expected(6, set.images.cols());
+  std::vector<int> expected_labels;
+  ddpm::data::sample_image_batch(set, rng, 9, true, expected, expected_labels);
+  static_assert(ddpm::LabeledDataSource<ddpm::data::LabeledImageBatches, float>);
+  static_assert(ddpm::DataSource<ddpm::data::ImageBatches, float>);
+  static_assert(!ddpm::LabeledDataSource<ddpm::data::ImageBatches, float>);
+  Batch<float> out;  // sized by the source
+  std::vector<int> labels;
+  ddpm::data::LabeledImageBatches{&set, rng, true}(9, 6, out, labels);
+  CHECK(out == expected);
+  CHECK(labels == expected_labels);
+  Batch<float> unlabeled;
+  ddpm::data::ImageBatches{&set, rng, true}(9, 6, unlabeled);
+  CHECK(unlabeled == expected);
+  ddpm::data::ImageBatches{&set, rng, false}(9, 6, unlabeled);
+  CHECK(unlabeled != expected);  // no flips: some of the 6 rows were mirrored above
 }

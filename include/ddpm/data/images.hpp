@@ -539,6 +539,26 @@ inline ImageSet load_images(const std::filesystem::path& data) {
                     ".npy array or an IDX file");
 }
 
+/// The training images of a program whose --data defaults to Fashion-MNIST: load_images(data), or
+/// the train split of kFashionMnistDir when `data` is empty.
+inline ImageSet load_training_images(const std::filesystem::path& data) {
+  if (data.empty()) return load_mnist_format(kFashionMnistDir, "train");
+  return load_images(data);
+}
+
+/// Images to evaluate against: the "test" split when `data` (kFashionMnistDir when empty) is a
+/// folder with MNIST-format test images (t10k-images-idx3-ubyte[.gz]), otherwise load_images(data),
+/// the training data itself. `held_out` tells which.
+inline ImageSet load_held_out_images(const std::filesystem::path& data, bool& held_out) {
+  const std::filesystem::path dir = data.empty() ? std::filesystem::path(kFashionMnistDir) : data;
+  std::error_code ec;
+  held_out = std::filesystem::is_directory(dir, ec) &&
+             (std::filesystem::exists(dir / "t10k-images-idx3-ubyte", ec) ||
+              std::filesystem::exists(dir / "t10k-images-idx3-ubyte.gz", ec));
+  if (held_out) return load_mnist_format(dir, "test");
+  return load_images(dir);
+}
+
 /// Draws a training batch: out.rows() images (the batch size: size `out` once, before the first
 /// call) picked uniformly with replacement from `set`, row i by the counter RNG at (stream::data,
 /// sample i, `step`); with `flip`, each one mirrored left-right with probability 1/2, drawn at
@@ -586,6 +606,30 @@ inline void sample_image_batch(const ImageSet& set, const CounterRng& rng, std::
     }
   });
 }
+
+/// Trainer data sources over an image set: batch `step` of n images is
+/// sample_image_batch(*set, rng, step, flip, ...) with out sized n x set->images.cols(), with the
+/// labels (LabeledImageBatches, for a conditional model) or without them (ImageBatches).
+///
+///   trainer.run(ddpm::data::ImageBatches{&set, ddpm::CounterRng(seed), true}, options, annotate);
+struct LabeledImageBatches {
+  const ImageSet* set;
+  CounterRng rng;
+  bool flip = true;
+  void operator()(std::int64_t step, Index n, Batch<float>& out, std::vector<int>& labels) const {
+    out.resize(n, set->images.cols());
+    sample_image_batch(*set, rng, static_cast<std::uint32_t>(step), flip, out, labels);
+  }
+};
+struct ImageBatches {
+  const ImageSet* set;
+  CounterRng rng;
+  bool flip = true;
+  void operator()(std::int64_t step, Index n, Batch<float>& out) const {
+    std::vector<int> ignored;
+    LabeledImageBatches{set, rng, flip}(step, n, out, ignored);
+  }
+};
 
 /// The images as bytes, round((x + 1) * 127.5) clamped to 0..255, in the same order.
 template <class Real>

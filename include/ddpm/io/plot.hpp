@@ -357,6 +357,22 @@ template <class Derived>
   return image;
 }
 
+/// Writes each image of `batch` (one per row, as tile_images takes them) to its own PNG in `dir`,
+/// at its own size: 000000.png, 000001.png, ... (row order). `dir` is created if missing.
+///
+///   ddpm::io::write_image_pngs("pngs", samples, 1, 28, 28);  // pngs/000000.png ...
+template <class Derived>
+void write_image_pngs(const std::filesystem::path& dir, const Eigen::DenseBase<Derived>& batch,
+                      int channels, int height, int width) {
+  std::filesystem::create_directories(dir);
+  for (Index i = 0; i < batch.rows(); ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
+    write_png(dir / name,
+              tile_images(batch.row(i), channels, height, width, {.columns = 1, .padding = 0}));
+  }
+}
+
 /// How render_curve draws a curve.
 struct CurveOptions {
   int width = 640;

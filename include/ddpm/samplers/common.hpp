@@ -27,10 +27,10 @@ struct SamplerProgress {
   const Batch<Real>& x;  ///< the batch after this step (x_{t-1}; x_0 after the last)
 };
 
-/// A progress callback that does nothing.
+/// A progress callback that does nothing (whatever it is passed).
 struct NoProgress {
-  template <class P>
-  void operator()(const P&) const noexcept {}
+  template <class... P>
+  void operator()(const P&...) const noexcept {}
 };
 
 namespace detail {

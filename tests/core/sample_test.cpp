@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+// Tests of samplers/sample.hpp: the sampler's name table, and ddpm::sample and
+// ddpm::sample_labeled, which must give exactly what the sampler classes and guidance adaptors
+// give.
+#include "ddpm/samplers/sample.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ddpm/ddpm.hpp"
+#include "support.hpp"
+
+TEST_CASE("SamplerKind names: ddpm and ddim, parsed back, and a bad name lists the choices") {
+  CHECK(ddpm::to_string(ddpm::SamplerKind::ancestral) == "ddpm");
+  CHECK(ddpm::to_string(ddpm::SamplerKind::ddim) == "ddim");
+  CHECK(ddpm::enum_names<ddpm::SamplerKind>() == std::vector<std::string>{"ddpm", "ddim"});
+  CHECK(ddpm::parse_enum<ddpm::SamplerKind>("ddpm") == ddpm::SamplerKind::ancestral);
+  CHECK(ddpm::parse_enum<ddpm::SamplerKind>("ddim") == ddpm::SamplerKind::ddim);
+  CHECK_THROWS_WITH_AS((void)ddpm::parse_enum<ddpm::SamplerKind>("euler"),
+                       "ddpm: invalid sampler = euler; allowed: ddpm or ddim",
+                       ddpm::InvalidArgument);
+  CHECK(ddpm::default_sample_steps(ddpm::SamplerKind::ancestral, 1000) == 1000);
+  CHECK(ddpm::default_sample_steps(ddpm::SamplerKind::ddim, 1000) == 50);
+  CHECK(ddpm::default_sample_steps(ddpm::SamplerKind::ddim, 20) == 20);
+}
+
+TEST_CASE_TEMPLATE("sample(kind, ...) equals the sampler class bitwise, progress included", Real,
+                   float, double) {
+  const ddpm::NoiseSchedule full = ddpm::NoiseSchedule::linear(100);
+  const ddpm::NoiseSchedule respaced = full.respaced("evenly 10");
+  ddpm::GaussianMixtureDenoiser<Real> model(ddpm::eight_gaussians_mixture(), full);
+  const ddpm::GaussianDiffusion<Real> diffusion(respaced);
+  const ddpm::CounterRng rng(7);
+  std::vector<int> seen, seen_direct;
+  const auto record = [](std::vector<int>& into) {
+    return [&into](const ddpm::SamplerProgress<Real>& p) { into.push_back(p.t); };
+  };
+  SUBCASE("ancestral (eta is ignored)") {
+    const ddpm::Batch<Real> direct =
+        ddpm::AncestralSampler<Real>(diffusion).sample(model, 16, 2, rng, 5, record(seen_direct));
+    const ddpm::Batch<Real> x = ddpm::sample(ddpm::SamplerKind::ancestral, diffusion, 0.7, model,
+                                             16, 2, rng, 5, record(seen));
+    CHECK(x == direct);
+    CHECK(seen == seen_direct);
+    CHECK(seen.size() == 10);
+  }
+  SUBCASE("DDIM with eta 0.5") {
+    const ddpm::Batch<Real> direct =
+        ddpm::DdimSampler<Real>(diffusion, 0.5).sample(model, 16, 2, rng, 5, record(seen_direct));
+    const ddpm::Batch<Real> x =
+        ddpm::sample(ddpm::SamplerKind::ddim, diffusion, 0.5, model, 16, 2, rng, 5, record(seen));
+    CHECK(x == direct);
+    CHECK(seen == seen_direct);
+    // eta matters to DDIM: a different eta gives different samples.
+    const ddpm::Batch<Real> other =
+        ddpm::sample(ddpm::SamplerKind::ddim, diffusion, 0.0, model, 16, 2, rng, 5);
+    CHECK(other != direct);
+  }
+  SUBCASE("the two kinds differ") {
+    CHECK(ddpm::sample(ddpm::SamplerKind::ancestral, diffusion, 0.0, model, 16, 2, rng) !=
+          ddpm::sample(ddpm::SamplerKind::ddim, diffusion, 0.0, model, 16, 2, rng));
+  }
+}
+
+namespace {
+
+// log p(y | x) of a toy classifier: its gradient pulls x toward (+1, +1) for class 0..3 and toward
+// (-1, -1) otherwise (not normalized over y; enough to steer).
+struct PullClassifier {
+  void log_prob_gradient(const ddpm::Batch<double>& x, std::span<const int>, std::span<const int> y,
+                         ddpm::Batch<double>& grad) {
+    grad.resize(x.rows(), x.cols());
+    for (ddpm::Index i = 0; i < x.rows(); ++i) {
+      grad.row(i) = (y[static_cast<std::size_t>(i)] < 4 ? 1.0 : -1.0) - x.row(i).array();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("sample_labeled equals the guidance adaptors sampled whole, for any chunk size") {
+  const ddpm::NoiseSchedule full = ddpm::NoiseSchedule::linear(100);
+  const ddpm::GaussianDiffusion<double> diffusion(full.respaced("evenly 8"));
+  ddpm::GaussianMixtureDenoiser<double> model(ddpm::eight_gaussians_mixture(), full);
+  const ddpm::CounterRng rng(11);
+  std::vector<int> labels(10);
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int>(i % 8);
+  PullClassifier* no_classifier = nullptr;
+  PullClassifier classifier;
+  for (const ddpm::SamplerKind kind : {ddpm::SamplerKind::ancestral, ddpm::SamplerKind::ddim}) {
+    CAPTURE(ddpm::to_string(kind));
+    SUBCASE("labels only") {
+      ddpm::WithLabels<double, decltype(model)> labeled(model, labels);
+      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.3, labeled, 10, 2, rng);
+      std::vector<ddpm::Index> firsts;
+      int steps = 0;
+      const ddpm::Batch<double> chunked = ddpm::sample_labeled<double>(
+          {.kind = kind, .eta = 0.3, .chunk = 4}, diffusion, model, no_classifier, labels, 2, rng,
+          [&](ddpm::Index first, const ddpm::SamplerProgress<double>&) {
+            if (firsts.empty() || firsts.back() != first) firsts.push_back(first);
+            ++steps;
+          });
+      CHECK(chunked == whole);
+      CHECK(firsts == std::vector<ddpm::Index>{0, 4, 8});
+      CHECK(steps == 3 * 8);
+    }
+    SUBCASE("classifier-free guidance") {
+      ddpm::ClassifierFreeGuidance<double, decltype(model)> guided(model, labels, 2.0);
+      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.0, guided, 10, 2, rng);
+      const ddpm::Batch<double> chunked =
+          ddpm::sample_labeled<double>({.kind = kind, .guidance = 2.0, .chunk = 3}, diffusion,
+                                       model, no_classifier, labels, 2, rng);
+      CHECK(chunked == whole);
+    }
+    SUBCASE("classifier guidance (the classifier-free weight is then unused)") {
+      ddpm::ClassifierGuidance<double, decltype(model), PullClassifier> guided(model, classifier,
+                                                                               labels, 0.5);
+      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.0, guided, 10, 2, rng);
+      const ddpm::Batch<double> chunked = ddpm::sample_labeled<double>(
+          {.kind = kind, .guidance = 2.0, .classifier_scale = 0.5, .chunk = 7}, diffusion, model,
+          &classifier, labels, 2, rng);
+      CHECK(chunked == whole);
+    }
+  }
+  DDPM_CHECK_INVALID("chunk", ddpm::sample_labeled<double>({.chunk = 0}, diffusion, model,
+                                                           no_classifier, labels, 2, rng));
+}
