@@ -6,7 +6,6 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -20,13 +19,13 @@
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/feature_frechet.hpp"
 #include "ddpm/eval/strided_bound.hpp"
-#include "ddpm/guidance.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/png.hpp"
 #include "ddpm/io/progress.hpp"
 #include "ddpm/nn/classifier.hpp"
 #include "ddpm/nn/unet.hpp"
+#include "ddpm/train/image_run.hpp"
 #include "ddpm/train/noisy_classifier.hpp"
 #include "ddpm/viz/trajectory.hpp"
 
@@ -52,25 +51,12 @@ void write_grid(const fs::path& path, const ddpm::Batch<Real>& images, const Run
 // ---- sampling ---------------------------------------------------------------------------------
 
 struct SampleArgs : ddpm_examples::SampleArgs {
-  int label = -2;         // -2: cycle through the classes of a conditional model; -1: no label
-  double guidance = 0.0;  // classifier-free guidance scale w
+  int label = ddpm::kClassesInTurn;  // or a class, or -1 (ddpm::kNoLabel): none
+  double guidance = 0.0;             // classifier-free guidance scale w
   std::string classifier;
   double classifier_scale = 0.0;
   int chunk = 256;  // images per sampling batch (memory)
 };
-
-// Labels for n samples: all `label`, or the classes in turn (-2) for a conditional model.
-std::vector<int> sample_labels(const SampleArgs& args, int num_classes) {
-  std::vector<int> labels(static_cast<std::size_t>(args.n), ddpm::kNoLabel);
-  for (int i = 0; i < args.n; ++i) {
-    if (args.label >= 0) {
-      labels[static_cast<std::size_t>(i)] = args.label;
-    } else if (args.label == -2 && num_classes > 0) {
-      labels[static_cast<std::size_t>(i)] = i % num_classes;
-    }
-  }
-  return labels;
-}
 
 // Draws args.n images (planar rows in [-1, 1]) in chunks; `trajectory` (when given) records the
 // first images of the first chunk.
@@ -80,18 +66,11 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
   const ddpm::GaussianDiffusion<Real> diffusion =
       run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
   const int classes = run.model.num_classes;
-  const std::vector<int> labels = sample_labels(args, classes);
-  if (args.label >= 0 || args.guidance != 0.0) {
-    ddpm::detail::require(classes > 0, "--label/--guidance", args.label,
-                          "a class-conditional model (train --class-conditional)");
-    ddpm::detail::require(args.label < classes, "--label", args.label,
-                          "-1..num_classes-1 = " + std::to_string(classes - 1));
-  }
   std::optional<ddpm::nn::Classifier<Real>> classifier;
   if (!args.classifier.empty())
     classifier.emplace(ddpm::train::load_classifier<Real>(args.classifier));
-  ddpm::detail::require(!classifier || args.label >= 0, "--label", args.label,
-                        "a class in 0.. for classifier guidance");
+  const std::vector<int> labels =
+      ddpm::sample_labels(args.n, args.label, classes, args.guidance, classifier.has_value(), "--");
 
   ddpm::io::ProgressBar progress(
       ddpm::Index{diffusion.num_timesteps()} * ((args.n + args.chunk - 1) / args.chunk),
@@ -152,22 +131,8 @@ struct ImageArgs {
 int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& args,
           const Common& common) {
   const ddpm::data::ImageSet set = ddpm::data::load_training_images(image_args.data);
-  run.data = {.name = image_args.data.empty() ? "fashion-mnist" : "images",
-              .path = image_args.data.empty()
-                          ? std::string(ddpm::data::kFashionMnistDir)
-                          : fs::absolute(image_args.data).lexically_normal().string(),
-              .rows = set.images.rows(),
-              .fingerprint = ddpm::train::data_fingerprint(set.images)};
-  ddpm::nn::UNetConfig& m = run.model;
-  m.image_channels = set.channels;
-  m.height = set.height;
-  m.width = set.width;
-  m.output_channels = run.diffusion.learned_variance() ? 2 * set.channels : set.channels;
-  if (image_args.class_conditional) {
-    ddpm::detail::require(set.num_classes > 0, "--class-conditional", run.data.path,
-                          "labeled data (MNIST-format labels or class subfolders)");
-    m.num_classes = set.num_classes;
-  }
+  ddpm::train::fit_to_images(run, set, image_args.data, image_args.class_conditional);
+  const ddpm::nn::UNetConfig& m = run.model;
   std::printf("%lld training images of %lldx%lldx%lld from %s%s\n",
               static_cast<long long>(set.images.rows()), static_cast<long long>(m.image_channels),
               static_cast<long long>(m.height), static_cast<long long>(m.width),
@@ -209,54 +174,26 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
 
 // ---- the noisy-image classifier ----------------------------------------------------------------
 
-struct ClassifierArgs {
-  std::string data;
-  int steps = 3000;
-  int batch = 128;
-  double lr = 1e-3;
-  int T = 1000;
-  double clean_fraction = 0.5;
-  int base = 32;
-  std::vector<ddpm::Index> mult = {1, 2, 2};
-};
-
-int train_classifier(const ClassifierArgs& args, const Common& common) {
-  const ddpm::data::ImageSet set = ddpm::data::load_training_images(args.data);
-  ddpm::detail::require(set.num_classes >= 2, "--data", args.data, "labeled images");
+int train_classifier(const std::string& data, const ddpm::train::ClassifierRunOptions& options,
+                     const Common& common) {
+  const ddpm::data::ImageSet set = ddpm::data::load_training_images(data);
+  ddpm::detail::require(set.num_classes >= 2, "--data", data, "labeled images");
   bool held_out = false;
-  const ddpm::data::ImageSet test = ddpm::data::load_held_out_images(args.data, held_out);
-  ddpm::nn::ClassifierConfig config;
-  config.height = set.height;
-  config.width = set.width;
-  config.image_channels = set.channels;
-  config.num_classes = set.num_classes;
-  config.base_channels = args.base;
-  config.channel_mult = args.mult;
-  config.seed = common.seed;
-  ddpm::nn::Classifier<Real> classifier(config);
-  const ddpm::GaussianDiffusion<Real> diffusion(ddpm::NoiseSchedule::linear(args.T));
-  ddpm::io::ProgressBar progress(args.steps, "train-classifier", std::cerr, {.unit = "step"});
-  ddpm::train::train_noisy_classifier(classifier, set, diffusion,
-                                      {.steps = args.steps,
-                                       .batch_size = args.batch,
-                                       .learning_rate = args.lr,
-                                       .clean_fraction = args.clean_fraction,
-                                       .seed = common.seed + 3},
-                                      [&](int step, double loss) {
-                                        char line[64];
-                                        std::snprintf(line, sizeof line, "loss %.4f", loss);
-                                        progress.update(step, line);
-                                      });
+  const ddpm::data::ImageSet test = ddpm::data::load_held_out_images(data, held_out);
+  ddpm::io::ProgressBar progress(options.steps, "train-classifier", std::cerr, {.unit = "step"});
+  auto run =
+      ddpm::train::train_classifier_run<Real>(set, test, options, [&](int step, double loss) {
+        char line[64];
+        std::snprintf(line, sizeof line, "loss %.4f", loss);
+        progress.update(step, line);
+      });
   progress.finish();
   const fs::path out(common.out);
   fs::create_directories(out);
-  ddpm::train::save_classifier(out / "classifier.ckpt", classifier, args.T);
+  ddpm::train::save_classifier(out / "classifier.ckpt", run.classifier, options.T);
   std::printf("wrote %s; accuracy on %s images:", (out / "classifier.ckpt").string().c_str(),
               held_out ? "held-out test" : "training");
-  for (const int ti : {0, args.T / 4, args.T / 2, (3 * args.T) / 4}) {
-    std::printf("  t=%d %.1f%%", ti,
-                100.0 * ddpm::train::noisy_accuracy(classifier, test, ti, diffusion, common.seed));
-  }
+  for (const auto& [t, accuracy] : run.accuracy) std::printf("  t=%d %.1f%%", t, 100.0 * accuracy);
   std::printf("\n");
   return 0;
 }
@@ -291,14 +228,7 @@ int eval(const EvalArgs& args, const Common& common) {
   progress.finish();
   std::fprintf(stderr, "bits/dim %.3f +- %.3f (decoder %.3f, KL terms %.3f, prior %.2g)\n", b.total,
                b.standard_error, b.decoder, b.kl, b.prior);
-  json.add("bits_per_dim", ddpm::io::JsonObject()
-                               .add("n", b.n)
-                               .add("stride", b.stride)
-                               .add("total", b.total)
-                               .add("standard_error", b.standard_error)
-                               .add("decoder_L0", b.decoder)
-                               .add("kl_terms", b.kl)
-                               .add("prior_LT", b.prior));
+  json.add("bits_per_dim", ddpm::eval::to_json(b));
 
   if (!args.sampling.classifier.empty()) {
     ddpm::nn::Classifier<Real> classifier =
@@ -309,15 +239,7 @@ int eval(const EvalArgs& args, const Common& common) {
     const ddpm::Batch<Real> samples = draw_samples(model, run, sampling, common.seed);
     const ddpm::eval::FeatureFrechet fd =
         ddpm::eval::feature_frechet(classifier, samples, reference.images);
-    json.add("classifier_frechet", ddpm::io::JsonObject()
-                                       .add("n", fd.n)
-                                       .add("sampler", sampling.sampler_name())
-                                       .add("samples_vs_real", fd.samples_vs_real)
-                                       .add("real_vs_real_floor", fd.real_vs_real_floor)
-                                       .add("note",
-                                            "Frechet distance of this project's classifier's "
-                                            "penultimate features, "
-                                            "not Inception FID"));
+    json.add("classifier_frechet", ddpm::eval::to_json(fd, sampling.sampler_name()));
     std::fprintf(stderr,
                  "classifier-feature Frechet distance %.2f (real-vs-real floor "
                  "%.2f, n=%lld)\n",
@@ -439,19 +361,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
 
-  ClassifierArgs classifier_args;
+  std::string classifier_data;
+  ddpm::train::ClassifierRunOptions classifier_args;
   CLI::App* classifier_cmd = app.add_subcommand("train-classifier",
                                                 "train the noisy-image classifier (guidance, "
                                                 "Frechet-distance features); writes "
                                                 "classifier.ckpt");
-  classifier_cmd->add_option("--data", classifier_args.data, "labeled images (as train --data)");
+  classifier_cmd->add_option("--data", classifier_data, "labeled images (as train --data)");
   classifier_cmd->add_option("--steps", classifier_args.steps, "Adam steps")
       ->check(CLI::Range(1, 10000000))
       ->capture_default_str();
-  classifier_cmd->add_option("--batch", classifier_args.batch, "batch size")
+  classifier_cmd->add_option("--batch", classifier_args.batch_size, "batch size")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  classifier_cmd->add_option("--lr", classifier_args.lr, "Adam learning rate")
+  classifier_cmd->add_option("--lr", classifier_args.learning_rate, "Adam learning rate")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   classifier_cmd->add_option("--T", classifier_args.T, "diffusion steps of the noise it sees")
@@ -462,10 +385,10 @@ int main(int argc, char** argv) {
                    "fraction of training inputs at t = 0")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  classifier_cmd->add_option("--base", classifier_args.base, "base channels")
+  classifier_cmd->add_option("--base", classifier_args.base_channels, "base channels")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  classifier_cmd->add_option("--mult", classifier_args.mult, "channel multiplier per level")
+  classifier_cmd->add_option("--mult", classifier_args.channel_mult, "channel multiplier per level")
       ->delimiter(',')
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -486,7 +409,8 @@ int main(int argc, char** argv) {
       return eval(eval_args, eval_common);
     }
     if (*classifier_cmd) {
-      return train_classifier(classifier_args, classifier_common);
+      classifier_args.seed = classifier_common.seed;
+      return train_classifier(classifier_data, classifier_args, classifier_common);
     }
     return info.run();
   } catch (const std::exception& e) {

@@ -129,3 +129,28 @@ TEST_CASE("sample_labeled equals the guidance adaptors sampled whole, for any ch
   DDPM_CHECK_INVALID("chunk", ddpm::sample_labeled<double>({.chunk = 0}, diffusion, model,
                                                            no_classifier, labels, 2, rng));
 }
+
+TEST_CASE("sample_labels: one class, the classes in turn or none, checked against their use") {
+  using V = std::vector<int>;
+  const int none = ddpm::kNoLabel;
+  SUBCASE("the labels") {
+    CHECK(ddpm::sample_labels(5, ddpm::kClassesInTurn, 2) == V{0, 1, 0, 1, 0});
+    CHECK(ddpm::sample_labels(3, ddpm::kClassesInTurn, 10) == V{0, 1, 2});
+    CHECK(ddpm::sample_labels(3, 1, 2) == V{1, 1, 1});
+    CHECK(ddpm::sample_labels(2, ddpm::kNoLabel, 2) == V{none, none});
+    CHECK(ddpm::sample_labels(2, ddpm::kClassesInTurn, 0) == V{none, none});
+    CHECK(ddpm::sample_labels(0, 1, 2).empty());
+    CHECK(ddpm::sample_labels(2, 1, 2, 3.0, true) == V{1, 1});
+  }
+  SUBCASE("a class or guidance needs a conditional model, and a class it knows") {
+    DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, 0, 0));
+    DDPM_CHECK_INVALID("guidance", ddpm::sample_labels(2, ddpm::kClassesInTurn, 0, 2.0));
+    DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, 2, 2));
+    DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, ddpm::kClassesInTurn, 2, 0.0, true));
+    DDPM_CHECK_INVALID("--label", ddpm::sample_labels(2, 7, 2, 0.0, false, "--"));
+    CHECK_THROWS_WITH_AS(ddpm::sample_labels(2, 7, 2, 0.0, false, "--"),
+                         "ddpm: invalid --label = 7; allowed: -2..num_classes-1 = 1",
+                         ddpm::InvalidArgument);
+    CHECK_NOTHROW((void)ddpm::sample_labels(2, ddpm::kClassesInTurn, 2, -1.0));
+  }
+}

@@ -84,3 +84,11 @@ TEST_CASE(
                          ddpm::InvalidArgument);
   }
 }
+
+TEST_CASE("to_json(FeatureFrechet) names the sampler and says it is not Inception FID") {
+  const ddpm::eval::FeatureFrechet fd{.n = 12, .samples_vs_real = 7.5, .real_vs_real_floor = 1.25};
+  CHECK(ddpm::eval::to_json(fd, "ddim").text(false) ==
+        "{\"n\": 12, \"sampler\": \"ddim\", \"samples_vs_real\": 7.5, \"real_vs_real_floor\": "
+        "1.25, \"note\": \"Frechet distance of this project's classifier's penultimate features, "
+        "not Inception FID\"}");
+}

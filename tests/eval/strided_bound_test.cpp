@@ -43,3 +43,17 @@ TEST_CASE("strided_bound with stride 1 is the variational bound; stride 5 sums e
   CHECK(strided.decoder == exact.decoder);
   CHECK(strided.stride == 5);
 }
+
+TEST_CASE("to_json(BoundEstimate) writes the parts in the metrics file's order") {
+  const ddpm::eval::BoundEstimate b{.n = 4,
+                                    .stride = 10,
+                                    .unit = "bits/dim",
+                                    .total = 3.5,
+                                    .standard_error = 0.25,
+                                    .decoder = 1,
+                                    .kl = 2,
+                                    .prior = 0.5};
+  CHECK(ddpm::eval::to_json(b).text(false) ==
+        "{\"n\": 4, \"stride\": 10, \"total\": 3.5, \"standard_error\": 0.25, \"decoder_L0\": 1, "
+        "\"kl_terms\": 2, \"prior_LT\": 0.5}");
+}

@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/eval/frechet.hpp"
+#include "ddpm/io/json.hpp"
 
 namespace ddpm::eval {
 
@@ -58,6 +60,20 @@ FeatureFrechet feature_frechet(Extractor& extractor, const Batch<Real>& samples,
   return {.n = n,
           .samples_vs_real = frechet_distance(fake, real_a),
           .real_vs_real_floor = frechet_distance(real_b, real_a)};
+}
+
+/// The distance as a metrics-file object: n, sampler (what drew the samples), samples_vs_real,
+/// real_vs_real_floor and a note that these are not Inception FIDs.
+[[nodiscard]] inline io::JsonObject to_json(const FeatureFrechet& fd, std::string_view sampler) {
+  io::JsonObject json;
+  json.add("n", fd.n)
+      .add("sampler", sampler)
+      .add("samples_vs_real", fd.samples_vs_real)
+      .add("real_vs_real_floor", fd.real_vs_real_floor)
+      .add("note",
+           "Frechet distance of this project's classifier's penultimate features, not Inception "
+           "FID");
+  return json;
 }
 
 }  // namespace ddpm::eval

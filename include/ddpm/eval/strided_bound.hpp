@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The variational bound of data under a model with the KL terms at every k-th timestep (a
-// Riemann-sum estimate of the full sum, k = 1 exact), with its parts and standard error.
+// Riemann-sum estimate of the full sum, k = 1 exact), with its parts and standard error, and its
+// record in a metrics file.
 #pragma once
 
 #include <Eigen/Core>
@@ -14,6 +15,7 @@
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
+#include "ddpm/io/json.hpp"
 
 namespace ddpm::eval {
 
@@ -69,6 +71,20 @@ BoundEstimate strided_bound(const GaussianDiffusion<Real>& diffusion, Model& mod
                                        static_cast<double>(n - 1) / static_cast<double>(n))
                            : 0.0;
   return b;
+}
+
+/// The estimate as a metrics-file object: n, stride, total, standard_error, decoder_L0, kl_terms,
+/// prior_LT (in that order; the unit is the caller's to state).
+[[nodiscard]] inline io::JsonObject to_json(const BoundEstimate& b) {
+  io::JsonObject json;
+  json.add("n", b.n)
+      .add("stride", b.stride)
+      .add("total", b.total)
+      .add("standard_error", b.standard_error)
+      .add("decoder_L0", b.decoder)
+      .add("kl_terms", b.kl)
+      .add("prior_LT", b.prior);
+  return json;
 }
 
 }  // namespace ddpm::eval

@@ -9,10 +9,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "ddpm/core/enum_names.hpp"
+#include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
@@ -66,6 +69,44 @@ struct LabeledSampling {
   double classifier_scale = 0.0;  ///< classifier guidance scale s (with a classifier)
   Index chunk = 256;              ///< samples per sampler call (bounds memory)
 };
+
+/// The `label` of sample_labels that asks for the classes in turn.
+inline constexpr int kClassesInTurn = -2;
+
+/// Labels for n samples of a model with `num_classes` classes (0: unconditional): `label` for every
+/// sample when label >= 0; with kClassesInTurn 0, 1, ..., num_classes - 1, 0, ... (kNoLabel each
+/// for an unconditional model); kNoLabel for any other negative label. Checked against their use:
+/// a class or guidance != 0 (classifier-free) needs a conditional model and a class below
+/// num_classes, and classifier guidance (`classifier`) a class. Errors name `prefix` + "label" or
+/// "guidance" (a program passes "--" to name its flags).
+///
+///   sample_labels(5, ddpm::kClassesInTurn, 2) == {0, 1, 0, 1, 0}
+[[nodiscard]] inline std::vector<int> sample_labels(Index n, int label, int num_classes,
+                                                    double guidance = 0.0, bool classifier = false,
+                                                    std::string_view prefix = "") {
+  const auto name = [&](std::string_view parameter) {
+    return std::string(prefix).append(parameter);
+  };
+  if (num_classes <= 0) {
+    detail::require(label < 0, name("label"), label,
+                    "-1 (none) for an unconditional model (a class needs a class-conditional one)");
+    detail::require(guidance == 0.0, name("guidance"), guidance,
+                    "0 for an unconditional model (guidance needs a class-conditional one)");
+  }
+  detail::require(num_classes <= 0 || label < num_classes, name("label"), label,
+                  [&] { return "-2..num_classes-1 = " + std::to_string(num_classes - 1); });
+  detail::require(!classifier || label >= 0, name("label"), label,
+                  "a class in 0..num_classes-1 for classifier guidance");
+  std::vector<int> labels(static_cast<std::size_t>(std::max<Index>(n, 0)), kNoLabel);
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (label >= 0) {
+      labels[i] = label;
+    } else if (label == kClassesInTurn && num_classes > 0) {
+      labels[i] = static_cast<int>(i % static_cast<std::size_t>(num_classes));
+    }
+  }
+  return labels;
+}
 
 /// Draws one sample per entry of `labels` (kNoLabel for none) from a conditional model, `chunk`
 /// samples per sampler call: with a `classifier` (non-null), ClassifierGuidance at

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 // The noisy-image classifier of classifier guidance (Dhariwal & Nichol 2021): training on x_t at
-// uniform timesteps (a fraction of them clean), accuracy at a timestep, and its checkpoint.
+// uniform timesteps (a fraction of them clean), accuracy at a timestep, a whole run shaped by the
+// image set, and its checkpoint.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -18,6 +21,7 @@
 #include "ddpm/diffusion.hpp"
 #include "ddpm/nn/classifier.hpp"
 #include "ddpm/optim/adam.hpp"
+#include "ddpm/schedule.hpp"
 #include "ddpm/train/checkpoint.hpp"
 #include "ddpm/train/run_config.hpp"
 
@@ -96,6 +100,72 @@ double noisy_accuracy(nn::Classifier<Real>& classifier, const data::ImageSet& se
     correct += right;
   }
   return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+/// One run of train_classifier_run: the network's width, the diffusion of the noise it sees and
+/// the optimizer. Its shape and classes come from the image set.
+struct ClassifierRunOptions {
+  int T = 1000;  ///< steps of the linear schedule (Ho et al. 2020) whose noise it learns to see
+  Index base_channels = 32;
+  std::vector<Index> channel_mult = {1, 2, 2};
+  int steps = 3000;
+  Index batch_size = 128;
+  double learning_rate = 1e-3;
+  double clean_fraction = 0.5;  ///< fraction of inputs at t = 0
+  std::uint64_t seed = 0;       ///< weights and accuracy noise from seed, batches from seed + 3
+};
+
+/// The timesteps at which train_classifier_run reports accuracy: 0, T/4, T/2 and 3T/4.
+[[nodiscard]] inline std::array<int, 4> classifier_report_timesteps(int T) noexcept {
+  return {0, T / 4, T / 2, (3 * T) / 4};
+}
+
+/// The classifier of images shaped like `set`'s (channels, height, width, classes), with the width
+/// of `options` and weights from options.seed.
+[[nodiscard]] inline nn::ClassifierConfig classifier_config(const data::ImageSet& set,
+                                                            const ClassifierRunOptions& options) {
+  nn::ClassifierConfig config;
+  config.height = set.height;
+  config.width = set.width;
+  config.image_channels = set.channels;
+  config.num_classes = set.num_classes;
+  config.base_channels = options.base_channels;
+  config.channel_mult = options.channel_mult;
+  config.seed = options.seed;
+  return config;
+}
+
+/// A trained classifier and its accuracy at each classifier_report_timesteps(T).
+template <class Real>
+struct ClassifierRun {
+  nn::Classifier<Real> classifier;
+  std::vector<std::pair<int, double>> accuracy;  ///< (t, fraction right on the test images)
+};
+
+/// Builds the classifier of classifier_config(set, options), trains it on `set` with noise of the
+/// linear schedule of options.T (train_noisy_classifier; `on_step(step, smoothed_loss)` follows
+/// each step) and measures its accuracy on `test` (held-out images, or `set` again).
+///
+///   ClassifierRun<float> run = train_classifier_run<float>(set, set, {.steps = 100}, on_step);
+///   save_classifier("classifier.ckpt", run.classifier, 1000);
+template <class Real, class OnStep>
+ClassifierRun<Real> train_classifier_run(const data::ImageSet& set, const data::ImageSet& test,
+                                         const ClassifierRunOptions& options, OnStep&& on_step) {
+  ddpm::detail::require(set.num_classes >= 2, "classifier data", set.num_classes,
+                        "labeled images of at least 2 classes");
+  ClassifierRun<Real> run{nn::Classifier<Real>(classifier_config(set, options)), {}};
+  const GaussianDiffusion<Real> diffusion(NoiseSchedule::linear(options.T));
+  train_noisy_classifier(run.classifier, set, diffusion,
+                         {.steps = options.steps,
+                          .batch_size = options.batch_size,
+                          .learning_rate = options.learning_rate,
+                          .clean_fraction = options.clean_fraction,
+                          .seed = options.seed + 3},
+                         std::forward<OnStep>(on_step));
+  for (const int t : classifier_report_timesteps(options.T)) {
+    run.accuracy.emplace_back(t, noisy_accuracy(run.classifier, test, t, diffusion, options.seed));
+  }
+  return run;
 }
 
 /// Writes the classifier's configuration (classifier.*) and weights; T is that of its training.
