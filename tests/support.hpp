@@ -13,10 +13,12 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
+#include "ddpm/gaussian_mixture.hpp"
 
 namespace ddpm::test {
 
@@ -53,6 +55,16 @@ Batch<Real> random_batch(Index rows, Index cols, std::uint64_t seed) {
   Batch<Real> m(rows, cols);
   CounterRng(seed).fill_normal(m, stream::user, 0, 0);
   return m;
+}
+
+/// The one-component mixture N(mean, sd^2 I), whose exact reverse process is known in closed form.
+inline GaussianMixture one_gaussian(const std::vector<double>& mean, double sd) {
+  GaussianMixture mixture;
+  mixture.means = Batch<double>(1, static_cast<Index>(mean.size()));
+  for (std::size_t j = 0; j < mean.size(); ++j) mixture.means(0, static_cast<Index>(j)) = mean[j];
+  mixture.stds = {sd};
+  mixture.weights = {1.0};
+  return mixture;
 }
 
 /// The elements of a batch as one span.

@@ -32,8 +32,7 @@ TEST_CASE("DDIM stays finite when alpha-bar_0 rounds to 1 (beta_0 down to 1e-300
   // With ab_0 == 1.0 in double, sigma's (1 - ab_prev)/(1 - ab) was 0/0 at the last step and every
   // sample came out NaN. The exact denoiser of N(m, s^2) makes the result checkable: the last
   // step returns x0^ = E[x_0 | x_1] exactly.
-  ddpm::GaussianMixture single{Batch<double>(1, 2), {0.3}, {1.0}};
-  single.means << 0.5, -0.25;
+  const ddpm::GaussianMixture single = ddpm::test::one_gaussian({0.5, -0.25}, 0.3);
   for (const double b0 : {1e-17, 1e-30, 1e-300}) {
     CAPTURE(b0);
     const ddpm::NoiseSchedule schedule = with_first_beta(b0);

@@ -13,6 +13,7 @@
 
 #include "ddpm/ddpm.hpp"
 #include "reference_math.hpp"
+#include "support.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -211,11 +212,7 @@ TEST_CASE("ancestral samples of one Gaussian have the exact moments of the discr
     // t - 1 or t + 1 makes it -17 % / +45 % of that, outside the 6.3 % allowed.
     const std::vector<double> m = {0.5, -0.25};
     const double sd = 0.01;
-    ddpm::GaussianMixture data;
-    data.means = Batch<double>(1, 2);
-    data.means << m[0], m[1];
-    data.stds = {sd};
-    data.weights = {1.0};
+    const ddpm::GaussianMixture data = ddpm::test::one_gaussian(m, sd);
     ddpm::GaussianMixtureDenoiser<double> model(data, full);
     ddpm::AncestralSampler<double> sampler{ddpm::GaussianDiffusion<double>(full)};
     const ChainMoments expected =
@@ -232,11 +229,7 @@ TEST_CASE("ancestral samples of one Gaussian have the exact moments of the discr
     const ddpm::NoiseSchedule schedule = full.respaced(kept);
     const std::vector<double> m = {0.5, -0.25};
     const double sd = 0.3;
-    ddpm::GaussianMixture data;
-    data.means = Batch<double>(1, 2);
-    data.means << m[0], m[1];
-    data.stds = {sd};
-    data.weights = {1.0};
+    const ddpm::GaussianMixture data = ddpm::test::one_gaussian(m, sd);
     ddpm::GaussianMixtureDenoiser<double> model(data, schedule);
     for (const auto variance : {ddpm::VarianceKind::fixed_small, ddpm::VarianceKind::fixed_large}) {
       CAPTURE(ddpm::to_string(variance));

@@ -14,6 +14,7 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "ddpm/optim/adam.hpp"
 #include "support.hpp"
+#include "tiny_configs.hpp"
 
 namespace {
 
@@ -23,24 +24,10 @@ using ddpm::nn::Classifier;
 using ddpm::nn::ClassifierConfig;
 using ddpm::test::random_batch;
 
-ClassifierConfig tiny_config() {
-  ClassifierConfig config;
-  config.image_channels = 1;
-  config.height = 4;
-  config.width = 4;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.groups = 2;
-  config.num_classes = 3;
-  config.feature_dim = 5;
-  config.seed = 9;
-  return config;
-}
-
 }  // namespace
 
 TEST_CASE("Classifier cross-entropy matches log-softmax of its logits") {
-  Classifier<double> classifier(tiny_config());
+  Classifier<double> classifier(ddpm::test::tiny_classifier_config());
   const Batch<double> x = random_batch(3, 16, 1);
   const std::vector<int> t{0, 10, 500};
   const std::vector<int> labels{2, 0, 1};
@@ -57,7 +44,7 @@ TEST_CASE("Classifier cross-entropy matches log-softmax of its logits") {
 
 TEST_CASE("Classifier gradients match finite differences") {
   // Central differences with h = 1e-6 in double: ~1e-8 relative error on these smooth losses.
-  Classifier<double> classifier(tiny_config());
+  Classifier<double> classifier(ddpm::test::tiny_classifier_config());
   const Batch<double> x = random_batch(3, 16, 2);
   const std::vector<int> t{0, 10, 500};
   const std::vector<int> labels{2, 0, 1};
@@ -94,7 +81,7 @@ TEST_CASE("Classifier gradients match finite differences") {
 }
 
 TEST_CASE("Classifier learns two separable classes in a few Adam steps") {
-  ClassifierConfig config = tiny_config();
+  ClassifierConfig config = ddpm::test::tiny_classifier_config();
   config.num_classes = 2;
   Classifier<float> classifier(config);
   // Class 0: dark images, class 1: bright images, with noise.
@@ -121,7 +108,7 @@ TEST_CASE("Classifier learns two separable classes in a few Adam steps") {
 }
 
 TEST_CASE("Classifier rejects bad labels and shapes") {
-  Classifier<float> classifier(tiny_config());
+  Classifier<float> classifier(ddpm::test::tiny_classifier_config());
   const Batch<float> x = Batch<float>::Zero(2, 16);
   const std::vector<int> t{0, 1};
   const std::vector<int> bad{0, 3};
@@ -130,7 +117,7 @@ TEST_CASE("Classifier rejects bad labels and shapes") {
   DDPM_CHECK_INVALID("labels.size()", classifier.cross_entropy(x, t, short_labels));
   Batch<float> out;
   DDPM_CHECK_INVALID("x_t", classifier.logits(Batch<float>::Zero(2, 15), t, out));
-  ClassifierConfig config = tiny_config();
+  ClassifierConfig config = ddpm::test::tiny_classifier_config();
   config.num_classes = 1;
   DDPM_CHECK_INVALID("num_classes", Classifier<float>{config});
 }

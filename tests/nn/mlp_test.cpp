@@ -15,6 +15,7 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/nn/gradient_check.hpp"
 #include "support.hpp"
+#include "tiny_configs.hpp"
 
 #if __has_include("ddpm/denoiser.hpp")
 #include "ddpm/denoiser.hpp"
@@ -32,19 +33,6 @@ using ddpm::test::random_batch;
 
 // See linear_test.cpp: h = 1e-5 central differences in double are accurate to ~1e-7 relative.
 constexpr double kGradTol = 1e-5;
-
-MlpConfig small_config(Index output_dim, int num_classes, bool residual) {
-  MlpConfig config;
-  config.input_dim = 3;
-  config.output_dim = output_dim;
-  config.width = 8;
-  config.depth = 3;
-  config.embedding_dim = 6;
-  config.residual = residual;
-  config.num_classes = num_classes;
-  config.seed = 17;
-  return config;
-}
 
 }  // namespace
 
@@ -128,7 +116,7 @@ TEST_CASE("ToyMLP forward equals an independent scalar implementation of the ref
 }
 
 TEST_CASE("Mlp initialization is reproducible from the seed; the output layer can start at zero") {
-  MlpConfig config = small_config(2, 0, false);
+  MlpConfig config = ddpm::test::tiny_mlp_config(2, 0, false);
   const Mlp<double> a(config);
   const Mlp<double> b(config);
   config.seed = 18;
@@ -160,7 +148,7 @@ TEST_CASE("Mlp backward matches central finite differences (parameters and x_t)"
         CAPTURE(output_dim);
         CAPTURE(num_classes);
         CAPTURE(residual);
-        MlpConfig config = small_config(output_dim, num_classes, residual);
+        MlpConfig config = ddpm::test::tiny_mlp_config(output_dim, num_classes, residual);
         Mlp<double> model(config);
         Batch<double> x = random_batch(5, 3, 31);
         const std::vector<int> t{0, 3, 99, 999, 3};
@@ -205,7 +193,7 @@ TEST_CASE("Mlp backward matches central finite differences (parameters and x_t)"
 TEST_CASE("Mlp with GELU and ReLU also passes the gradient check") {
   for (const ddpm::nn::Activation act : {ddpm::nn::Activation::gelu, ddpm::nn::Activation::relu}) {
     CAPTURE(std::string(ddpm::to_string(act)));
-    MlpConfig config = small_config(2, 0, true);
+    MlpConfig config = ddpm::test::tiny_mlp_config(2, 0, true);
     config.activation = act;
     config.depth = 2;
     Mlp<double> model(config);
@@ -226,7 +214,7 @@ TEST_CASE("Mlp with GELU and ReLU also passes the gradient check") {
 }
 
 TEST_CASE("Mlp: kNoLabel is the learned null embedding, and an empty label span means kNoLabel") {
-  Mlp<double> model(small_config(2, 3, false));
+  Mlp<double> model(ddpm::test::tiny_mlp_config(2, 3, false));
   const Batch<double> x = random_batch(2, 3, 3);
   const std::vector<int> t{4, 4};
   const std::vector<int> none{ddpm::kNoLabel, ddpm::kNoLabel};
@@ -266,7 +254,7 @@ TEST_CASE_TEMPLATE("Mlp inference mode gives training mode's outputs and keeps n
 }
 
 TEST_CASE("Mlp: rows are independent (a split batch gives the same outputs)") {
-  Mlp<double> model(small_config(4, 3, true));
+  Mlp<double> model(ddpm::test::tiny_mlp_config(4, 3, true));
   const Batch<double> x = random_batch(6, 3, 51);
   const std::vector<int> t{1, 2, 3, 4, 5, 6};
   const std::vector<int> labels{0, 1, 2, -1, 0, 1};
@@ -278,7 +266,7 @@ TEST_CASE("Mlp: rows are independent (a split batch gives the same outputs)") {
 }
 
 TEST_CASE("Mlp copies own their parameters") {
-  Mlp<double> original(small_config(2, 0, false));
+  Mlp<double> original(ddpm::test::tiny_mlp_config(2, 0, false));
   Mlp<double> copy = original;
   const Batch<double> x = random_batch(3, 3, 61);
   const std::vector<int> t{1, 2, 3};
@@ -305,16 +293,16 @@ TEST_CASE("Mlp copies own their parameters") {
 }
 
 TEST_CASE("Mlp rejects bad configurations and inputs, naming the parameter") {
-  MlpConfig bad = small_config(2, 0, false);
+  MlpConfig bad = ddpm::test::tiny_mlp_config(2, 0, false);
   bad.depth = 0;
   CHECK_THROWS_WITH_AS(Mlp<double>{bad}, doctest::Contains("invalid depth = 0; allowed: >= 1"),
                        ddpm::InvalidArgument);
-  bad = small_config(2, 0, false);
+  bad = ddpm::test::tiny_mlp_config(2, 0, false);
   bad.num_classes = -2;
   CHECK_THROWS_WITH_AS(Mlp<double>{bad}, doctest::Contains("invalid num_classes = -2"),
                        ddpm::InvalidArgument);
 
-  Mlp<double> model(small_config(2, 3, false));
+  Mlp<double> model(ddpm::test::tiny_mlp_config(2, 3, false));
   Batch<double> out;
   const std::vector<int> t{1, 2};
   CHECK_THROWS_WITH_AS(model.predict(random_batch(2, 4, 1), t, out),
@@ -328,7 +316,7 @@ TEST_CASE("Mlp rejects bad configurations and inputs, naming the parameter") {
   CHECK_THROWS_WITH_AS(model.predict(random_batch(2, 3, 1), negative_t, out),
                        doctest::Contains("invalid t = -1"), ddpm::InvalidArgument);
 
-  Mlp<double> unconditional(small_config(2, 0, false));
+  Mlp<double> unconditional(ddpm::test::tiny_mlp_config(2, 0, false));
   const std::vector<int> one_label{0, ddpm::kNoLabel};
   CHECK_THROWS_WITH_AS(unconditional.predict(random_batch(2, 3, 1), t, one_label, out),
                        doctest::Contains("invalid label = 0"), ddpm::InvalidArgument);

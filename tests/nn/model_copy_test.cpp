@@ -17,6 +17,7 @@
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/nn/unet.hpp"
 #include "support.hpp"
+#include "tiny_configs.hpp"
 
 namespace {
 
@@ -180,47 +181,6 @@ void run_copy_checks(const Config& config, const Case& test, MakeOther&& other) 
   }
 }
 
-ddpm::nn::MlpConfig mlp_config(int num_classes, bool residual) {
-  ddpm::nn::MlpConfig config;
-  config.input_dim = 3;
-  config.output_dim = 3;
-  config.width = 8;
-  config.depth = 3;
-  config.embedding_dim = 6;
-  config.residual = residual;
-  config.num_classes = num_classes;
-  config.seed = 17;
-  return config;
-}
-
-ddpm::nn::UNetConfig unet_config() {
-  ddpm::nn::UNetConfig config;
-  config.image_channels = 2;
-  config.height = 4;
-  config.width = 6;
-  config.output_channels = 3;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.res_blocks = 1;
-  config.groups = 2;
-  config.seed = 5;
-  return config;
-}
-
-ddpm::nn::ClassifierConfig classifier_config() {
-  ddpm::nn::ClassifierConfig config;
-  config.image_channels = 1;
-  config.height = 4;
-  config.width = 4;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.groups = 2;
-  config.num_classes = 3;
-  config.feature_dim = 5;
-  config.seed = 9;
-  return config;
-}
-
 template <class Real>
 DenoiserCase<Real> denoiser_case(Index input_dim, Index output_dim, int num_classes) {
   DenoiserCase<Real> test{
@@ -233,7 +193,7 @@ template <class Real>
 void run_mlp_checks(const ddpm::nn::MlpConfig& config) {
   using Model = ddpm::nn::Mlp<Real>;
   const auto other = [] {
-    ddpm::nn::MlpConfig c = mlp_config(2, false);
+    ddpm::nn::MlpConfig c = ddpm::test::tiny_mlp_config(3, 2, false);
     c.width = 5;
     c.depth = 2;
     return Model(c);
@@ -246,7 +206,7 @@ template <class Real>
 void run_unet_checks(const ddpm::nn::UNetConfig& config) {
   using Model = ddpm::nn::UNet<Real>;
   const auto other = [] {
-    ddpm::nn::UNetConfig c = unet_config();
+    ddpm::nn::UNetConfig c = ddpm::test::tiny_unet_config();
     c.base_channels = 2;
     c.groups = 1;
     c.seed = 6;
@@ -262,7 +222,7 @@ template <class Real>
 void run_classifier_checks(const ddpm::nn::ClassifierConfig& config) {
   using Model = ddpm::nn::Classifier<Real>;
   const auto other = [] {
-    ddpm::nn::ClassifierConfig c = classifier_config();
+    ddpm::nn::ClassifierConfig c = ddpm::test::tiny_classifier_config();
     c.feature_dim = 2;
     c.seed = 10;
     return Model(c);
@@ -282,7 +242,7 @@ TEST_CASE_TEMPLATE(
     for (const bool residual : {false, true}) {
       CAPTURE(num_classes);
       CAPTURE(residual);
-      ddpm::nn::MlpConfig config = mlp_config(num_classes, residual);
+      ddpm::nn::MlpConfig config = ddpm::test::tiny_mlp_config(3, num_classes, residual);
       if (num_classes > 0 && residual) config.output_dim = 6;  // a learned-variance output
       run_mlp_checks<Real>(config);
     }
@@ -293,14 +253,15 @@ TEST_CASE_TEMPLATE(
     "UNet copies and moves continue bitwise like the original and own their "
     "parameters",
     Real, float, double) {
-  ddpm::nn::UNetConfig attention_labels_dropout = unet_config();
+  ddpm::nn::UNetConfig attention_labels_dropout = ddpm::test::tiny_unet_config();
   attention_labels_dropout.res_blocks = 2;
   attention_labels_dropout.attention_resolutions = {2};
   attention_labels_dropout.attention_heads = 2;
   attention_labels_dropout.num_classes = 3;
   attention_labels_dropout.dropout = 0.25;
   attention_labels_dropout.injection = ddpm::nn::EmbeddingInjection::scale_shift;
-  for (const ddpm::nn::UNetConfig& config : {unet_config(), attention_labels_dropout}) {
+  for (const ddpm::nn::UNetConfig& config :
+       {ddpm::test::tiny_unet_config(), attention_labels_dropout}) {
     CAPTURE(config.num_classes);
     run_unet_checks<Real>(config);
   }
@@ -312,14 +273,14 @@ TEST_CASE_TEMPLATE(
     Real, float, double) {
   for (const double dropout : {0.0, 0.3}) {
     CAPTURE(dropout);
-    ddpm::nn::ClassifierConfig config = classifier_config();
+    ddpm::nn::ClassifierConfig config = ddpm::test::tiny_classifier_config();
     config.dropout = dropout;
     run_classifier_checks<Real>(config);
   }
 }
 
 TEST_CASE("A model copy keeps the training flag and dropout position") {
-  ddpm::nn::UNetConfig config = unet_config();
+  ddpm::nn::UNetConfig config = ddpm::test::tiny_unet_config();
   config.dropout = 0.5;
   ddpm::nn::UNet<float> model(config);
   model.set_dropout_source(ddpm::CounterRng(4), 2);

@@ -20,6 +20,7 @@
 #include "ddpm/denoiser.hpp"
 #include "ddpm/nn/gradient_check.hpp"
 #include "support.hpp"
+#include "tiny_configs.hpp"
 
 namespace {
 
@@ -28,20 +29,6 @@ using ddpm::Index;
 using ddpm::nn::UNet;
 using ddpm::nn::UNetConfig;
 using ddpm::test::random_batch;
-
-UNetConfig tiny_config() {
-  UNetConfig config;
-  config.image_channels = 2;
-  config.height = 4;
-  config.width = 6;
-  config.output_channels = 3;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.res_blocks = 1;
-  config.groups = 2;
-  config.seed = 5;
-  return config;
-}
 
 // loss = sum(out .* weights) with a fixed dropout draw, so repeated evaluations see one function.
 template <class Model>
@@ -126,10 +113,10 @@ TEST_CASE("UNetSmall preset: the reference's 793,697 parameters") {
 
 TEST_CASE("UNet whole-model gradients match finite differences") {
   SUBCASE("two levels, one block, middle attention") {
-    check_whole_model_gradients(tiny_config(), 2);
+    check_whole_model_gradients(ddpm::test::tiny_unet_config(), 2);
   }
   SUBCASE("two blocks per level, attention at 2x3 with two heads, labels") {
-    UNetConfig config = tiny_config();
+    UNetConfig config = ddpm::test::tiny_unet_config();
     config.res_blocks = 2;
     config.attention_resolutions = {2};
     config.attention_heads = 2;
@@ -137,7 +124,7 @@ TEST_CASE("UNet whole-model gradients match finite differences") {
     check_whole_model_gradients(config, 3);
   }
   SUBCASE("scale-shift norm, dropout, three levels") {
-    UNetConfig config = tiny_config();
+    UNetConfig config = ddpm::test::tiny_unet_config();
     config.channel_mult = {1, 1, 2};
     config.height = 4;
     config.width = 8;
@@ -148,7 +135,7 @@ TEST_CASE("UNet whole-model gradients match finite differences") {
 }
 
 TEST_CASE("UNet inference mode gives the training-mode output; copies are independent") {
-  UNetConfig config = tiny_config();
+  UNetConfig config = ddpm::test::tiny_unet_config();
   config.num_classes = 2;
   UNet<float> model(config);
   const Batch<float> x = random_batch<float>(3, model.input_dim(), 2);
@@ -174,7 +161,7 @@ TEST_CASE("UNet inference mode gives the training-mode output; copies are indepe
 }
 
 TEST_CASE("UNet rows are independent: one batch equals its rows one by one") {
-  UNet<double> model(tiny_config());
+  UNet<double> model(ddpm::test::tiny_unet_config());
   const Batch<double> x = random_batch(4, model.input_dim(), 3);
   const std::vector<int> t{1, 2, 300, 999};
   Batch<double> whole;
@@ -189,7 +176,7 @@ TEST_CASE("UNet rows are independent: one batch equals its rows one by one") {
 
 #ifdef _OPENMP
 TEST_CASE("UNet output and gradients do not depend on the thread count") {
-  UNetConfig config = tiny_config();
+  UNetConfig config = ddpm::test::tiny_unet_config();
   config.height = 8;
   config.width = 8;
   config.dropout = 0.1;
@@ -216,20 +203,20 @@ TEST_CASE("UNet output and gradients do not depend on the thread count") {
 #endif
 
 TEST_CASE("UNet rejects bad configurations and inputs, naming the parameter") {
-  UNetConfig config = tiny_config();
+  UNetConfig config = ddpm::test::tiny_unet_config();
   config.height = 5;
   DDPM_CHECK_INVALID("height", UNet<float>{config});
-  config = tiny_config();
+  config = ddpm::test::tiny_unet_config();
   config.groups = 3;
   DDPM_CHECK_INVALID("groups", UNet<float>{config});
-  config = tiny_config();
+  config = ddpm::test::tiny_unet_config();
   config.channel_mult = {};
   DDPM_CHECK_INVALID("channel_mult", UNet<float>{config});
-  config = tiny_config();
+  config = ddpm::test::tiny_unet_config();
   config.res_blocks = 0;
   DDPM_CHECK_INVALID("res_blocks", UNet<float>{config});
 
-  UNet<float> model(tiny_config());
+  UNet<float> model(ddpm::test::tiny_unet_config());
   Batch<float> out;
   const std::vector<int> t{1, 2};
   DDPM_CHECK_INVALID("x_t", model.predict(Batch<float>::Zero(2, 5), t, out));
