@@ -52,6 +52,7 @@ inline constexpr std::uint32_t projections = 7;    ///< random directions of sli
 inline constexpr std::uint32_t init = 8;           ///< network parameter initialization
 inline constexpr std::uint32_t dropout = 9;        ///< dropout masks while training
 inline constexpr std::uint32_t augment = 10;       ///< data augmentation (random flips)
+inline constexpr std::uint32_t latent = 11;        ///< z = mu + sigma eps of a variational encoder
 inline constexpr std::uint32_t user = 1000;        ///< first stream free for users
 }  // namespace stream
 
