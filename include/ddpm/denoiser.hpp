@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Every concept a user type can model, documented together: denoisers (plain, conditional,
-// trainable, classifier-guided), the guidance classifier and the trainer's data sources; the
-// compile-time checks that name a missing member; and the adaptors between the concepts.
+// trainable, classifier-guided, self-encoding), the guidance classifier and the trainer's data
+// sources; the compile-time checks that name a missing member; and the adaptors between the
+// concepts.
 #pragma once
 
 #include <concepts>
@@ -13,6 +14,7 @@
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
+#include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 
 namespace ddpm {
@@ -127,6 +129,23 @@ template <class M, class Real>
 concept GuidedDenoiser = Denoiser<M, Real> &&
     requires(M& m, const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& grad) {
   m.guidance_gradient(x_t, t, grad);
+};
+
+/// A TrainableDenoiser that encodes each clean training batch itself: Luo & Hu's point-cloud
+/// model draws a shape code z ~ q(z | x_0) from an encoder before denoising with it.
+///
+/// Requirements (besides TrainableDenoiser's):
+///   1. `m.encode_clean(x_0, rng, step)`: called by the Trainer with the clean batch before
+///      predict(); any randomness comes from `rng` at `step` (stream::latent), so a resumed run
+///      is exact;
+///   2. `m.auxiliary_loss()`: a loss term of the model's own for the last encode_clean (e.g. the
+///      KL of its code posterior), whose gradient its backward() adds; the Trainer reports it
+///      with the step's loss.
+template <class M, class Real>
+concept EncodingDenoiser = requires(M& m, const Batch<Real>& x_0, const CounterRng& rng,
+                                    std::uint32_t step) {
+  m.encode_clean(x_0, rng, step);
+  { m.auxiliary_loss() } -> std::convertible_to<double>;
 };
 
 /// The Trainer's data source: `data(step, n, out)` fills `out` with n rows (one sample each) for

@@ -309,3 +309,73 @@ TEST_CASE("a respaced diffusion trains on its kept steps, passing their original
     CHECK(distinct == kept);
   }
 }
+
+namespace {
+
+// A linear model out = w x that records what the Trainer hands it; as an EncodingDenoiser it
+// adds the auxiliary loss a w^2 (gradient 2 a w) of its own.
+struct Encoding {
+  static constexpr float a = 0.25f;
+  std::vector<float> weight = {0.5f}, weight_grad = {0.0f};
+  std::vector<int> seen;
+  Batch<float> clean, input;
+  int encodes = 0, predicts = 0;
+  std::uint32_t encoded_step = 0;
+  void encode_clean(const Batch<float>& x0, const ddpm::CounterRng&, std::uint32_t step) {
+    clean = x0;
+    encoded_step = step;
+    ++encodes;
+  }
+  [[nodiscard]] double auxiliary_loss() const { return a * weight[0] * weight[0]; }
+  void predict(const Batch<float>& x, std::span<const int> t, Batch<float>& out) {
+    REQUIRE(encodes == predicts + 1);  // encode_clean came first, once
+    ++predicts;
+    seen.assign(t.begin(), t.end());
+    out = weight[0] * x;
+    input = x;
+  }
+  void backward(const Batch<float>& grad_out) {
+    weight_grad[0] += (grad_out.cwiseProduct(input)).sum() + 2 * a * weight[0];
+  }
+  void zero_grad() { weight_grad[0] = 0.0f; }
+  std::vector<ddpm::ParameterBlock<float>> parameters() {
+    return {{"w", std::span<float>(weight), std::span<float>(weight_grad)}};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("timestep groups share one draw; a self-encoding model sees each clean batch first") {
+  static_assert(ddpm::EncodingDenoiser<Encoding, float>);
+  const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
+  for (const auto sampling :
+       {ddpm::train::TimestepSampling::uniform, ddpm::train::TimestepSampling::importance}) {
+    Encoding model;
+    ddpm::train::Trainer<float, Encoding> trainer(
+        model, diffusion,
+        {.batch_size = 64, .steps = 30, .timesteps = sampling, .timestep_group = 16});
+    std::vector<int> firsts;
+    for (int i = 0; i < 30; ++i) {
+      const float w = model.weight[0];
+      const ddpm::train::StepStats stats = trainer.step(ToyData{});
+      CHECK(model.encoded_step == static_cast<std::uint32_t>(i));
+      Batch<float> expected;
+      ToyData{}(i, 64, expected);
+      CHECK(model.clean == expected);
+      CHECK(stats.loss == doctest::Approx(trainer.last_loss().mean + Encoding::a * w * w));
+      for (std::size_t row = 0; row < model.seen.size(); ++row) {
+        CHECK(model.seen[row] == model.seen[row - row % 16]);  // one timestep per group
+      }
+      for (std::size_t g = 0; g < 4; ++g) firsts.push_back(model.seen[16 * g]);
+    }
+    std::sort(firsts.begin(), firsts.end());
+    firsts.erase(std::unique(firsts.begin(), firsts.end()), firsts.end());
+    CHECK(firsts.size() > 30);  // 120 group draws over 100 timesteps: groups differ
+  }
+  Encoding model;
+  const auto make = [&] {
+    return ddpm::train::Trainer<float, Encoding>(model, diffusion,
+                                                 {.batch_size = 64, .timestep_group = 5});
+  };
+  CHECK_THROWS_WITH_AS(make(), doctest::Contains("timestep_group = 5"), std::invalid_argument);
+}

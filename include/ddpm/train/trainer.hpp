@@ -75,6 +75,9 @@ struct TrainerOptions {
   /// learns the conditional and the unconditional denoiser (classifier-free guidance, Ho &
   /// Salimans 2022). Drawn from (seed, stream::labels, row, step).
   double label_dropout = 0.0;
+  /// Consecutive rows that share one timestep draw (and its weight): a point cloud's points are
+  /// noised to one level (Luo & Hu). batch_size must be a multiple of it.
+  Index timestep_group = 1;
   std::uint64_t seed = 0;  ///< noise, timestep and label-dropout draws
 };
 
@@ -120,6 +123,10 @@ class Trainer {
                           options.ema_decay, "[0, 1) (0 disables the EMA)");
     ddpm::detail::require(options.label_dropout >= 0.0 && options.label_dropout <= 1.0,
                           "label_dropout", options.label_dropout, "[0, 1]");
+    ddpm::detail::require(
+        options.timestep_group >= 1 && options.batch_size % options.timestep_group == 0,
+        "timestep_group", options.timestep_group,
+        "a divisor of batch_size = " + std::to_string(options.batch_size));
     if (options.ema_decay > 0.0)
       ema_.emplace(blocks(),
                    optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
@@ -133,6 +140,12 @@ class Trainer {
     steps_.resize(n);
     t_.resize(n);
     weights_.resize(n);
+    if (options.timestep_group > 1) {
+      const auto groups = static_cast<std::size_t>(options.batch_size / options.timestep_group);
+      group_steps_.resize(groups);
+      group_weights_.resize(groups);
+      group_losses_.resize(groups);
+    }
   }
 
   /// One optimizer step on the batch data(step_count(), batch_size, ...). Throws NonFiniteError
@@ -162,16 +175,13 @@ class Trainer {
                                 std::to_string(options_.batch_size) + " rows (the batch size)");
     // Draw step indices of the (possibly respaced) schedule; the model and the loss take the
     // original timesteps they stand for.
-    std::visit(
-        [&](auto& s) {
-          s.sample(rng_, counter, 0, std::span<int>(steps_), std::span<Real>(weights_));
-        },
-        timestep_sampler_);
+    draw_timesteps(counter);
     const NoiseSchedule& schedule = diffusion_.schedule();
     for (std::size_t i = 0; i < t_.size(); ++i) t_[i] = schedule.timestep(steps_[i]);
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
+    if constexpr (EncodingDenoiser<Model, Real>) model_->encode_clean(x0_, rng_, counter);
     // A model with dropout draws its masks from the run's seed and the step, so a resumed run is
     // exact.
     if constexpr (requires(Model & m) { m.set_dropout_source(rng_, counter); }) {
@@ -183,9 +193,11 @@ class Trainer {
       model_->predict(x_t_, std::span<const int>(t_), out_);
     }
     diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_, weights_);
-    if (!std::isfinite(static_cast<double>(loss_.mean))) {
+    double loss = static_cast<double>(loss_.mean);
+    if constexpr (EncodingDenoiser<Model, Real>) loss += model_->auxiliary_loss();
+    if (!std::isfinite(loss)) {
       throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
-                           ": the loss is " + ddpm::detail::to_text(loss_.mean) +
+                           ": the loss is " + ddpm::detail::to_text(loss) +
                            " (try a lower learning rate or gradient clipping)");
     }
     model_->zero_grad();
@@ -198,17 +210,13 @@ class Trainer {
                            ": the gradient norm is " + ddpm::detail::to_text(norm) +
                            " (try a lower learning rate or gradient clipping)");
     }
-    std::visit(
-        [&](auto& s) {
-          s.template update<Real>(steps_, std::span<const Real>(loss_.vlb.data(), t_.size()));
-        },
-        timestep_sampler_);
+    update_timestep_sampler();
     const double lr = lr_schedule_(step);
     adam_.set_learning_rate(lr);
     adam_.step(blocks());
     if (ema_) ema_->update(blocks());
     ++step_;
-    return {step_, static_cast<double>(loss_.mean), norm, lr};
+    return {step_, loss, norm, lr};
   }
 
   [[nodiscard]] std::int64_t step_count() const noexcept { return step_; }
@@ -255,6 +263,7 @@ class Trainer {
     c.set("train.ema", detail::exact_number(options_.ema_decay));
     c.set("train.timesteps", std::string(ddpm::to_string(options_.timesteps)));
     c.set("train.label_dropout", detail::exact_number(options_.label_dropout));
+    c.set("train.timestep_group", std::to_string(options_.timestep_group));
     for (const ParameterBlock<Real>& block : blocks()) {
       c.put<Real>("model." + block.name, std::span<const Real>(block.value));
     }
@@ -407,6 +416,44 @@ class Trainer {
     return value;
   }
 
+  // One timestep (step index of the schedule) and weight per row, drawn per group of rows.
+  void draw_timesteps(std::uint32_t counter) {
+    const bool grouped = options_.timestep_group > 1;
+    std::visit(
+        [&](auto& s) {
+          s.sample(rng_, counter, 0, std::span<int>(grouped ? group_steps_ : steps_),
+                   std::span<Real>(grouped ? group_weights_ : weights_));
+        },
+        timestep_sampler_);
+    if (!grouped) return;
+    const auto group = static_cast<std::size_t>(options_.timestep_group);
+    for (std::size_t i = 0; i < steps_.size(); ++i) {
+      steps_[i] = group_steps_[i / group];
+      weights_[i] = group_weights_[i / group];
+    }
+  }
+
+  // Feeds the step's per-row bound terms to the importance sampler; a group of rows sharing a
+  // timestep counts once, with its mean.
+  void update_timestep_sampler() {
+    const std::span<const Real> vlb(loss_.vlb.data(), t_.size());
+    if (options_.timestep_group == 1) {
+      std::visit([&](auto& s) { s.template update<Real>(steps_, vlb); }, timestep_sampler_);
+      return;
+    }
+    const auto group = static_cast<std::size_t>(options_.timestep_group);
+    for (std::size_t g = 0; g < group_steps_.size(); ++g) {
+      Real sum = 0;
+      for (const Real v : vlb.subspan(g * group, group)) sum += v;
+      group_losses_[g] = sum / static_cast<Real>(group);
+    }
+    std::visit(
+        [&](auto& s) {
+          s.template update<Real>(group_steps_, std::span<const Real>(group_losses_));
+        },
+        timestep_sampler_);
+  }
+
   // Replaces labels by kNoLabel with probability options_.label_dropout.
   void drop_labels(std::uint32_t counter) {
     if (options_.label_dropout <= 0.0) return;
@@ -447,6 +494,8 @@ class Trainer {
   std::int64_t step_ = 0;
   // Workspaces reused every step: step indices of the schedule and their original timesteps.
   std::vector<int> steps_, t_;
+  std::vector<int> group_steps_;  // with timestep_group > 1: one draw per group
+  std::vector<Real> group_weights_, group_losses_;
   std::vector<int> labels_;
   std::vector<Real> weights_;
   Batch<Real> x0_, noise_, x_t_, out_, grad_;
