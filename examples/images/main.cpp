@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -76,6 +77,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
       ddpm::Index{diffusion.num_timesteps()} * ((args.n + args.chunk - 1) / args.chunk),
       args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
+  ddpm::Index images_done = 0;
   const ddpm::Batch<Real> samples = ddpm::sample_labeled<Real>(
       {.kind = args.sampler,
        .eta = args.eta,
@@ -84,20 +86,27 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
        .chunk = args.chunk},
       diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run),
       ddpm::CounterRng(seed), [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
-        progress.update(++done);
+        if (p.done == p.total) images_done = std::min<ddpm::Index>(args.n, first + args.chunk);
+        progress.update(
+            ++done, std::to_string(images_done) + "/" + std::to_string(args.n) + " images done");
         if (trajectory != nullptr && first == 0) (*trajectory)(p);
       });
   progress.finish();
   return samples;
 }
 
-// samples.png (a grid) and trajectory.png (the first 8 images at 10 points of the reverse process,
-// from noise to image) in `out`; returns the samples.
+// Columns of a near-square grid of n images.
+int grid_columns(ddpm::Index n) {
+  return static_cast<int>(std::ceil(std::sqrt(static_cast<double>(std::max<ddpm::Index>(n, 1)))));
+}
+
+// samples.png (a near-square grid) and trajectory.png (the first 8 images at 10 points of the
+// reverse process, from noise to image) in `out`; returns the samples.
 ddpm::Batch<Real> sample_pictures(Model& model, const Run& run, const SampleArgs& args,
                                   std::uint64_t seed, const fs::path& out) {
   ddpm::viz::TrajectoryRecorder<Real> trajectory(std::min(args.n, 8), image_dim(run), 10);
   const ddpm::Batch<Real> samples = draw_samples(model, run, args, seed, &trajectory);
-  write_grid(out / "samples.png", samples, run, 8);
+  write_grid(out / "samples.png", samples, run, grid_columns(samples.rows()));
   write_grid(out / "trajectory.png", trajectory.frames(), run, trajectory.frame_count());
   return samples;
 }
@@ -244,8 +253,8 @@ int eval(const EvalArgs& args, const Common& common) {
                  "classifier-feature Frechet distance %.2f (real-vs-real floor "
                  "%.2f, n=%lld)\n",
                  fd.samples_vs_real, fd.real_vs_real_floor, static_cast<long long>(fd.n));
-    write_grid(out / "eval_samples.png", samples.topRows(std::min<ddpm::Index>(64, samples.rows())),
-               run, 8);
+    const ddpm::Index shown = std::min<ddpm::Index>(64, samples.rows());
+    write_grid(out / "eval_samples.png", samples.topRows(shown), run, grid_columns(shown));
   }
   ddpm::io::write_file_atomically(out / "metrics.json", json.text());
   std::cout << json.text();
