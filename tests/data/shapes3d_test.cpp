@@ -306,11 +306,17 @@ TEST_CASE("box, cylinder and cone points fall on each piece in proportion to its
     const Batch<double> local =
         unposed(sample_surface(cylinder, kUniformityPoints, 6, 1), cylinder);
     const double r = cylinder.size[0], hh = cylinder.size[1];
-    Index caps = 0;
+    Index caps = 0, inner = 0;
     for (Index i = 0; i < kUniformityPoints; ++i) {
-      caps += std::abs(std::abs(local(i, 1)) - hh) < kOnSurface ? 1 : 0;
+      if (std::abs(std::abs(local(i, 1)) - hh) < kOnSurface) {
+        ++caps;
+        inner += std::hypot(local(i, 0), local(i, 2)) < r / 2 ? 1 : 0;
+      }
     }
-    check_share(caps, 2 * r * r / (2 * r * r + 4 * r * hh), "cylinder caps");
+    const double cap_share = 2 * r * r / (2 * r * r + 4 * r * hh);
+    check_share(caps, cap_share, "cylinder caps");
+    // Within the caps, the disk of half the radius holds a quarter of the area.
+    check_share(inner, cap_share / 4, "cylinder caps within half the radius");
   }
   SUBCASE("cone base, and the side's points nearer the apex than half way") {
     const Shape cone = ddpm::data::random_shape(ShapeFamily::cone, 6, 2);
