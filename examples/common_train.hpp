@@ -24,21 +24,26 @@
 
 namespace ddpm_examples {
 
-/// --schedule, --T, --output, --variance, --loss into a DiffusionConfig (choices from the tables).
-inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d) {
+/// --schedule and --T into a ScheduleConfig.
+inline void add_schedule_options(CLI::App& app, ddpm::train::ScheduleConfig& schedule) {
   std::vector<std::string> schedules = ddpm::enum_names<ddpm::train::ScheduleKind>();
   std::erase(schedules, "custom");  // custom betas come from the library API, not a flag
   app.add_option_function<std::string>(
          "--schedule",
-         [&d](const std::string& text) {
-           d.schedule.kind = ddpm::parse_enum<ddpm::train::ScheduleKind>(text);
+         [&schedule](const std::string& text) {
+           schedule.kind = ddpm::parse_enum<ddpm::train::ScheduleKind>(text);
          },
          "noise schedule: linear or cosine")
       ->check(CLI::IsMember(schedules))
-      ->default_str(std::string(ddpm::to_string(d.schedule.kind)));
-  app.add_option("--T", d.schedule.num_timesteps, "diffusion steps")
+      ->default_str(std::string(ddpm::to_string(schedule.kind)));
+  app.add_option("--T", schedule.num_timesteps, "diffusion steps")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+}
+
+/// --schedule, --T, --output, --variance, --loss into a DiffusionConfig (choices from the tables).
+inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d) {
+  add_schedule_options(app, d.schedule);
   add_choice(app, "--output", d.options.output, "what the network predicts");
   add_choice(app, "--variance", d.options.variance, "the reverse-process variance");
   add_choice(app, "--loss", d.options.loss, "training loss (hybrid/kl need a learned variance)");
@@ -256,6 +261,48 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eta", args.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
+/// The labels and guidance of sampling a class-conditional model or with a noisy classifier (the
+/// `label` and weights of ddpm::sample_labels and ddpm::LabeledSampling).
+struct GuidanceArgs {
+  int label = ddpm::kClassesInTurn;  ///< or a class, or -1 (ddpm::kNoLabel): none
+  double guidance = 0.0;             ///< classifier-free guidance weight w
+  std::string classifier;            ///< a train-classifier checkpoint: classifier guidance
+  double classifier_scale = 0.0;     ///< classifier guidance scale s
+};
+
+/// --label, --guidance, --classifier (help: `classifier_help`) and --classifier-scale.
+inline void add_guidance_options(CLI::App& app, GuidanceArgs& args,
+                                 const std::string& classifier_help) {
+  app.add_option("--label", args.label,
+                 "class of every sample (-1: none; default: the classes in turn for a "
+                 "class-conditional model)");
+  app.add_option("--guidance", args.guidance,
+                 "classifier-free guidance weight w: (1 + w) eps(x, y) - w eps(x), any finite w "
+                 "(0: conditional, -1: unconditional; eps_u + s (eps_c - eps_u) with s = 1 + w)");
+  app.add_option("--classifier", args.classifier, classifier_help);
+  app.add_option("--classifier-scale", args.classifier_scale, "classifier guidance scale s")
+      ->check(CLI::NonNegativeNumber);
+}
+
+/// --steps, --batch, --lr and --clean-fraction of a train-classifier command, into the fields
+/// steps, batch_size, learning_rate and clean_fraction of `options` (train::ClassifierRunOptions
+/// or train::PointClassifierRunOptions).
+template <class Options>
+void add_classifier_train_options(CLI::App& app, Options& options) {
+  app.add_option("--steps", options.steps, "Adam steps")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  app.add_option("--batch", options.batch_size, "batch size")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--lr", options.learning_rate, "Adam learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--clean-fraction", options.clean_fraction, "fraction of training inputs at t = 0")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
 }
 

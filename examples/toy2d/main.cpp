@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // ddpm-toy2d: train a DDPM on a 2D toy distribution (or your own 2-D points),
-// sample from it, and measure how good the samples are. The project's main
-// demo; see README.md for the options.
+// unconditional or conditioned on the class (8gaussians' component, the moon,
+// the circle), sample from it with classifier-free or classifier guidance, and
+// measure how good the samples are. The project's main demo; see README.md and
+// docs/toy2d_conditional.md for the options.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <array>
@@ -9,6 +11,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,8 +26,11 @@
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/npy.hpp"
 #include "ddpm/io/plot.hpp"
+#include "ddpm/io/png.hpp"
 #include "ddpm/io/progress.hpp"
+#include "ddpm/mixture_denoiser.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/train/noisy_classifier.hpp"
 #include "ddpm/viz/strips.hpp"
 
 namespace {
@@ -32,8 +39,13 @@ namespace fs = std::filesystem;
 using Real = float;
 using Model = ddpm::nn::Mlp<Real>;
 using Run = ddpm::train::MlpRun;
+using Exact = ddpm::GaussianMixtureDenoiser<Real>;
+using PointClassifier = ddpm::train::PointClassifier<Real>;
 
-using SampleArgs = ddpm_examples::SampleArgs;
+struct SampleArgs : ddpm_examples::SampleArgs, ddpm_examples::GuidanceArgs {
+  bool exact = false;  // the exact denoiser of the 8gaussians mixture instead of the network
+  std::vector<double> guidance_sweep;  // sample: a strip of the same labels at these weights w
+};
 
 // The run's data in the user's units: a built-in distribution, or the points of train --data (with
 // the standardization and picture frame the checkpoint records).
@@ -86,6 +98,8 @@ struct Points {
   [[nodiscard]] ddpm::data::ToyDataset toy() const {
     return ddpm::parse_enum<ddpm::data::ToyDataset>(config.name);
   }
+  // Classes of the data (0: none, or a file).
+  [[nodiscard]] int classes() const { return from_file() ? 0 : ddpm::data::toy_classes(toy()); }
   // n points: fresh samples of the distribution, or min(n, N) rows of the file in an order fixed by
   // `seed`.
   [[nodiscard]] ddpm::Batch<double> draw(ddpm::Index n, std::uint64_t seed) const {
@@ -95,21 +109,144 @@ struct Points {
   }
 };
 
-// Samples n points with the model's weights as they are, in the user's units; writes a
-// reverse-process strip.
-ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const Points& points,
-                               const SampleArgs& args, std::uint64_t seed,
-                               const fs::path& strip_path) {
+// The exact classifier of the 8gaussians mixture (--classifier exact): grad_x log p(k | x_t) =
+// (eps(x_t) - eps(x_t | k)) / sqrt(1 - ab_t), the difference of the exact denoiser's
+// unconditional and conditional scores (Bayes' rule), so guidance by it is the ideal one.
+class ExactClassifier {
+ public:
+  ExactClassifier(const ddpm::GaussianMixture& mixture, const ddpm::NoiseSchedule& schedule)
+      : eps_(mixture, schedule, ddpm::ModelOutput::epsilon),
+        sigma_(static_cast<std::size_t>(schedule.original_size()), 0.0) {
+    for (int i = 0; i < schedule.size(); ++i) {
+      sigma_[static_cast<std::size_t>(schedule.timestep(i))] =
+          schedule.sqrt_one_minus_alphas_cumprod()[static_cast<std::size_t>(i)];
+    }
+  }
+  void log_prob_gradient(const ddpm::Batch<Real>& x_t, std::span<const int> t,
+                         std::span<const int> labels, ddpm::Batch<Real>& grad) {
+    eps_.predict(x_t, t, labels, conditional_);  // checks the labels and timesteps
+    eps_.predict(x_t, t, unconditional_);
+    grad = unconditional_ - conditional_;
+    for (ddpm::Index i = 0; i < grad.rows(); ++i) {
+      grad.row(i) /=
+          static_cast<Real>(sigma_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])]);
+    }
+  }
+
+ private:
+  Exact eps_;
+  std::vector<double> sigma_;  // sqrt(1 - ab) by original timestep
+  ddpm::Batch<Real> conditional_, unconditional_;
+};
+
+// What draws the samples: the network, or with --exact the exact denoiser of the 8gaussians
+// mixture (for any 8gaussians checkpoint: only its diffusion is used); and the classifier of
+// classifier guidance: none, one from train-classifier, or with --classifier exact the mixture's.
+struct Sampler {
+  Model* model = nullptr;
+  std::optional<Exact> exact;
+  std::optional<PointClassifier> classifier;
+  std::optional<ExactClassifier> exact_classifier;
+  int classes = 0;             // classes the denoiser takes (0: unconditional)
+  int classifier_classes = 0;  // 0: no classifier guidance
+
+  // f(denoiser, classifier or a null PointClassifier*).
+  template <class F>
+  ddpm::Batch<Real> visit(F&& f) {
+    const auto with = [&](auto& denoiser) {
+      if (classifier) return f(denoiser, &*classifier);
+      if (exact_classifier) return f(denoiser, &*exact_classifier);
+      return f(denoiser, static_cast<PointClassifier*>(nullptr));
+    };
+    return exact ? with(*exact) : with(*model);
+  }
+};
+
+// The exact mixture of the run's data; `option` (--exact or --classifier) needs one.
+ddpm::GaussianMixture exact_mixture(const Run& run, const std::string& option) {
+  std::optional<ddpm::GaussianMixture> mixture;
+  if (!run.data.from_file()) {
+    mixture = ddpm::data::toy_mixture(ddpm::parse_enum<ddpm::data::ToyDataset>(run.data.name));
+  }
+  ddpm::detail::require(mixture.has_value(), option, run.data.name,
+                        "a model of 8gaussians (the data set with an exact mixture form)");
+  return *mixture;
+}
+
+Sampler make_sampler(Model& model, const Run& run, const SampleArgs& args) {
+  Sampler s;
+  s.model = &model;
+  s.classes = run.model.num_classes;
+  if (args.exact) {
+    ddpm::detail::require(!run.diffusion.learned_variance(), "--exact", "a learned variance",
+                          "a model with a fixed variance (the exact denoiser predicts none)");
+    s.exact.emplace(exact_mixture(run, "--exact"), run.diffusion.schedule.make(),
+                    run.diffusion.options.output);
+    s.classes = static_cast<int>(s.exact->mixture().components());
+  }
+  if (args.classifier == "exact") {
+    const ddpm::GaussianMixture mixture = exact_mixture(run, "--classifier exact");
+    s.classifier_classes = static_cast<int>(mixture.components());
+    s.exact_classifier.emplace(mixture, run.diffusion.schedule.make());
+  } else if (!args.classifier.empty()) {
+    ddpm::train::SavedPointClassifier<Real> saved =
+        ddpm::train::load_point_classifier<Real>(args.classifier);
+    const ddpm::train::ScheduleConfig& mine = run.diffusion.schedule;
+    if (saved.schedule.base().betas() != mine.base().betas()) {
+      throw ddpm::FormatError("ddpm: classifier '" + args.classifier + "' learned the noise of a " +
+                              std::string(ddpm::to_string(saved.schedule.kind)) +
+                              " schedule of T = " + std::to_string(saved.schedule.num_timesteps) +
+                              ", the model's is " + std::string(ddpm::to_string(mine.kind)) +
+                              " of T = " + std::to_string(mine.num_timesteps) +
+                              ": train it with the model's --schedule and --T");
+    }
+    if (saved.data != run.data.name) {
+      throw ddpm::FormatError("ddpm: classifier '" + args.classifier + "' classifies " +
+                              saved.data + ", the model was trained on " + run.data.name);
+    }
+    s.classifier_classes = saved.classifier.num_classes();
+    s.classifier.emplace(std::move(saved.classifier));
+  }
+  return s;
+}
+
+// One label per sample as --label asks (ddpm::sample_labels): with a classifier its classes name
+// the labels, also for an unconditional model (which never sees them).
+std::vector<int> labels_for(const Sampler& s, const SampleArgs& args, ddpm::Index n) {
+  if (s.classifier_classes == 0) {
+    return ddpm::sample_labels(n, args.label, s.classes, args.guidance, false, "--");
+  }
+  ddpm::detail::require(args.guidance == 0.0, "--guidance", args.guidance,
+                        "0 with --classifier (one kind of guidance at a time)");
+  ddpm::detail::require(args.label != ddpm::kClassesInTurn, "--label", "(none)",
+                        "a class for classifier guidance");
+  ddpm::detail::require(s.classes == 0 || s.classes == s.classifier_classes, "--classifier",
+                        args.classifier, "a classifier of the model's classes");
+  return ddpm::sample_labels(n, args.label, s.classifier_classes, 0.0, true, "--");
+}
+
+// Draws one sample per label with the sampler and guidance of args, in the user's units; writes a
+// reverse-process strip when strip_path is not empty.
+ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
+                               const SampleArgs& args, std::span<const int> labels,
+                               std::uint64_t seed, const fs::path& strip_path) {
   const ddpm::GaussianDiffusion<Real> diffusion =
       run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
   ddpm::viz::ReverseStripRecorder<Real> strip(diffusion.schedule(), points.frame());
   ddpm::io::ProgressBar progress(diffusion.num_timesteps(), args.sampler_name() + " sampling");
-  const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
-    progress.update(p.done);
-    strip(p);
-  };
-  const ddpm::Batch<Real> samples = ddpm::sample(args.sampler, diffusion, args.eta, model, args.n,
-                                                 2, ddpm::CounterRng(seed), 0, on_step);
+  const ddpm::LabeledSampling options{.kind = args.sampler,
+                                      .eta = args.eta,
+                                      .guidance = args.guidance,
+                                      .classifier_scale = args.classifier_scale,
+                                      .chunk = static_cast<ddpm::Index>(labels.size())};
+  const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {
+    return ddpm::sample_labeled<Real>(options, diffusion, denoiser, classifier, labels, 2,
+                                      ddpm::CounterRng(seed),
+                                      [&](ddpm::Index, const ddpm::SamplerProgress<Real>& p) {
+                                        progress.update(p.done);
+                                        strip(p);
+                                      });
+  });
   progress.finish();
   if (!strip_path.empty()) {
     std::vector<ddpm::io::Panel> panels = strip.panels();
@@ -119,13 +256,72 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const Points& point
   return points.units().to_data(samples);
 }
 
-// Writes samples.csv, samples.npy (float32, n x 2), samples.png and compare.png (data beside
-// samples; without the data file only the samples).
-void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples, const Points& points,
-                   const std::string& title, std::uint64_t seed) {
-  ddpm::io::write_csv(out / "samples.csv", samples, {"x", "y"});
+// Colors of classes 0..7 in the pictures (more classes reuse them).
+constexpr std::array<ddpm::io::Rgb, 8> kClassColors{{{31, 119, 180},
+                                                     {255, 127, 14},
+                                                     {44, 160, 44},
+                                                     {214, 39, 40},
+                                                     {148, 103, 189},
+                                                     {140, 86, 75},
+                                                     {227, 119, 194},
+                                                     {23, 190, 207}}};
+
+// The panels as render_panels draws them, each point colored by its class labels[p][i] (kNoLabel:
+// the usual ink).
+ddpm::io::Image class_panels(const std::vector<ddpm::io::Panel>& panels,
+                             const std::vector<std::vector<int>>& labels, int columns) {
+  const ddpm::io::PlotStyle style;
+  std::vector<ddpm::io::Panel> frames = panels;
+  for (ddpm::io::Panel& frame : frames) frame.points.resize(0, 2);
+  const ddpm::io::PanelLayout layout = ddpm::io::panel_layout(frames, columns, style);
+  ddpm::io::Canvas canvas(layout.width(), layout.height());
+  canvas.draw_image(ddpm::io::render_panels(frames, columns, style), 0, 0);
+  for (std::size_t p = 0; p < panels.size(); ++p) {
+    const std::array<int, 2> origin = layout.plot_origin(static_cast<ddpm::Index>(p));
+    const ddpm::Batch<double>& x = panels[p].points;
+    for (ddpm::Index i = 0; i < x.rows(); ++i) {
+      if (!panels[p].frame.contains(x(i, 0), x(i, 1))) continue;
+      const int label = labels[p][static_cast<std::size_t>(i)];
+      const ddpm::io::Rgb color =
+          label < 0 ? ddpm::io::colors::ink : kClassColors[static_cast<std::size_t>(label) % 8];
+      const std::array<double, 2> u = panels[p].frame.to_pixel(x(i, 0), x(i, 1), layout.plot_size);
+      canvas.disk(origin[0] + u[0], origin[1] + u[1], style.dot_radius, color, style.dot_alpha);
+    }
+  }
+  return std::move(canvas).image();
+}
+
+// "ddpm samples", with the class and guidance when there are.
+std::string describe(const SampleArgs& args) {
+  std::string text = args.sampler_name() + (args.exact ? " exact" : "") + " samples";
+  if (args.label >= 0) text += ", class " + std::to_string(args.label);
+  if (args.guidance != 0.0) text += ", w=" + ddpm::detail::to_text(args.guidance);
+  if (!args.classifier.empty()) text += ", s=" + ddpm::detail::to_text(args.classifier_scale);
+  return text;
+}
+
+// Writes samples.csv (with a label column when labeled), samples.npy (float32, n x 2),
+// samples.png (colored by class when labeled) and compare.png (data beside samples; without the
+// data file only the samples).
+void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples,
+                   const std::vector<int>& labels, const Points& points, const std::string& title,
+                   std::uint64_t seed) {
+  const bool labeled = std::any_of(labels.begin(), labels.end(), [](int y) { return y >= 0; });
+  if (labeled) {
+    ddpm::Batch<Real> rows(samples.rows(), 3);
+    rows.leftCols(2) = samples;
+    for (ddpm::Index i = 0; i < samples.rows(); ++i) {
+      rows(i, 2) = static_cast<Real>(labels[static_cast<std::size_t>(i)]);
+    }
+    ddpm::io::write_csv(out / "samples.csv", rows, {"x", "y", "label"});
+    ddpm::io::write_png(
+        out / "samples.png",
+        class_panels({ddpm::io::make_panel(samples, title, "", points.frame())}, {labels}, 1));
+  } else {
+    ddpm::io::write_csv(out / "samples.csv", samples, {"x", "y"});
+    ddpm::io::scatter_png(out / "samples.png", samples, title, points.frame());
+  }
   ddpm::io::write_npy(out / "samples.npy", samples);
-  ddpm::io::scatter_png(out / "samples.png", samples, title, points.frame());
   std::vector<ddpm::io::Panel> panels;
   if (!points.from_file() || points.rows.rows() > 0) {
     panels.push_back(ddpm::io::make_panel(points.draw(samples.rows(), seed + 1000003), "data", "",
@@ -135,17 +331,32 @@ void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples, const 
   ddpm::io::write_png(out / "compare.png", ddpm::io::render_panels(panels, 2));
 }
 
+// train --conditional and --label-dropout.
+struct ConditionalArgs {
+  bool conditional = false;
+  double label_dropout = 0.1;
+};
+
 int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs& args,
-          const SampleArgs& sample_args, const ddpm_examples::CommonOptions& common) {
+          const ConditionalArgs& conditional, const SampleArgs& sample_args,
+          const ddpm_examples::CommonOptions& common) {
   const fs::path out(common.out);
   fs::create_directories(out);
   const Points points = data_file.empty() ? Points{run.data, {}} : Points::from_file(data_file);
   run.data = points.config;
   run.model.output_dim = run.diffusion.learned_variance() ? 4 : 2;
+  if (conditional.conditional) {
+    ddpm::detail::require(!points.from_file(), "--conditional with --data", data_file,
+                          "a built-in --dataset with classes (a points file has no labels)");
+    ddpm::data::require_labeled(points.toy(), "--conditional with --dataset");
+    run.model.num_classes = points.classes();
+  }
   Model model(run.model);
   if (!args.init_from.empty()) ddpm_examples::init_from(args.init_from, run, model);
-  ddpm::train::Trainer<Real, Model> trainer(model, run.diffusion.make<Real>(),
-                                            ddpm_examples::trainer_options(args, common.seed));
+  ddpm::train::Trainer<Real, Model> trainer(
+      model, run.diffusion.make<Real>(),
+      ddpm_examples::trainer_options(args, common.seed,
+                                     conditional.conditional ? conditional.label_dropout : 0.0));
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
   const std::uint64_t seed = trainer.seed();  // a resumed run continues its own data stream
   const std::string label =
@@ -156,6 +367,14 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
     if (points.from_file()) {
       ddpm_examples::run_training(trainer, ddpm::data::ResampledRows<Real>{&standardized, seed + 1},
                                   args, run, out, 50, true, label);
+    } else if (conditional.conditional) {
+      // The unconditional run's points (same seed and indices), with their classes.
+      ddpm_examples::run_training(
+          trainer,
+          [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x, std::vector<int>& y) {
+            x = ddpm::data::sample_toy2d_labeled<Real>(toy, n, seed + 1, y, step * n);
+          },
+          args, run, out, 50, true, label);
     } else {
       ddpm_examples::run_training(
           trainer,
@@ -178,9 +397,11 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
   ddpm::io::write_png(out / "forward.png", ddpm::io::render_strip(forward));
 
   const auto ema = trainer.ema_weights();  // sample with the averaged weights
+  Sampler sampler = make_sampler(model, run, sample_args);
+  const std::vector<int> labels = labels_for(sampler, sample_args, sample_args.n);
   const ddpm::Batch<Real> samples =
-      draw_samples(model, run, points, sample_args, common.seed + 2, out / "reverse.png");
-  write_samples(out, samples, points, sample_args.sampler_name() + " samples", common.seed);
+      draw_samples(sampler, run, points, sample_args, labels, common.seed + 2, out / "reverse.png");
+  write_samples(out, samples, labels, points, describe(sample_args), common.seed);
   const ddpm::Index shown = std::min<ddpm::Index>(2000, samples.rows());
   const double mmd = ddpm::eval::mmd2_rbf(samples.topRows(shown).cast<double>(),
                                           points.draw(2000, common.seed + 99));
@@ -196,33 +417,118 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
   return 0;
 }
 
-int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
-  auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
-  Points points{run.data, {}};
-  try {  // sampling needs only the checkpoint; the data file only adds
-         // compare.png's data
-    points = Points::open(run.data);
+// The checkpoint's data (its file read again when there is one; without it only compare.png's
+// data are missing).
+Points open_points(const Run& run) {
+  try {
+    return Points::open(run.data);
   } catch (const ddpm::FormatError& e) {
     std::cerr << "ddpm-toy2d: note: compare.png shows no data: " << e.what() << "\n";
+    return Points{run.data, {}};
+  }
+}
+
+int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
+  auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
+  const Points points = open_points(run);
+  Sampler sampler = make_sampler(model, run, args);
+  const std::vector<int> labels = labels_for(sampler, args, args.n);
+  // Checked before the first sampling: each weight as --guidance would be.
+  for (const double w : args.guidance_sweep) {
+    SampleArgs one = args;
+    one.guidance = w;
+    (void)labels_for(sampler, one, 1);
   }
   const fs::path out(common.out);
   fs::create_directories(out);
   const ddpm::Batch<Real> samples =
-      draw_samples(model, run, points, args, common.seed + 2, out / "reverse.png");
-  write_samples(out, samples, points, args.sampler_name() + " samples", common.seed);
-  std::printf(
-      "wrote samples.csv, samples.npy, samples.png, compare.png, "
-      "reverse.png in %s\n",
-      out.string().c_str());
+      draw_samples(sampler, run, points, args, labels, common.seed + 2, out / "reverse.png");
+  write_samples(out, samples, labels, points, describe(args), common.seed);
+  std::string written = "samples.csv, samples.npy, samples.png, compare.png, reverse.png";
+  if (!args.guidance_sweep.empty()) {
+    // The same labels and noise at each weight: guidance.png, one panel per weight.
+    std::vector<ddpm::io::Panel> panels;
+    for (const double w : args.guidance_sweep) {
+      SampleArgs one = args;
+      one.guidance = w;
+      panels.push_back(
+          ddpm::io::make_panel(draw_samples(sampler, run, points, one, labels, common.seed + 2, {}),
+                               "w = " + ddpm::detail::to_text(w), "", points.frame()));
+    }
+    const std::vector<std::vector<int>> colors(panels.size(), labels);
+    ddpm::io::write_png(out / "guidance.png",
+                        class_panels(panels, colors, static_cast<int>(panels.size())));
+    written += ", guidance.png";
+  }
+  std::printf("wrote %s in %s\n", written.c_str(), out.string().c_str());
   return 0;
+}
+
+// eval of a model with classes (or with a classifier): per class, n samples of that class, their
+// MMD^2 to the class's data (and its data-vs-data floor) and, for 8gaussians, the mean exact
+// posterior p(component = class | x) of the samples; classes.png shows them colored.
+ddpm::io::JsonObject eval_classes(Sampler& sampler, const Run& run, const Points& points,
+                                  const SampleArgs& args, std::uint64_t seed, const fs::path& out) {
+  const ddpm::data::ToyDataset toy = points.toy();
+  const std::optional<ddpm::GaussianMixture> mixture = ddpm::data::toy_mixture(toy);
+  std::vector<int> classes;
+  for (int k = 0; k < points.classes(); ++k) {
+    if (args.label < 0 || args.label == k) classes.push_back(k);
+  }
+  ddpm::io::JsonObject per_class;
+  std::vector<double> mmds, shares;
+  ddpm::io::Panel all =
+      ddpm::io::make_panel(ddpm::Batch<double>(0, 2), describe(args), "", points.frame());
+  std::vector<int> all_labels;
+  const ddpm::Index shown = std::min<ddpm::Index>(args.n, 500);
+  for (const int k : classes) {
+    SampleArgs one = args;
+    one.label = k;
+    const std::vector<int> labels = labels_for(sampler, one, args.n);
+    const ddpm::Batch<double> x =
+        draw_samples(sampler, run, points, one, labels, seed + 2, {}).cast<double>();
+    const ddpm::Batch<double> data = ddpm::data::sample_toy2d_class(toy, k, args.n, seed + 424242);
+    const ddpm::Batch<double> twice = ddpm::data::sample_toy2d_class(toy, k, 2 * args.n, seed + 10);
+    ddpm::io::JsonObject c;
+    mmds.push_back(ddpm::eval::mmd2_rbf(x, data));
+    c.add("mmd2", mmds.back())
+        .add("mmd2_floor", ddpm::eval::mmd2_rbf(twice.topRows(args.n), twice.bottomRows(args.n)));
+    std::fprintf(stderr, "class %d: MMD^2 %.2e", k, mmds.back());
+    if (mixture) {
+      shares.push_back(ddpm::data::mixture_posterior(*mixture, x).col(k).mean());
+      c.add("posterior_share", shares.back());
+      std::fprintf(stderr, ", mean p(component %d | x) %.4f", k, shares.back());
+    }
+    std::fprintf(stderr, "\n");
+    per_class.add(std::to_string(k), c);
+    all.points.conservativeResize(all.points.rows() + shown, 2);
+    all.points.bottomRows(shown) = x.topRows(shown);
+    all_labels.insert(all_labels.end(), static_cast<std::size_t>(shown), k);
+  }
+  ddpm::io::write_png(out / "classes.png", class_panels({all}, {all_labels}, 1));
+  const auto mean = [](const std::vector<double>& v) {
+    double sum = 0.0;
+    for (const double x : v) sum += x;
+    return sum / static_cast<double>(v.size());
+  };
+  ddpm::io::JsonObject json;
+  json.add("classes", static_cast<ddpm::Index>(classes.size()))
+      .add("n_per_class", args.n)
+      .add("mean_mmd2", mean(mmds));
+  if (mixture) json.add("mean_posterior_share", mean(shares));
+  json.add("per_class", per_class);
+  return json;
 }
 
 int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int bound_n) {
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
   const Points points = Points::open(run.data);
+  Sampler sampler = make_sampler(model, run, args);
   const fs::path out(common.out);
   fs::create_directories(out);
-  const ddpm::Batch<Real> samples = draw_samples(model, run, points, args, common.seed + 2, {});
+  const std::vector<int> labels = labels_for(sampler, args, args.n);
+  const ddpm::Batch<Real> samples =
+      draw_samples(sampler, run, points, args, labels, common.seed + 2, {});
   // Built-in data: fresh points of the distribution. --data: the file's points are the reference
   // (min(n, N) of them), the floor compares two disjoint halves of the file, and the bound is
   // computed on (training) points of the file.
@@ -249,9 +555,13 @@ int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int
   const ddpm::Batch<Real> held_out =
       points.units().to_model<Real>(points.draw(bound_n, common.seed + 31337));
   ddpm::io::ProgressBar progress(diffusion.num_timesteps(), "variational bound");
+  // Of the unconditional prediction (a conditional model's no-label branch).
+  const auto bound_of = [&](auto& denoiser) {
+    return diffusion.variational_bound(denoiser, held_out, ddpm::CounterRng(common.seed + 5), 0,
+                                       [&](int done, int) { progress.update(done); });
+  };
   const ddpm::VariationalBound<Real> bound =
-      diffusion.variational_bound(model, held_out, ddpm::CounterRng(common.seed + 5), 0,
-                                  [&](int done, int) { progress.update(done); });
+      sampler.exact ? bound_of(*sampler.exact) : bound_of(model);
   progress.finish();
   // Standardization changes densities by the Jacobian: in the user's units the bound (and its
   // decoder term) grows by the mean log standard deviation per dimension.
@@ -273,7 +583,13 @@ int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int
       .add("sample_steps", args.steps(run.diffusion.schedule.num_timesteps))
       .add("eta", args.eta)
       .add("n", args.n)
-      .add("weights", args.raw_weights ? "raw" : "ema")
+      .add("weights", args.exact         ? "exact"
+                      : args.raw_weights ? "raw"
+                                         : "ema")
+      .add("label", args.label)
+      .add("guidance", args.guidance)
+      .add("classifier", args.classifier)
+      .add("classifier_scale", args.classifier_scale)
       .add("mmd2", quality.mmd2)
       .add("energy_distance", quality.energy)
       .add("sliced_w1", quality.sliced_w1)
@@ -286,26 +602,72 @@ int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int
                .add("total", bound.total.cast<double>().mean() + log_jacobian)
                .add("prior_L_T", bound.prior.cast<double>().mean())
                .add("decoder_L_0", bound.terms.col(0).cast<double>().mean() + log_jacobian));
+  if (points.classes() > 0 && (sampler.classes > 0 || sampler.classifier_classes > 0)) {
+    json.add("conditional", eval_classes(sampler, run, points, args, common.seed, out));
+  }
   ddpm::io::write_file_atomically(out / "metrics.json", json.text());
   std::cout << json.text();
   return 0;
 }
 
+// ---- the noisy-point classifier ----------------------------------------------------------------
+
+int train_classifier(ddpm::data::ToyDataset dataset,
+                     const ddpm::train::PointClassifierRunOptions& options,
+                     const ddpm_examples::CommonOptions& common) {
+  ddpm::data::require_labeled(dataset, "--dataset");
+  const int classes = ddpm::data::toy_classes(dataset);
+  std::vector<int> test_labels;
+  const ddpm::Batch<Real> test =
+      ddpm::data::sample_toy2d_labeled<Real>(dataset, 5000, common.seed + 999, test_labels);
+  ddpm::io::ProgressBar progress(options.steps, "train-classifier", std::cerr, {.unit = "step"});
+  auto run = ddpm::train::train_point_classifier_run<Real>(
+      [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x, std::vector<int>& labels) {
+        x = ddpm::data::sample_toy2d_labeled<Real>(dataset, n, common.seed + 1, labels, step * n);
+      },
+      test, test_labels, 2, classes, options,
+      [&](int step, double loss) {
+        char line[64];
+        std::snprintf(line, sizeof line, "loss %.4f", loss);
+        progress.update(step, line);
+      });
+  progress.finish();
+  const fs::path out(common.out);
+  fs::create_directories(out);
+  ddpm::train::save_point_classifier(out / "classifier.ckpt", run.classifier, options.schedule,
+                                     std::string(ddpm::to_string(dataset)));
+  std::printf("wrote %s; accuracy on 5000 fresh points:",
+              (out / "classifier.ckpt").string().c_str());
+  for (const auto& [t, accuracy] : run.accuracy) std::printf("  t=%d %.1f%%", t, 100.0 * accuracy);
+  std::printf("\n");
+  return 0;
+}
+
+// ---- command line -----------------------------------------------------------------------------
+
 void add_toy_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoint) {
   args.n = 5000;
   ddpm_examples::add_sample_options(app, args, with_checkpoint);
-  app.add_option("--n", args.n, "number of samples")
+  app.add_option("--n", args.n, "number of samples (eval: also per class)")
       ->check(CLI::Range(2, 10000000))
       ->capture_default_str();
+  if (!with_checkpoint) return;
+  ddpm_examples::add_guidance_options(
+      app, args,
+      "classifier.ckpt from train-classifier (classifier guidance of the model's unconditional "
+      "prediction), or 'exact': the exact p(component | x_t) of 8gaussians");
+  app.add_flag("--exact", args.exact,
+               "8gaussians: sample with the exact denoiser of the mixture (the ideal model) "
+               "through the same sampler and guidance, instead of the network");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "ddpm-toy2d: train a denoising diffusion model on a 2D toy "
-      "distribution, sample from "
-      "it, and evaluate the samples."};
+      "ddpm-toy2d: train a denoising diffusion model on a 2D toy distribution (optionally "
+      "conditioned on the class), sample from it (with classifier-free or classifier "
+      "guidance), evaluate the samples, and train the noisy classifier of guidance."};
   app.require_subcommand(1);
   ddpm_examples::CommonOptions train_common, sample_common, eval_common;
   train_common.out = sample_common.out = eval_common.out = "out/toy2d";
@@ -335,6 +697,15 @@ int main(int argc, char** argv) {
                    "standardized, and samples come back in your units (see README.md)")
       ->check(CLI::ExistingFile)
       ->excludes(dataset_option);
+  ConditionalArgs conditional;
+  train_cmd->add_flag("--conditional", conditional.conditional,
+                      "condition on the class (8gaussians: the component 0..7; moons, circles: "
+                      "0 outer, 1 inner) for classifier-free guidance at sampling");
+  train_cmd
+      ->add_option("--label-dropout", conditional.label_dropout,
+                   "probability a label is dropped in training (classifier-free guidance)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
   add_toy_sample_options(*train_cmd, train_sampling, false);
   ddpm_examples::add_common_options(*train_cmd, train_common);
@@ -342,17 +713,43 @@ int main(int argc, char** argv) {
   CLI::App* sample_cmd =
       app.add_subcommand("sample", "sample from a trained model; writes samples.csv and pictures");
   add_toy_sample_options(*sample_cmd, sample_args, true);
+  sample_cmd
+      ->add_option("--guidance-sweep", sample_args.guidance_sweep,
+                   "also draw the same labels and noise at each of these weights w into "
+                   "guidance.png, e.g. 0,1,3,10")
+      ->delimiter(',');
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
 
   CLI::App* eval_cmd =
       app.add_subcommand("eval",
                          "measure a trained model: metrics.json (MMD^2, energy distance, "
-                         "sliced W1, their data-vs-data floors, NLL bound) and data.csv");
+                         "sliced W1, their data-vs-data floors, NLL bound; for a conditional "
+                         "model or with --classifier per class: MMD^2 to the class's data and, "
+                         "8gaussians, the exact posterior share of the class) and data.csv");
   add_toy_sample_options(*eval_cmd, eval_args, true);
   eval_cmd->add_option("--bound-n", bound_n, "held-out points for the NLL bound")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
+
+  ddpm_examples::CommonOptions classifier_common;
+  classifier_common.out = "out/toy2d";
+  ddpm::data::ToyDataset classifier_dataset = ddpm::data::ToyDataset::eight_gaussians;
+  ddpm::train::PointClassifierRunOptions classifier_args;
+  ddpm::nn::MlpConfig classifier_net;
+  classifier_net.width = classifier_args.width;
+  classifier_net.depth = classifier_args.depth;
+  classifier_net.embedding_dim = classifier_args.embedding_dim;
+  CLI::App* classifier_cmd = app.add_subcommand(
+      "train-classifier",
+      "train the noisy-point classifier p(class | x_t, t) of classifier guidance (an MLP); "
+      "writes classifier.ckpt");
+  ddpm_examples::add_choice(*classifier_cmd, "--dataset", classifier_dataset,
+                            "labeled toy distribution (8gaussians, moons or circles)");
+  ddpm_examples::add_schedule_options(*classifier_cmd, classifier_args.schedule);
+  ddpm_examples::add_model_options(*classifier_cmd, classifier_net);
+  ddpm_examples::add_classifier_train_options(*classifier_cmd, classifier_args);
+  ddpm_examples::add_common_options(*classifier_cmd, classifier_common);
 
   ddpm_examples::InfoCommand info;
   info.add(app);
@@ -361,13 +758,20 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) {
       run.data.name = std::string(ddpm::to_string(dataset));
-      return train(run, data_file, train_args, train_sampling, train_common);
+      return train(run, data_file, train_args, conditional, train_sampling, train_common);
     }
     if (*sample_cmd) {
       return sample(sample_args, sample_common);
     }
     if (*eval_cmd) {
       return eval(eval_args, eval_common, bound_n);
+    }
+    if (*classifier_cmd) {
+      classifier_args.width = classifier_net.width;
+      classifier_args.depth = classifier_net.depth;
+      classifier_args.embedding_dim = classifier_net.embedding_dim;
+      classifier_args.seed = classifier_common.seed;
+      return train_classifier(classifier_dataset, classifier_args, classifier_common);
     }
     return info.run();
   } catch (const std::exception& e) {
