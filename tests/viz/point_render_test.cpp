@@ -118,9 +118,12 @@ TEST_CASE("nearer points cover farther ones at the same pixel, and are darker") 
   }
   // Alone, the far point shows in its own color.
   CHECK(pixel(ddpm::viz::render_cloud(near_first.bottomRows(1), style), px, py) == far_color);
-  // Depth colors run from near_color (depth +half_extent) to far_color (−half_extent), clamped.
-  CHECK(ddpm::viz::depth_color(style, style.half_extent) == style.near_color);
-  CHECK(ddpm::viz::depth_color(style, -10 * style.half_extent) == style.far_color);
+  // Depth colors run from near_color (depth +depth_extent) to far_color (−depth_extent), clamped.
+  CHECK(ddpm::viz::depth_color(style, style.depth_extent) == style.near_color);
+  CHECK(ddpm::viz::depth_color(style, 10 * style.depth_extent) == style.near_color);
+  CHECK(ddpm::viz::depth_color(style, -10 * style.depth_extent) == style.far_color);
+  const Rgb middle = ddpm::viz::depth_color(style, 0);
+  CHECK(middle.r == (style.near_color.r + style.far_color.r + 1) / 2);
 }
 
 TEST_CASE("grids and strips have the expected size, pictures and titles") {

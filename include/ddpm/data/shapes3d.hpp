@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <numbers>
 #include <span>
 #include <string>
@@ -81,6 +82,9 @@ struct Shape {
   std::array<double, 5> size{1, 0, 0, 0, 0};
   Eigen::Matrix3d rotation = Eigen::Matrix3d::Identity();
 };
+
+/// Points per cloud in Luo & Hu 2021 (and the usual ShapeNet point-cloud benchmarks).
+inline constexpr Index kDefaultCloudPoints = 2048;
 
 /// The largest tilt of a random pose away from upright (see random_shape).
 inline constexpr double kMaxTiltDegrees = 10.0;
@@ -332,8 +336,8 @@ inline void check_shape(const Shape& shape) {
 /// A shape of `family` with random proportions and a random pose, a pure function of (seed, index)
 /// (counter RNG stream::data, sample `index`, step 0). Proportions are uniform in these ranges:
 /// ellipsoid semi-axes 0.5..1.5; torus R = 1, r 0.15..0.5; box half sides 0.25..1; cylinder radius
-/// 0.3..0.8, half height 0.3..1; cone radius 0.3..0.8, height 0.6..2; table half width 0.6..1, half
-/// depth 0.4..0.8, thickness 0.04..0.1, leg side 0.06..0.12, leg length 0.5..0.9; mug radius
+/// 0.3..0.8, half height 0.3..1; cone radius 0.4..0.8, height 0.6..1.5; table half width 0.6..1,
+/// half depth 0.4..0.8, thickness 0.04..0.1, leg side 0.06..0.12, leg length 0.5..0.9; mug radius
 /// 0.3..0.45, height 0.7..1.1, handle radius 0.2..0.3 of the height, tube 0.03..0.06.
 ///
 /// The pose is upright, not uniform on SO(3): a uniform yaw about the vertical (y) axis, then a
@@ -367,8 +371,8 @@ inline void check_shape(const Shape& shape) {
       s[1] = d.uniform(0.3, 1.0);
       break;
     case ShapeFamily::cone:
-      s[0] = d.uniform(0.3, 0.8);
-      s[1] = d.uniform(0.6, 2.0);
+      s[0] = d.uniform(0.4, 0.8);
+      s[1] = d.uniform(0.6, 1.5);
       break;
     case ShapeFamily::table:
       s[0] = d.uniform(0.6, 1.0);

@@ -23,11 +23,14 @@ namespace ddpm::viz {
 
 /// How clouds are drawn. The view and the frame are fixed, not fitted to the data, so pictures of
 /// different clouds, runs and steps compare; the defaults suit normalized clouds
-/// (data::normalize_clouds: mean 0, unit coordinate std), which lie well inside ±3.
+/// (data::normalize_clouds: mean 0, unit coordinate std): every data::ShapeFamily shape fits
+/// inside ±3.5, and most of a cloud's depth lies within ±2.
 struct CloudStyle {
   double azimuth_degrees = 45;    ///< camera angle about the up (y) axis, from +z towards +x
   double elevation_degrees = 30;  ///< camera angle above the horizontal plane
-  double half_extent = 3;   ///< world units from the picture's center to its edges (orthographic)
+  double half_extent = 3.5;       ///< world units from the picture's center to its edges
+  double depth_extent = 2;  ///< depths from +depth_extent (near) to −depth_extent (far) span
+                            ///< the colors
   int size = 256;           ///< side of a cloud's square picture, in pixels
   double dot_radius = 1.3;  ///< of each point's disc, in pixels
   io::Rgb near_color = {20, 45, 140};   ///< points nearest the camera: dark, saturated
@@ -69,6 +72,8 @@ inline void check_style(const CloudStyle& style) {
       "finite angles");
   ddpm::detail::require(std::isfinite(style.half_extent) && style.half_extent > 0,
                         "style.half_extent", style.half_extent, "finite and > 0");
+  ddpm::detail::require(std::isfinite(style.depth_extent) && style.depth_extent > 0,
+                        "style.depth_extent", style.depth_extent, "finite and > 0");
   ddpm::detail::require(style.size >= 16 && style.size <= 4096, "style.size", style.size,
                         "16..4096");
   ddpm::detail::require(style.dot_radius > 0 && style.dot_radius <= 64, "style.dot_radius",
@@ -79,10 +84,10 @@ inline void check_style(const CloudStyle& style) {
                         style.text_scale, "1..8");
 }
 
-/// The color of a point at `depth`: near_color at depth +half_extent (nearest), far_color at
-/// −half_extent, linear between and clamped outside.
+/// The color of a point at `depth`: near_color at depth +depth_extent (nearest), far_color at
+/// −depth_extent, linear between and clamped outside.
 [[nodiscard]] inline io::Rgb depth_color(const CloudStyle& style, double depth) {
-  const double t = std::clamp((style.half_extent - depth) / (2 * style.half_extent), 0.0, 1.0);
+  const double t = std::clamp((style.depth_extent - depth) / (2 * style.depth_extent), 0.0, 1.0);
   const auto mix = [t](std::uint8_t near, std::uint8_t far) {
     return static_cast<std::uint8_t>(std::lround(near + t * (far - near)));
   };
