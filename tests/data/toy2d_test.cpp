@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Tests of the 2D toy distributions: names, argument checks, reproducibility, exact moments.
+// Tests of the 2D toy distributions: names, argument checks, reproducibility, exact moments, the
+// labeled sampler (labels are the draws' components, on the unlabeled sampler's points) and the
+// mixture posterior.
 #include "ddpm/data/toy2d.hpp"
 
 #include <doctest/doctest.h>
@@ -10,6 +12,9 @@
 #include <cstdint>
 #include <numbers>
 #include <string>
+#include <vector>
+
+#include "support.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -294,4 +299,138 @@ TEST_CASE("2spirals moments and range") {
   check_mean(squared_radius(x), e_d2 / 9.0 + 0.02, "E|p|^2");
   // |d| <= 3π + 0.5 ≈ 9.92, so |p_i| <= 3.31 + noise; 0.6 is 6 noise sds.
   CHECK(x.cwiseAbs().maxCoeff() <= (3.0 * pi + 0.5) / 3.0 + 0.6);
+}
+
+// ---- labeled toy data --------------------------------------------------------------------------
+
+TEST_CASE("toy_classes and require_labeled: 8gaussians, moons and circles have classes") {
+  CHECK(ddpm::data::toy_classes(ToyDataset::eight_gaussians) == 8);
+  CHECK(ddpm::data::toy_classes(ToyDataset::moons) == 2);
+  CHECK(ddpm::data::toy_classes(ToyDataset::circles) == 2);
+  std::vector<int> labels;
+  for (const ToyDataset which : {ToyDataset::swissroll, ToyDataset::checkerboard,
+                                 ToyDataset::pinwheel, ToyDataset::two_spirals}) {
+    CHECK(ddpm::data::toy_classes(which) == 0);
+    CHECK_THROWS_WITH_AS(ddpm::data::sample_toy2d_labeled(which, 4, 1, labels),
+                         doctest::Contains("8gaussians (classes 0..7"), InvalidArgument);
+    DDPM_CHECK_INVALID("--dataset", ddpm::data::require_labeled(which, "--dataset"));
+  }
+}
+
+TEST_CASE_TEMPLATE("sample_toy2d_labeled gives sample_toy2d's points, split or whole", Real, float,
+                   double) {
+  for (const ToyDataset which :
+       {ToyDataset::eight_gaussians, ToyDataset::moons, ToyDataset::circles}) {
+    std::vector<int> labels, first, second;
+    const Batch<Real> x = ddpm::data::sample_toy2d_labeled<Real>(which, 300, 17, labels, 5);
+    const Batch<Real> plain = sample_toy2d<Real>(which, 300, 17, 5);
+    CHECK(x == plain);
+    REQUIRE(labels.size() == 300);
+    // Rows 5..304 as two pieces with matching first indices: the same points and labels.
+    const Batch<Real> a = ddpm::data::sample_toy2d_labeled<Real>(which, 100, 17, first, 5);
+    const Batch<Real> b = ddpm::data::sample_toy2d_labeled<Real>(which, 200, 17, second, 105);
+    CHECK(a == x.topRows(100));
+    CHECK(b == x.bottomRows(200));
+    first.insert(first.end(), second.begin(), second.end());
+    CHECK(first == labels);
+    for (const int y : labels) {
+      CHECK(y >= 0);
+      CHECK(y < ddpm::data::toy_classes(which));
+    }
+  }
+}
+
+TEST_CASE("8gaussians labels are the components the points were drawn from") {
+  std::vector<int> labels;
+  const Index n = 4000;
+  const Batch<double> x =
+      ddpm::data::sample_toy2d_labeled(ToyDataset::eight_gaussians, n, 23, labels);
+  const ddpm::GaussianMixture m = *ddpm::data::toy_mixture(ToyDataset::eight_gaussians);
+  // Each point lies within 6 sds (0.354 each) of its label's mean: the radial distance of a 2D
+  // normal exceeds 6 sds with probability exp(-18) ~ 2e-8 per point. The nearest other mean is
+  // 2.16 (6.1 sds) away, so a label shifted to another component fails most points.
+  double worst = 0.0;
+  std::array<Index, 8> counts{};
+  for (Index i = 0; i < n; ++i) {
+    const int k = labels[static_cast<std::size_t>(i)];
+    worst = std::max(worst, (x.row(i) - m.means.row(k)).norm() / m.stds[0]);
+    ++counts[static_cast<std::size_t>(k)];
+  }
+  CHECK(worst < 6.0);
+  // Uniform classes: each count within 4 binomial SEs of n/8.
+  for (const Index c : counts) {
+    CHECK(std::abs(static_cast<double>(c) - n / 8.0) <= 4.0 * std::sqrt(n * (1.0 / 8) * (7.0 / 8)));
+  }
+}
+
+TEST_CASE("moons and circles labels name the moon and the circle (0 outer, 1 inner)") {
+  std::vector<int> labels;
+  SUBCASE("moons: each point within 0.3 (6 noise sds) of its label's arc") {
+    const Batch<double> x = ddpm::data::sample_toy2d_labeled(ToyDataset::moons, 2000, 29, labels);
+    const double std_x = std::sqrt(0.75 + 0.0025);
+    const double std_y = std::sqrt(0.5625 - std::numbers::inv_pi + 0.0025);
+    double worst = 0.0;
+    for (Index i = 0; i < x.rows(); ++i) {
+      const double px = x(i, 0) * std_x + 0.5, py = x(i, 1) * std_y + 0.25;
+      worst = std::max(worst, labels[static_cast<std::size_t>(i)] == 0
+                                  ? distance_to_arc(px, py, 0.0, 0.0, 0.0, std::numbers::pi)
+                                  : distance_to_arc(px, py, 1.0, 0.5, -std::numbers::pi, 0.0));
+    }
+    CHECK(worst < 0.3);
+  }
+  SUBCASE("circles: each point's radius within 1.2 (5 noise sds) of its label's circle") {
+    const Batch<double> x = ddpm::data::sample_toy2d_labeled(ToyDataset::circles, 1000, 31, labels);
+    double worst = 0.0;
+    for (Index i = 0; i < x.rows(); ++i) {
+      const double radius = labels[static_cast<std::size_t>(i)] == 0 ? 3.0 : 1.5;
+      worst = std::max(worst, std::abs(x.row(i).norm() - radius));
+    }
+    // The radial error is about N(0, 0.24^2): past 5 sds with probability ~6e-7 per point; the
+    // other circle is 1.5 away.
+    CHECK(worst < 1.2);
+  }
+}
+
+TEST_CASE("sample_toy2d_class: the labeled sampler's points of that class, in order") {
+  std::vector<int> labels;
+  const Batch<double> x =
+      ddpm::data::sample_toy2d_labeled(ToyDataset::eight_gaussians, 400, 37, labels);
+  const Batch<double> c = ddpm::data::sample_toy2d_class(ToyDataset::eight_gaussians, 5, 20, 37);
+  REQUIRE(c.rows() == 20);
+  Index next = 0;
+  for (Index i = 0; i < x.rows() && next < 20; ++i) {
+    if (labels[static_cast<std::size_t>(i)] != 5) continue;
+    CHECK(c.row(next) == x.row(i));
+    ++next;
+  }
+  CHECK(next == 20);  // 400 draws hold ~50 of class 5
+  DDPM_CHECK_INVALID("label", ddpm::data::sample_toy2d_class(ToyDataset::moons, 2, 4, 1));
+  DDPM_CHECK_INVALID("dataset", ddpm::data::sample_toy2d_class(ToyDataset::pinwheel, 0, 4, 1));
+}
+
+TEST_CASE("mixture_posterior is Bayes' rule for the mixture") {
+  const ddpm::GaussianMixture m = *ddpm::data::toy_mixture(ToyDataset::eight_gaussians);
+  Batch<double> x(4, 2);
+  x.row(0) = m.means.row(3);                           // at a mean
+  x.row(1) = 0.5 * (m.means.row(0) + m.means.row(4));  // halfway between two components
+  x.row(2) << 0.0, 0.0;                                // the center: all equal
+  x.row(3) << 0.3, -1.1;
+  const Batch<double> p = ddpm::data::mixture_posterior(m, x);
+  REQUIRE(p.rows() == 4);
+  REQUIRE(p.cols() == 8);
+  // Independently: the densities themselves (no log-space), normalized.
+  for (Index i = 0; i < 4; ++i) {
+    Eigen::VectorXd density(8);
+    for (Index k = 0; k < 8; ++k) {
+      const double s2 = m.stds[0] * m.stds[0];
+      density[k] = std::exp(-0.5 * (x.row(i) - m.means.row(k)).squaredNorm() / s2) /
+                   (2 * std::numbers::pi * s2) / 8.0;
+    }
+    density /= density.sum();
+    for (Index k = 0; k < 8; ++k) CHECK(p(i, k) == doctest::Approx(density[k]).epsilon(1e-12));
+  }
+  CHECK(p(0, 3) > 0.999999);
+  CHECK(p(1, 0) == doctest::Approx(0.5).epsilon(1e-9));
+  CHECK(p(1, 4) == doctest::Approx(0.5).epsilon(1e-9));
+  CHECK(p(2, 5) == doctest::Approx(0.125).epsilon(1e-9));
 }
