@@ -221,14 +221,14 @@ TEST_CASE("point clouds: MMD, COV and 1-NNA on hand-built sets of one-point clou
     CHECK(m.nna_emd == doctest::Approx(2.0 / 7.0));
     CHECK(m.nna_cd == doctest::Approx(2.0 / 7.0));
   }
-  // The matrix functions directly, with ties: both generated clouds equally near references 0
-  // and 1 pick reference 0 (the lowest column); a reference tied between another reference and
-  // a generated cloud counts as classified correctly (references come first).
+  // The matrix functions directly, with ties: generated cloud 0 is equally near references 0
+  // and 1 and takes 0 (the lowest column), as does generated cloud 1, so COV = 1/3 (2/3 if the
+  // tie went to 1). Column minima 0.5, 1, 2.5.
   Eigen::MatrixXd gen_ref(2, 3);
   gen_ref << 1.0, 1.0, 5.0,  //
-      2.0, 2.0, 0.5;
-  CHECK(eval::coverage(gen_ref) == doctest::Approx(2.0 / 3.0));
-  CHECK(eval::minimum_matching_distance(gen_ref) == doctest::Approx((1.0 + 1.0 + 0.5) / 3.0));
+      0.5, 2.0, 2.5;
+  CHECK(eval::coverage(gen_ref) == doctest::Approx(1.0 / 3.0));
+  CHECK(eval::minimum_matching_distance(gen_ref) == doctest::Approx((0.5 + 1.0 + 2.5) / 3.0));
   Eigen::MatrixXd gen_gen(2, 2);
   gen_gen << 0.0, 3.0,  //
       3.0, 0.0;
@@ -236,9 +236,9 @@ TEST_CASE("point clouds: MMD, COV and 1-NNA on hand-built sets of one-point clou
   ref_ref << 0.0, 1.0, 9.0,  //
       1.0, 0.0, 9.0,         //
       9.0, 9.0, 0.0;
-  // r0: ref 1 at 1 ties gen 0 at 1 -> correct; r1: the same -> correct; r2: gen 1 at 0.5 ->
-  // wrong; g0: ref 0 at 1 -> wrong; g1: ref 2 at 0.5 -> wrong. 2 of 5.
-  CHECK(eval::one_nn_accuracy(gen_gen, gen_ref, ref_ref) == doctest::Approx(2.0 / 5.0));
+  // r0: g1 at 0.5 -> wrong; r1: r0 at 1 ties g0 at 1, references come first -> correct;
+  // r2: g1 at 2.5 -> wrong; g0: r0 at 1 -> wrong; g1: r0 at 0.5 -> wrong. 1 of 5.
+  CHECK(eval::one_nn_accuracy(gen_gen, gen_ref, ref_ref) == doctest::Approx(1.0 / 5.0));
 }
 
 TEST_CASE("point clouds: 1-NNA is 1 for disjoint distributions and near 0.5 for one distribution") {
