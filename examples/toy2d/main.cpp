@@ -210,19 +210,20 @@ Sampler make_sampler(Model& model, const Run& run, const SampleArgs& args) {
   return s;
 }
 
-// One label per sample as --label asks (ddpm::sample_labels): with a classifier its classes name
-// the labels, also for an unconditional model (which never sees them).
+// One label per sample as --label asks (ddpm::sample_labels; without it the classes in turn):
+// with a classifier its classes name the labels, also for an unconditional model (which never
+// sees them).
 std::vector<int> labels_for(const Sampler& s, const SampleArgs& args, ddpm::Index n) {
   if (s.classifier_classes == 0) {
     return ddpm::sample_labels(n, args.label, s.classes, args.guidance, false, "--");
   }
   ddpm::detail::require(args.guidance == 0.0, "--guidance", args.guidance,
                         "0 with --classifier (one kind of guidance at a time)");
-  ddpm::detail::require(args.label != ddpm::kClassesInTurn, "--label", "(none)",
-                        "a class for classifier guidance");
   ddpm::detail::require(s.classes == 0 || s.classes == s.classifier_classes, "--classifier",
                         args.classifier, "a classifier of the model's classes");
-  return ddpm::sample_labels(n, args.label, s.classifier_classes, 0.0, true, "--");
+  // Without --label the classes in turn, each guided by the classifier.
+  return ddpm::sample_labels(n, args.label, s.classifier_classes, 0.0,
+                             args.label != ddpm::kClassesInTurn, "--");
 }
 
 // Draws one sample per label with the sampler and guidance of args, in the user's units; writes a
