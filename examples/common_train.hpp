@@ -17,6 +17,7 @@
 
 #include "common_options.hpp"
 #include "ddpm/io/plot.hpp"
+#include "ddpm/io/progress.hpp"
 #include "ddpm/samplers/sample.hpp"
 #include "ddpm/train/model_fields.hpp"
 #include "ddpm/train/run_config.hpp"
@@ -304,6 +305,21 @@ void add_classifier_train_options(CLI::App& app, Options& options) {
   app.add_option("--clean-fraction", options.clean_fraction, "fraction of training inputs at t = 0")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+}
+
+/// on_step(step, smoothed_loss) of a classifier run: `bar` shows the step and the loss.
+inline auto loss_progress(ddpm::io::ProgressBar& bar) {
+  return [&bar](int step, double loss) {
+    char line[64];
+    std::snprintf(line, sizeof line, "loss %.4f", loss);
+    bar.update(step, line);
+  };
+}
+
+/// Prints " t=0 99.5%  t=250 70.2% ..." and a newline: a classifier run's accuracy by timestep.
+inline void print_accuracy(const std::vector<std::pair<int, double>>& accuracy) {
+  for (const auto& [t, fraction] : accuracy) std::printf("  t=%d %.1f%%", t, 100.0 * fraction);
+  std::printf("\n");
 }
 
 /// A trained model and the run it belongs to.

@@ -626,12 +626,7 @@ int train_classifier(ddpm::data::ToyDataset dataset,
       [&](std::int64_t step, ddpm::Index n, ddpm::Batch<Real>& x, std::vector<int>& labels) {
         x = ddpm::data::sample_toy2d_labeled<Real>(dataset, n, common.seed + 1, labels, step * n);
       },
-      test, test_labels, 2, classes, options,
-      [&](int step, double loss) {
-        char line[64];
-        std::snprintf(line, sizeof line, "loss %.4f", loss);
-        progress.update(step, line);
-      });
+      test, test_labels, 2, classes, options, ddpm_examples::loss_progress(progress));
   progress.finish();
   const fs::path out(common.out);
   fs::create_directories(out);
@@ -639,8 +634,7 @@ int train_classifier(ddpm::data::ToyDataset dataset,
                                      std::string(ddpm::to_string(dataset)));
   std::printf("wrote %s; accuracy on 5000 fresh points:",
               (out / "classifier.ckpt").string().c_str());
-  for (const auto& [t, accuracy] : run.accuracy) std::printf("  t=%d %.1f%%", t, 100.0 * accuracy);
-  std::printf("\n");
+  ddpm_examples::print_accuracy(run.accuracy);
   return 0;
 }
 

@@ -264,6 +264,17 @@ struct ClassifierRunOptions {
   std::uint64_t seed = 0;       ///< weights and accuracy noise from seed, batches from seed + 3
 };
 
+/// The optimizer options of a run's options (ClassifierRunOptions or PointClassifierRunOptions):
+/// its steps, batch, learning rate and clean fraction, with timesteps and noise from seed + 3.
+template <class RunOptions>
+[[nodiscard]] NoisyClassifierOptions noisy_classifier_options(const RunOptions& options) {
+  return {.steps = options.steps,
+          .batch_size = options.batch_size,
+          .learning_rate = options.learning_rate,
+          .clean_fraction = options.clean_fraction,
+          .seed = options.seed + 3};
+}
+
 /// The timesteps at which train_classifier_run reports accuracy: 0, T/4, T/2 and 3T/4.
 [[nodiscard]] inline std::array<int, 4> classifier_report_timesteps(int T) noexcept {
   return {0, T / 4, T / 2, (3 * T) / 4};
@@ -305,12 +316,7 @@ ClassifierRun<Real> train_classifier_run(const data::ImageSet& set, const data::
                         "labeled images of at least 2 classes");
   ClassifierRun<Real> run{nn::Classifier<Real>(classifier_config(set, options)), {}};
   const GaussianDiffusion<Real> diffusion(NoiseSchedule::linear(options.T));
-  train_noisy_classifier(run.classifier, set, diffusion,
-                         {.steps = options.steps,
-                          .batch_size = options.batch_size,
-                          .learning_rate = options.learning_rate,
-                          .clean_fraction = options.clean_fraction,
-                          .seed = options.seed + 3},
+  train_noisy_classifier(run.classifier, set, diffusion, noisy_classifier_options(options),
                          std::forward<OnStep>(on_step));
   for (const int t : classifier_report_timesteps(options.T)) {
     run.accuracy.emplace_back(t, noisy_accuracy(run.classifier, test, t, diffusion, options.seed));
@@ -408,12 +414,7 @@ ClassifierRun<Real, PointClassifier<Real>> train_point_classifier_run(
   ClassifierRun<Real, PointClassifier<Real>> run{PointClassifier<Real>(config), {}};
   const GaussianDiffusion<Real> diffusion(options.schedule.make());
   train_noisy_classifier(run.classifier, std::forward<Data>(data), num_classes, diffusion,
-                         {.steps = options.steps,
-                          .batch_size = options.batch_size,
-                          .learning_rate = options.learning_rate,
-                          .clean_fraction = options.clean_fraction,
-                          .seed = options.seed + 3},
-                         std::forward<OnStep>(on_step));
+                         noisy_classifier_options(options), std::forward<OnStep>(on_step));
   for (const int t : classifier_report_timesteps(diffusion.num_timesteps())) {
     run.accuracy.emplace_back(
         t, noisy_accuracy(run.classifier, test_x, test_labels, t, diffusion, options.seed));
