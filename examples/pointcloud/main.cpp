@@ -192,6 +192,7 @@ struct DataArgs {
 struct PriorArgs {
   ddpm_examples::TrainArgs train;
   ddpm::nn::MlpConfig model;
+  int T = 1000;
   std::string resume;
 };
 
@@ -228,6 +229,7 @@ void train_prior(Model& model, const Clouds& clouds, PriorArgs prior, const fs::
   const ddpm::data::Standardization units =
       ddpm::data::Standardization::fit(codes.mean.cast<double>(), "the shape codes");
   PriorRun run;
+  run.diffusion.schedule = ddpm::train::ScheduleConfig::linear(prior.T);
   run.model = prior.model;
   run.model.input_dim = run.model.output_dim = model.latent_dim();
   run.data = {.name = "codes",
@@ -492,11 +494,24 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::Range(1, 8192))
       ->capture_default_str();
+  train_cmd->add_option("--head", run.model.head_widths, "encoder head widths (after the max-pool)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 8192))
+      ->capture_default_str();
   ddpm_examples::add_diffusion_options(*train_cmd, run.diffusion);
   ddpm_examples::add_train_options(*train_cmd, train_args);
   train_cmd->get_option("--batch")->description("shapes per step");
   train_cmd->add_option("--prior-steps", prior.train.steps, "latent-prior steps (0: none)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  train_cmd->add_option("--prior-width", prior.model.width, "latent-prior MLP width")
+      ->check(CLI::Range(1, 8192))
+      ->capture_default_str();
+  train_cmd->add_option("--prior-depth", prior.model.depth, "latent-prior MLP hidden layers")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  train_cmd->add_option("--prior-T", prior.T, "latent-prior diffusion steps")
+      ->check(CLI::Range(21, 100000))
       ->capture_default_str();
   train_cmd->add_option("--resume-prior", prior.resume, "continue this prior.ckpt's run")
       ->check(CLI::ExistingFile);
