@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // ddpm-bench: the reference workloads of BENCHMARKS.md (ToyMLP train step at batch 256 and 4096,
 // ancestral-1000 and DDIM-50 sampling of 10k points; UNetSmall train step and forward at batch
-// 64), printed as one JSON object of medians.
+// 64; a point-cloud train step of Luo & Hu's model at 16 shapes x 2048 points), printed as one
+// JSON object of medians.
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "CLI/CLI.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/nn/point_cloud_model.hpp"
 #include "ddpm/nn/unet.hpp"
 #include "ddpm/optim/adam.hpp"
 
@@ -39,12 +41,18 @@ using ddpm::Index;
 // forward per point.
 constexpr double kToyMlpForwardFlop = 2.0 * (66.0 * 256 + 2.0 * 256 * 256 + 256.0 * 2);
 constexpr double kUNetSmallForwardFlop = 2.0 * 138318976.0;
+// The default PointCloudModel per point: decoder 3*128 + 128*256 + 256*512 + 512*256 + 256*128 +
+// 128*3 = 328,448 multiply-adds, encoder 3*128 + 128*128 + 128*256 + 256*512 = 180,608 (the
+// per-shape context and head products are negligible); a train step again counts as 3x.
+constexpr double kPointCloudForwardFlop = 2.0 * (328448.0 + 180608.0);
 
 struct Sizes {
   Index train_small = 256;
   Index train_large = 4096;
   Index points = 10000;
   Index unet_batch = 64;
+  Index shapes = 16;
+  Index points_per_shape = 2048;
 };
 
 struct Measurement {
@@ -112,6 +120,61 @@ class TrainStep {
   std::int64_t count_ = 0;
 };
 
+/// One training step of the point-cloud model as the Trainer runs it (timestep_group = N): one
+/// t per shape, noise, q_sample, encode_clean (encoder + reparameterization), predict, the
+/// L_simple loss and its gradient, backward (decoder, encoder, KL), Adam.
+class PointCloudTrainStep {
+ public:
+  PointCloudTrainStep(Index shapes, Index points_per_shape)
+      : model_(config(points_per_shape), ddpm::NoiseSchedule::linear(100).betas()),
+        diffusion_(ddpm::NoiseSchedule::linear(100)),
+        adam_({.learning_rate = 2e-3}),
+        rng_(7),
+        t_(static_cast<std::size_t>(shapes * points_per_shape)) {
+    // Points on a unit sphere, as a stand-in for a shape data set.
+    x0_.resize(shapes * points_per_shape, 3);
+    rng_.fill_normal(x0_, ddpm::stream::user, 0, 0);
+    x0_.rowwise().normalize();
+  }
+
+  [[nodiscard]] Index points() const noexcept { return x0_.rows(); }
+
+  void run() {
+    const auto step = static_cast<std::uint32_t>(count_++);
+    const Index n = model_.points_per_shape();
+    for (std::size_t i = 0; i < t_.size(); ++i) {
+      const auto shape = static_cast<std::uint32_t>(static_cast<Index>(i) / n);
+      t_[i] = static_cast<int>(rng_.uniform_int(ddpm::stream::user + 1, shape, step, 100));
+    }
+    noise_.resize(x0_.rows(), 3);
+    rng_.fill_normal(noise_, ddpm::stream::forward_noise, 0, step);
+    diffusion_.q_sample(x0_, t_, noise_, x_t_);
+    model_.encode_clean(x0_, rng_, step);
+    model_.predict(x_t_, std::span<const int>(t_), out_);
+    diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_);
+    model_.zero_grad();
+    model_.backward(grad_);
+    adam_.step(model_.parameters());
+  }
+
+ private:
+  static ddpm::nn::PointCloudModelConfig config(Index points_per_shape) {
+    ddpm::nn::PointCloudModelConfig c;
+    c.points_per_shape = points_per_shape;
+    c.seed = 1;
+    return c;
+  }
+
+  ddpm::nn::PointCloudModel<float> model_;
+  ddpm::GaussianDiffusion<float> diffusion_;
+  ddpm::optim::Adam<float> adam_;
+  ddpm::CounterRng rng_;
+  Batch<float> x0_, noise_, x_t_, out_, grad_;
+  std::vector<int> t_;
+  ddpm::TrainingLoss<float> loss_;
+  std::int64_t count_ = 0;
+};
+
 // Timed steps per train or network-forward "run": a step is short, so each run times this many
 // steps one by one and the median is over all of them.
 constexpr int kTrainStepsPerRun = 20;
@@ -129,6 +192,13 @@ Measurement bench_train(const std::string& stem, TrainStep<Model> step, double f
                         int repeats) {
   const double s = median_step_seconds([&] { step.run(); }, 5, repeats);
   const double flop = 3.0 * forward_flop * static_cast<double>(step.batch());
+  return {stem + "_ms", stem, 1e3 * s, flop / s * 1e-9};
+}
+
+Measurement bench_point_train(const std::string& stem, Index shapes, Index points, int repeats) {
+  PointCloudTrainStep step(shapes, points);
+  const double s = median_step_seconds([&] { step.run(); }, 3, repeats);
+  const double flop = 3.0 * kPointCloudForwardFlop * static_cast<double>(step.points());
   return {stem + "_ms", stem, 1e3 * s, flop / s * 1e-9};
 }
 
@@ -179,8 +249,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ddpm-bench: the ToyMLP and UNetSmall reference workloads of BENCHMARKS.md; prints one "
       "JSON object of medians (and the GFLOP/s they imply: 2 FLOP per multiply-add, 148,480 "
-      "(ToyMLP) or 138,318,976 (UNetSmall) multiply-adds per sample forward, a train step = 3x "
-      "forward)."};
+      "(ToyMLP), 138,318,976 (UNetSmall) or 509,056 (point-cloud model, per point) multiply-adds "
+      "per sample forward, a train step = 3x forward)."};
   int threads = 0;
   int repeats = 5;
   std::string only;
@@ -195,7 +265,7 @@ int main(int argc, char** argv) {
                  "comma-separated keys (e.g. toy_train_b256_ms,toy_ddim50_n10000_s); default all");
   app.add_flag("--small", small,
                "tiny sizes for a seconds-long smoke run (ToyMLP batches 32/128, 64 points; UNet "
-               "batch 2); same keys");
+               "batch 2; 2 point clouds of 64 points); same keys");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef _OPENMP
@@ -207,11 +277,11 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(threads);
 
   Sizes sizes;
-  if (small) sizes = {32, 128, 64, 2};
+  if (small) sizes = {32, 128, 64, 2, 2, 64};
 
-  const std::vector<std::string> all = {"toy_train_b256_ms",     "toy_train_b4096_ms",
-                                        "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s",
-                                        "unet_train_b64_ms",     "unet_forward_b64_ms"};
+  const std::vector<std::string> all = {
+      "toy_train_b256_ms", "toy_train_b4096_ms",  "toy_ddpm1000_n10000_s",   "toy_ddim50_n10000_s",
+      "unet_train_b64_ms", "unet_forward_b64_ms", "point_train_s16_n2048_ms"};
   std::set<std::string> wanted;
   if (only.empty()) {
     wanted.insert(all.begin(), all.end());
@@ -265,14 +335,18 @@ int main(int argc, char** argv) {
   if (wanted.contains("unet_forward_b64_ms")) {
     results.push_back(bench_unet_forward("unet_forward_b64", sizes.unet_batch, repeats));
   }
+  if (wanted.contains("point_train_s16_n2048_ms")) {
+    results.push_back(
+        bench_point_train("point_train_s16_n2048", sizes.shapes, sizes.points_per_shape, repeats));
+  }
 
   std::printf("{\"implementation\": \"ddpm\", \"threads\": %d, \"repeats\": %d, \"small\": %s",
               threads, repeats, small ? "true" : "false");
   std::printf(", \"train_steps_per_repeat\": %d", kTrainStepsPerRun);
   std::printf(
       ", \"flop_model\": \"2 FLOP per multiply-add; forward 148480 MAC/sample (ToyMLP), "
-      "138318976 MAC/image (UNetSmall); train step = forward + backward (2x forward); sampling = "
-      "1 forward per point per step\"");
+      "138318976 MAC/image (UNetSmall), 509056 MAC/point (point-cloud model); train step = "
+      "forward + backward (2x forward); sampling = 1 forward per point per step\"");
   for (const Measurement& m : results) {
     std::printf(", \"%s\": %.6g, \"%s_gflops\": %.4g", m.key.c_str(), m.median, m.stem.c_str(),
                 m.gflops);

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The ToyMLP and UNetSmall reference workloads of BENCHMARKS.md in PyTorch, printed as one JSON
-object with the same keys as ddpm-bench (medians, and the GFLOP/s they imply with the same FLOP
-model).
+"""The ToyMLP and UNetSmall reference workloads of BENCHMARKS.md and the point-cloud train step
+(Luo & Hu's model) in PyTorch, printed as one JSON object with the same keys as ddpm-bench
+(medians, and the GFLOP/s they imply with the same FLOP model).
 
 Run with the system interpreter and Debian's python3-torch; see compare.sh for the tuned
 environment (OpenBLAS from libopenblas0-openmp with AVX-512 kernels, malloc settings).
@@ -25,9 +25,12 @@ TOY_MLP_MACS = 66 * 256 + 2 * 256 * 256 + 256 * 2
 # the two attention products (BENCHMARKS.md's ~276.6 MFLOP); a train step again counts as 3x.
 UNET_SMALL_FORWARD_FLOP = 2.0 * 138_318_976
 UNET_SMALL_PARAMETERS = 793_697
+# The default ddpm::nn::PointCloudModel per point: decoder 328,448 and encoder 180,608
+# multiply-adds (per-shape context and head products left out); a train step counts as 3x.
+POINT_CLOUD_MACS = 328_448 + 180_608
 TRAIN_STEPS_PER_REPEAT = 20
 KEYS = ["toy_train_b256_ms", "toy_train_b4096_ms", "toy_ddpm1000_n10000_s", "toy_ddim50_n10000_s",
-        "unet_train_b64_ms", "unet_forward_b64_ms"]
+        "unet_train_b64_ms", "unet_forward_b64_ms", "point_train_s16_n2048_ms"]
 
 
 def sinusoidal_embedding(t, dim=64, max_period=10000.0):
@@ -130,6 +133,100 @@ class UNetSmall(torch.nn.Module):
             if i < len(self.upsample_conv):
                 h = self.upsample_conv[i](F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.out_conv(F.silu(self.out_norm(h)))
+
+
+class ConcatSquashLinear(torch.nn.Module):
+    """Luo & Hu's layer: (x W + b) * sigmoid(c W_g + b_g) + c W_h, c one context row per shape."""
+
+    def __init__(self, dim_in, dim_out, dim_ctx):
+        super().__init__()
+        self.layer = torch.nn.Linear(dim_in, dim_out)
+        self.hyper_bias = torch.nn.Linear(dim_ctx, dim_out, bias=False)
+        self.hyper_gate = torch.nn.Linear(dim_ctx, dim_out)
+
+    def forward(self, ctx, x):  # ctx (B, 1, C), x (B, N, in)
+        return self.layer(x) * torch.sigmoid(self.hyper_gate(ctx)) + self.hyper_bias(ctx)
+
+
+class PointwiseNet(torch.nn.Module):
+    """eps_theta(x_t, beta, z): context [beta, sin beta, cos beta, z], ConcatSquashLinear layers
+    3 -> 128 -> 256 -> 512 -> 256 -> 128 -> 3 with leaky ReLU between, residual output."""
+
+    def __init__(self, latent=128, widths=(128, 256, 512, 256, 128)):
+        super().__init__()
+        dims = (3,) + tuple(widths) + (3,)
+        self.layers = torch.nn.ModuleList(
+            [ConcatSquashLinear(a, b, latent + 3) for a, b in zip(dims[:-1], dims[1:])])
+
+    def forward(self, x, beta, z):
+        beta = beta.view(-1, 1, 1)
+        ctx = torch.cat([beta, torch.sin(beta), torch.cos(beta), z.unsqueeze(1)], dim=-1)
+        out = x
+        for i, layer in enumerate(self.layers):
+            out = layer(ctx, out)
+            if i < len(self.layers) - 1:
+                out = F.leaky_relu(out, 0.01)
+        return x + out
+
+
+class PointNetEncoder(torch.nn.Module):
+    """Per-point 3 -> 128 -> 128 -> 256 -> 512 (ReLU between, no batch norm, as ddpm's), max over
+    the points, head 512 -> 256 -> 128 -> 2 * latent giving (mu, log sigma^2)."""
+
+    def __init__(self, latent=128):
+        super().__init__()
+        self.point = torch.nn.ModuleList([torch.nn.Linear(a, b) for a, b in
+                                          [(3, 128), (128, 128), (128, 256), (256, 512)]])
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
+            torch.nn.Linear(128, 2 * latent))
+        self.latent = latent
+
+    def forward(self, x):  # x (B, N, 3)
+        h = x
+        for i, layer in enumerate(self.point):
+            h = layer(h)
+            if i < len(self.point) - 1:
+                h = F.relu(h)
+        out = self.head(torch.max(h, dim=1)[0])
+        return out[:, :self.latent], out[:, self.latent:]
+
+
+class PointCloudModel(torch.nn.Module):
+    """ddpm::nn::PointCloudModel's default network (Luo & Hu's GaussianVAE with a 128 code and
+    the KL in closed form)."""
+
+    def __init__(self, latent=128):
+        super().__init__()
+        self.encoder = PointNetEncoder(latent)
+        self.decoder = PointwiseNet(latent)
+
+
+def bench_point_train(shapes, points, repeats, kl_weight=1e-3):
+    """One step as ddpm-bench's point_train times it: one t per shape, q_sample, encode, z = mu +
+    sigma eps, eps_theta, L_simple + kl_weight * KL, backward, Adam."""
+    model = PointCloudModel()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.9, 0.999))
+    betas = torch.linspace(1e-4, 0.02, 100)
+    ab = torch.cumprod(1.0 - betas, dim=0)
+    x0 = F.normalize(torch.randn(shapes, points, 3), dim=-1)  # points on a sphere
+
+    def step():
+        t = torch.randint(0, 100, (shapes,))
+        noise = torch.randn_like(x0)
+        x_t = ab[t].sqrt().view(-1, 1, 1) * x0 + (1.0 - ab[t]).sqrt().view(-1, 1, 1) * noise
+        mu, log_var = model.encoder(x0)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+        kl = 0.5 * (mu * mu + log_var.exp() - 1.0 - log_var).sum(dim=1).mean()
+        loss = F.mse_loss(model.decoder(x_t, betas[t], z), noise) + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    s = timed_median(step, repeats * TRAIN_STEPS_PER_REPEAT)
+    return 1e3 * s, 3.0 * 2.0 * POINT_CLOUD_MACS * shapes * points / s * 1e-9
 
 
 class Schedule:
@@ -266,7 +363,8 @@ def main():
                              "time 20 steps per run")
     parser.add_argument("--only", default="", help="comma-separated keys; default all")
     parser.add_argument("--small", action="store_true",
-                        help="tiny sizes (ToyMLP batches 32/128, 64 points; UNet batch 2)")
+                        help="tiny sizes (ToyMLP batches 32/128, 64 points; UNet batch 2; 2 point "
+                             "clouds of 64 points)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -275,6 +373,7 @@ def main():
         if key not in KEYS:
             sys.exit(f"torch_reference.py: unknown key {key!r}; known keys: {' '.join(KEYS)}")
     b_small, b_large, points, b_unet = (32, 128, 64, 2) if args.small else (256, 4096, 10000, 64)
+    clouds, cloud_points = (2, 64) if args.small else (16, 2048)
 
     out = {"implementation": "pytorch " + torch.__version__, "threads": torch.get_num_threads(),
            "repeats": args.repeats, "small": args.small,
@@ -293,6 +392,7 @@ def main():
                                                  UNET_SMALL_FORWARD_FLOP, args.repeats),
         "unet_forward_b64_ms": lambda: bench_forward(unet_small(), image, UNET_SMALL_FORWARD_FLOP,
                                                      args.repeats),
+        "point_train_s16_n2048_ms": lambda: bench_point_train(clouds, cloud_points, args.repeats),
     }
     for key in KEYS:
         if key in wanted:
