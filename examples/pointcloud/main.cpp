@@ -289,6 +289,16 @@ int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& ar
 
 // ---- sample / reconstruct / eval ---------------------------------------------------------------
 
+// The run's shapes again (its held-out ones are the references), with a warning if a file changed.
+Clouds open_clouds(const Run& run) {
+  Clouds clouds = Clouds::open(run.data, run.model.points_per_shape);
+  if (clouds.config().fingerprint != run.data.fingerprint) {
+    std::cerr << "ddpm-pointcloud: warning: the data changed since training (" << run.data.path
+              << "); its held-out clouds may have been trained on\n";
+  }
+  return clouds;
+}
+
 int sample(const SampleArgs& args, const Common& common) {
   auto [run, model] = load_model(args.checkpoint, args.weights());
   TrainedPrior prior = load_prior(
@@ -312,7 +322,7 @@ ddpm::Batch<Real> mean_codes(Model& model, const ddpm::Batch<Real>& clouds) {
 int reconstruct(const SampleArgs& args, const Common& common) {
   auto [run, model] = load_model(args.checkpoint, args.weights());
   const ddpm::Index points = model.points_per_shape();
-  const Clouds clouds = Clouds::open(run.data, points, 0);
+  const Clouds clouds = open_clouds(run);
   const ddpm::Index n = std::min<ddpm::Index>(args.n, clouds.held_out_count());
   const ddpm::Batch<Real> inputs = clouds.held_out(0, n);
   StripRecorder strip = make_strip(run, points);
@@ -354,7 +364,7 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
   TrainedPrior prior = load_prior(
       args.prior.empty() ? prior_path_of(args.checkpoint) : fs::path(args.prior), args.weights());
   const ddpm::Index points = model.points_per_shape();
-  const Clouds clouds = Clouds::open(run.data, points, 0);
+  const Clouds clouds = open_clouds(run);
   const ddpm::Index n = args.n;
   ddpm::detail::require(2 * n <= clouds.held_out_count(), "--n", n,
                         "at most half the held-out shapes (" +
@@ -370,6 +380,10 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
   ddpm::io::write_point_clouds_npy(out / "reference.npy", reference, points);
   write_cloud_grid(out / "samples.png", samples, points);
   write_cloud_grid(out / "reference.png", reference, points);
+  // The references are normalized shapes; the samples, normalized by the model's training, are
+  // normalized again the same way (data::normalize_clouds) so every set is measured alike.
+  ddpm::Batch<Real> normalized = samples;
+  ddpm::data::normalize_clouds(normalized, points);
   ddpm::eval::PointCloudEvalOptions options;
   options.emd_points = std::min<ddpm::Index>(emd_points, points);
   // Pairs: gen-ref, gen-gen, ref-ref, second-ref, second-second.
@@ -377,7 +391,7 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
                                  {.unit = "pair"});
   options.progress = [&](ddpm::Index done, ddpm::Index) { progress.update(done); };
   const ddpm::eval::GenerationReport report =
-      ddpm::eval::generation_metrics_with_floor(samples, reference, second, points, options);
+      ddpm::eval::generation_metrics_with_floor(normalized, reference, second, points, options);
   progress.finish();
   const auto metrics_json = [](const ddpm::eval::GenerationMetrics& g) {
     ddpm::io::JsonObject j;

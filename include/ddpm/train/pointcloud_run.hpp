@@ -100,7 +100,8 @@ class PointClouds {
   }
 
   /// The clouds of `path` (a folder of .xyz/.txt/.ply/.off files or one S x N x 3 .npy), `points`
-  /// each; `held_out` of them (at least 1 and fewer than all) kept for evaluation.
+  /// each; `held_out` of them (clamped to 1..S-1; 0: 10 %) kept for evaluation, recorded in
+  /// data.name ("file:held_out=K").
   static PointClouds from_path(const std::string& path, Index points, Index held_out) {
     Batch<double> all = io::read_point_clouds(path, points, kShapeSeed);
     const Index count = all.rows() / points;
@@ -108,6 +109,7 @@ class PointClouds {
       throw FormatError("ddpm: '" + path + "' holds " + std::to_string(count) +
                         " cloud; at least 2 are needed (training and held-out)");
     }
+    if (held_out == 0) held_out = (count + 9) / 10;
     held_out = std::clamp<Index>(held_out, 1, count - 1);
     data::normalize_clouds(all, points);
     const std::vector<Index> order = data::shuffled_rows(count, kShapeSeed);
@@ -115,14 +117,22 @@ class PointClouds {
     p.points_ = points;
     p.train_ = gather(all, points, order, 0, count - held_out);
     p.held_out_ = gather(all, points, order, count - held_out, held_out);
-    p.config_ = {.name = "file", .path = path, .rows = count, .fingerprint = data_fingerprint(all)};
+    p.config_ = {.name = "file:held_out=" + std::to_string(held_out),
+                 .path = path,
+                 .rows = count,
+                 .fingerprint = data_fingerprint(all)};
     return p;
   }
 
   /// The shapes a checkpoint's run was trained on, from its data.* fields (a file read again;
   /// a warning when it changed is the caller's).
-  static PointClouds open(const DataConfig& config, Index points, Index held_out) {
-    if (config.from_file()) return from_path(config.path, points, held_out);
+  static PointClouds open(const DataConfig& config, Index points) {
+    if (config.from_file()) {
+      const std::string key = "file:held_out=";
+      Index held_out = 0;
+      if (config.name.rfind(key, 0) == 0) held_out = std::stoll(config.name.substr(key.size()));
+      return from_path(config.path, points, held_out);
+    }
     const std::string prefix = "shapes:";
     if (config.name.rfind(prefix, 0) != 0) {
       throw FormatError("ddpm: data.name '" + config.name +
