@@ -46,6 +46,7 @@ fs::path prior_path_of(const fs::path& checkpoint) {
 
 struct SampleArgs : ddpm_examples::SampleArgs {
   std::string prior;    // default: prior.ckpt beside --checkpoint
+  int points = 2048;    // N of the clouds drawn and compared (the decoder is per point)
   int chunk = 16;       // shapes per sampler call (bounds memory)
   std::string ply_dir;  // one .ply per shape when set
 };
@@ -110,7 +111,8 @@ ddpm::Batch<Real> decode(Model& model, const Run& run, const ddpm::Batch<Real>& 
                          StripRecorder* strip = nullptr) {
   const ddpm::GaussianDiffusion<Real> diffusion =
       run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
-  const ddpm::Index points = model.points_per_shape();
+  Model decoder = ddpm::train::with_points(model, run, args.points);
+  const ddpm::Index points = args.points;
   const ddpm::Index count = codes.rows();
   ddpm::Batch<Real> clouds(count * points, 3);
   ddpm::io::ProgressBar progress(
@@ -119,7 +121,7 @@ ddpm::Batch<Real> decode(Model& model, const Run& run, const ddpm::Batch<Real>& 
   int done = 0;
   for (ddpm::Index first = 0; first < count; first += args.chunk) {
     const ddpm::Index n = std::min<ddpm::Index>(args.chunk, count - first);
-    model.set_codes(codes.middleRows(first, n));
+    decoder.set_codes(codes.middleRows(first, n));
     const auto on_step = [&](const ddpm::SamplerProgress<Real>& p) {
       const ddpm::Index shapes_done = p.done == p.total ? first + n : first;
       progress.update(++done,
@@ -127,7 +129,7 @@ ddpm::Batch<Real> decode(Model& model, const Run& run, const ddpm::Batch<Real>& 
       if (strip != nullptr && first == 0) (*strip)(p);
     };
     clouds.middleRows(first * points, n * points) =
-        ddpm::sample(args.sampler, diffusion, args.eta, model, n * points, 3,
+        ddpm::sample(args.sampler, diffusion, args.eta, decoder, n * points, 3,
                      ddpm::CounterRng(seed), static_cast<std::uint32_t>(first * points), on_step);
   }
   progress.finish();
@@ -186,7 +188,8 @@ struct DataArgs {
   std::vector<std::string> shapes;  // families; empty: all
   std::string data;                 // a folder or .npy instead of generated shapes
   int train_shapes = 2000;
-  int held_out = 0;  // --data: clouds kept for evaluation (0: 10 %)
+  int points = 2048;  // N of every cloud (training shapes show the model M of them per step)
+  int held_out = 0;   // --data: clouds kept for evaluation (0: 10 %)
 };
 
 struct PriorArgs {
@@ -224,7 +227,8 @@ void train_prior(Model& model, const Clouds& clouds, PriorArgs prior, const fs::
   ddpm::io::ProgressBar encoding(clouds.train_count(), "encoding training shapes", std::cerr,
                                  {.unit = "shape"});
   const ddpm::train::ShapeCodes<Real> codes = ddpm::train::encode_shapes(
-      model, clouds.train(), 16, [&](ddpm::Index done, ddpm::Index) { encoding.update(done); });
+      model, ddpm::train::even_subset(clouds.train(), clouds.points(), model.points_per_shape()),
+      16, [&](ddpm::Index done, ddpm::Index) { encoding.update(done); });
   encoding.finish();
   const ddpm::data::Standardization units =
       ddpm::data::Standardization::fit(codes.mean.cast<double>(), "the shape codes");
@@ -252,7 +256,7 @@ int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& ar
           const SampleArgs& preview, const Common& common) {
   const fs::path out(common.out);
   fs::create_directories(out);
-  const Clouds clouds = make_clouds(data_args, run.model.points_per_shape);
+  const Clouds clouds = make_clouds(data_args, data_args.points);
   run.data = clouds.config();
   Model model = ddpm::train::make_point_cloud_model<Real>(run);
   std::printf("model: %lld parameters (%s)\n", static_cast<long long>(model.parameter_count()),
@@ -266,8 +270,8 @@ int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& ar
   try {
     ddpm_examples::run_training(
         trainer,
-        ddpm::train::ShapeBatches<Real>{&clouds.train(), run.model.points_per_shape,
-                                        trainer.seed() + 1},
+        ddpm::train::ShapeBatches<Real>{&clouds.train(), data_args.points,
+                                        run.model.points_per_shape, trainer.seed() + 1},
         args, run, out, 50, true, "train autoencoder");
   } catch (const ddpm::NonFiniteError& e) {
     std::cerr << "\n" << e.what() << "\n";
@@ -277,9 +281,9 @@ int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& ar
   if (prior.train.steps > 0) train_prior(model, clouds, prior, out, trainer.seed());
   if (preview.n > 0 && fs::exists(prior_path_of(out / "model.ckpt"))) {
     TrainedPrior p = load_prior(prior_path_of(out / "model.ckpt"), ddpm::train::Weights::ema);
-    StripRecorder strip = make_strip(run, run.model.points_per_shape);
+    StripRecorder strip = make_strip(run, preview.points);
     const ddpm::Batch<Real> samples = generate(model, run, p, preview, common.seed + 2, &strip);
-    write_samples(out, samples, run.model.points_per_shape, strip, {});
+    write_samples(out, samples, preview.points, strip, {});
   }
   std::printf("trained to step %lld; wrote model.ckpt, prior.ckpt, loss.csv, loss.png%s in %s\n",
               static_cast<long long>(trainer.step_count()),
@@ -289,10 +293,11 @@ int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& ar
 
 // ---- sample / reconstruct / eval ---------------------------------------------------------------
 
-// The run's shapes again (its held-out ones are the references), with a warning if a file changed.
-Clouds open_clouds(const Run& run) {
-  Clouds clouds = Clouds::open(run.data, run.model.points_per_shape);
-  if (clouds.config().fingerprint != run.data.fingerprint) {
+// The run's shapes again with `points` points each (its held-out ones are the references), with a
+// warning if a file's clouds changed in number.
+Clouds open_clouds(const Run& run, ddpm::Index points) {
+  Clouds clouds = Clouds::open(run.data, points);
+  if (clouds.config().rows != run.data.rows) {
     std::cerr << "ddpm-pointcloud: warning: the data changed since training (" << run.data.path
               << "); its held-out clouds may have been trained on\n";
   }
@@ -305,29 +310,31 @@ int sample(const SampleArgs& args, const Common& common) {
       args.prior.empty() ? prior_path_of(args.checkpoint) : fs::path(args.prior), args.weights());
   const fs::path out(common.out);
   fs::create_directories(out);
-  StripRecorder strip = make_strip(run, model.points_per_shape());
+  StripRecorder strip = make_strip(run, args.points);
   const ddpm::Batch<Real> samples = generate(model, run, prior, args, common.seed, &strip);
-  write_samples(out, samples, model.points_per_shape(), strip, args.ply_dir);
-  std::printf("wrote samples.npy (%d shapes x %lld points), samples.png, reverse.png in %s%s\n",
-              args.n, static_cast<long long>(model.points_per_shape()), out.string().c_str(),
+  write_samples(out, samples, args.points, strip, args.ply_dir);
+  std::printf("wrote samples.npy (%d shapes x %d points), samples.png, reverse.png in %s%s\n",
+              args.n, args.points, out.string().c_str(),
               args.ply_dir.empty() ? "" : (" and .ply files in " + args.ply_dir).c_str());
   return 0;
 }
 
-// Codes of `clouds` for reconstruction: the posterior means.
-ddpm::Batch<Real> mean_codes(Model& model, const ddpm::Batch<Real>& clouds) {
-  return ddpm::train::encode_shapes(model, clouds, 16, [](ddpm::Index, ddpm::Index) {}).mean;
+// Codes of `clouds` (N points each) for reconstruction: the posterior means, from the M points
+// the encoder was trained on (an even subset).
+ddpm::Batch<Real> mean_codes(Model& model, const ddpm::Batch<Real>& clouds, ddpm::Index points) {
+  const ddpm::Batch<Real> seen = ddpm::train::even_subset(clouds, points, model.points_per_shape());
+  return ddpm::train::encode_shapes(model, seen, 16, [](ddpm::Index, ddpm::Index) {}).mean;
 }
 
 int reconstruct(const SampleArgs& args, const Common& common) {
   auto [run, model] = load_model(args.checkpoint, args.weights());
-  const ddpm::Index points = model.points_per_shape();
-  const Clouds clouds = open_clouds(run);
+  const ddpm::Index points = args.points;
+  const Clouds clouds = open_clouds(run, points);
   const ddpm::Index n = std::min<ddpm::Index>(args.n, clouds.held_out_count());
   const ddpm::Batch<Real> inputs = clouds.held_out(0, n);
   StripRecorder strip = make_strip(run, points);
   const ddpm::Batch<Real> outputs =
-      decode(model, run, mean_codes(model, inputs), args, common.seed, &strip);
+      decode(model, run, mean_codes(model, inputs, points), args, common.seed, &strip);
   const fs::path out(common.out);
   fs::create_directories(out);
   ddpm::io::write_point_clouds_npy(out / "inputs.npy", inputs, points);
@@ -363,8 +370,8 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
   auto [run, model] = load_model(args.checkpoint, args.weights());
   TrainedPrior prior = load_prior(
       args.prior.empty() ? prior_path_of(args.checkpoint) : fs::path(args.prior), args.weights());
-  const ddpm::Index points = model.points_per_shape();
-  const Clouds clouds = open_clouds(run);
+  const ddpm::Index points = args.points;
+  const Clouds clouds = open_clouds(run, points);
   const ddpm::Index n = args.n;
   ddpm::detail::require(2 * n <= clouds.held_out_count(), "--n", n,
                         "at most half the held-out shapes (" +
@@ -424,6 +431,9 @@ void add_sample_options(CLI::App& app, SampleArgs& args, int n) {
   app.add_option("--n", args.n, "number of shapes")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
+  app.add_option("--points", args.points, "points per shape (N) drawn and compared")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
   app.add_option("--chunk", args.chunk, "shapes per sampler call (bounds memory)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -442,12 +452,16 @@ int main(int argc, char** argv) {
       "out/pointcloud";
 
   // The run's defaults (docs/pointcloud.md measures them).
+  // Luo & Hu's networks at half their widths: on 2 cores the full widths (PointCloudModelConfig's
+  // defaults) take ~2x longer per step and get half the steps in the same time.
   Run run;
   run.diffusion.schedule = ddpm::train::ScheduleConfig::linear(200);
+  run.model.decoder_widths = {64, 128, 256, 128, 64};
+  run.model.encoder_widths = {64, 128, 256};
   DataArgs data_args;
   ddpm_examples::TrainArgs train_args;
-  train_args.steps = 3000;
-  train_args.batch = 16;
+  train_args.steps = 6000;
+  train_args.batch = 32;
   train_args.lr = 2e-3;
   train_args.warmup = 100;
   train_args.decay = ddpm::optim::LrDecay::cosine;
@@ -466,6 +480,7 @@ int main(int argc, char** argv) {
   prior.model.residual = true;
   SampleArgs preview;
   preview.n = 16;
+  run.model.points_per_shape = 512;
 
   CLI::App* train_cmd = app.add_subcommand(
       "train",
@@ -491,7 +506,13 @@ int main(int argc, char** argv) {
       ->add_option("--held-out", data_args.held_out,
                    "--data: clouds kept aside for evaluation (default: 10 %)")
       ->check(CLI::NonNegativeNumber);
-  train_cmd->add_option("--points", run.model.points_per_shape, "points per shape (N)")
+  train_cmd->add_option("--points", data_args.points, "points per shape (N) of the data")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
+  train_cmd
+      ->add_option("--train-points", run.model.points_per_shape,
+                   "points of each shape one training step shows the model (M <= N, drawn anew "
+                   "every step; more shapes and timesteps per step for the same cost)")
       ->check(CLI::Range(2, 1 << 20))
       ->capture_default_str();
   train_cmd->add_option("--latent", run.model.latent_dim, "size of the shape code z")
@@ -566,7 +587,10 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*train_cmd) return train(run, data_args, train_args, prior, preview, train_common);
+    if (*train_cmd) {
+      preview.points = data_args.points;
+      return train(run, data_args, train_args, prior, preview, train_common);
+    }
     if (*sample_cmd) return sample(sample_args, sample_common);
     if (*reconstruct_cmd) return reconstruct(reconstruct_args, reconstruct_common);
     if (*eval_cmd) return eval(eval_args, eval_common, emd_points);

@@ -4,7 +4,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 
 file(REMOVE_RECURSE ${OUT})
 # A constant learning rate, so that a 10-step run is the first part of a 20-step one.
-set(tiny --points 32 --train-shapes 24 --batch 4 --decoder 16,16 --encoder 16,16 --head 16 --latent 4 --T 40
+set(tiny --points 32 --train-points 16 --train-shapes 24 --batch 4 --decoder 16,16 --encoder 16,16 --head 16 --latent 4 --T 40
     --decay constant --warmup 0 --prior-width 16 --prior-depth 2 --prior-T 40 --prior-steps 20
     --seed 3 --threads 2)
 run_ok(train ${tiny} --steps 20 --preview 4 --out ${OUT}/straight)
@@ -36,7 +36,7 @@ expect_refusal("model.kl_weight: checkpoint 0.001, this run 0.5"
                train ${tiny} --kl-weight 0.5 --steps 20 --resume ${OUT}/first/model.ckpt --out ${OUT}/bad)
 
 # sample: S x N x 3 float32 .npy, pictures and one .ply per shape.
-run_ok(sample --checkpoint ${OUT}/straight/model.ckpt --n 5 --sample-steps 10 --ply-dir
+run_ok(sample --checkpoint ${OUT}/straight/model.ckpt --n 5 --points 32 --sample-steps 10 --ply-dir
        ${OUT}/sample/ply --out ${OUT}/sample --threads 2)
 expect_files(${OUT}/sample samples.npy samples.png reverse.png ply/shape_0000.ply ply/shape_0004.ply)
 file(READ ${OUT}/sample/samples.npy header OFFSET 10 LIMIT 70)
@@ -45,17 +45,17 @@ if(NOT header MATCHES "'descr': '<f4'.*'shape': \\(5, 32, 3\\)")
 endif()
 
 # The .ply files train a model of their own (the user's clouds, one held out).
-run_ok(train --data ${OUT}/sample/ply --held-out 1 --points 32 --batch 2 --decoder 16 --encoder 16
+run_ok(train --data ${OUT}/sample/ply --held-out 1 --points 32 --train-points 32 --batch 2 --decoder 16 --encoder 16
        --latent 4 --T 40 --steps 3 --prior-steps 0 --preview 0 --out ${OUT}/files --threads 2)
 expect_files(${OUT}/files model.ckpt)
 
 # reconstruct and eval against held-out shapes, each beside its floor.
-expect_output(ARGS reconstruct --checkpoint ${OUT}/straight/model.ckpt --n 3 --sample-steps 10
+expect_output(ARGS reconstruct --checkpoint ${OUT}/straight/model.ckpt --n 3 --points 32 --sample-steps 10
                    --out ${OUT}/reconstruct --threads 2
               OUTPUT_MATCHES "reconstruction of 3 held-out shapes: CD [0-9.]+, EMD [0-9.]+"
                              "floor \\(the same surfaces sampled again\\): CD")
 expect_files(${OUT}/reconstruct inputs.npy reconstructions.npy reconstruct.png reverse.png)
-expect_output(ARGS eval --checkpoint ${OUT}/straight/model.ckpt --n 4 --sample-steps 10
+expect_output(ARGS eval --checkpoint ${OUT}/straight/model.ckpt --n 4 --points 32 --sample-steps 10
                    --emd-points 16 --out ${OUT}/eval --threads 2
               OUTPUT_MATCHES "\"1nna_cd\"" "\"floor\"" "\"cov_emd\"")
 expect_files(${OUT}/eval metrics.json samples.npy reference.npy)
@@ -67,8 +67,9 @@ expect_refusal("--shapes: banana not in" train --shapes banana --out ${OUT}/bad)
 file(MAKE_DIRECTORY ${OUT}/corrupt)
 file(WRITE ${OUT}/corrupt/a.ply "ply\nformat ascii 1.0\nelement vertex 40\nproperty float x\nend_header\n1\n")
 file(WRITE ${OUT}/corrupt/b.xyz "0 0 0\n1 1 1\n")
-expect_refusal("point-cloud file '.*a.ply'" train --data ${OUT}/corrupt --points 32 --out ${OUT}/bad)
+expect_refusal("point-cloud file '.*a.ply'" train --data ${OUT}/corrupt --points 32 --train-points 16
+               --out ${OUT}/bad)
 expect_refusal("--n = 100; allowed: at most half the held-out shapes"
                eval --checkpoint ${OUT}/files/model.ckpt --prior ${OUT}/straight/prior.ckpt --n 100
-               --out ${OUT}/bad)
+               --points 32 --out ${OUT}/bad)
 expect_thread_bounds(sample --checkpoint ${OUT}/straight/model.ckpt)

@@ -208,26 +208,73 @@ class PointClouds {
   Batch<Real> train_, held_out_;
 };
 
-/// The autoencoder's data source: n / N training shapes per step, drawn with replacement from
-/// (seed, step) — a pure function of the step, so a resumed run sees the same batches.
+/// The autoencoder's data source: n / M training shapes per step, drawn with replacement, each as
+/// M of its N points drawn without replacement (a pure function of (seed, step), so a resumed run
+/// sees the same batches). Training on M < N points per shape gives more shapes and timesteps per
+/// step for the same cost; the decoder is per point, so it samples clouds of any size.
 template <class Real>
 struct ShapeBatches {
-  const Batch<Real>* clouds;
-  Index points;
+  const Batch<Real>* clouds;  ///< the training clouds, N points each
+  Index cloud_points;         ///< N
+  Index points;               ///< M <= N, the model's points_per_shape
   std::uint64_t seed;
   void operator()(std::int64_t step, Index n, Batch<Real>& out) const {
     ddpm::detail::require(n % points == 0, "batch rows", n,
                           "a multiple of the points per shape, " + std::to_string(points));
+    ddpm::detail::require(points <= cloud_points, "training points per shape", points,
+                          "at most the points of a cloud, " + std::to_string(cloud_points));
     const CounterRng rng(seed);
-    const auto count = static_cast<std::uint64_t>(clouds->rows() / points);
+    const auto counter = static_cast<std::uint32_t>(step);
+    const auto count = static_cast<std::uint64_t>(clouds->rows() / cloud_points);
     out.resize(n, 3);
+    std::vector<Index> order(static_cast<std::size_t>(cloud_points));
     for (Index s = 0; s < n / points; ++s) {
-      const auto shape = static_cast<Index>(rng.uniform_int(
-          stream::data, static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(step), count));
-      out.middleRows(s * points, points) = clouds->middleRows(shape * points, points);
+      const auto sample = static_cast<std::uint32_t>(s);
+      const auto shape = static_cast<Index>(rng.uniform_int(stream::data, sample, counter, count));
+      // The first M of a partial Fisher-Yates shuffle of the N points.
+      for (Index i = 0; i < cloud_points; ++i) order[static_cast<std::size_t>(i)] = i;
+      for (Index i = 0; i < points && points < cloud_points; ++i) {
+        const auto j = i + static_cast<Index>(rng.uniform(stream::augment, sample, counter,
+                                                          static_cast<std::uint32_t>(i)) *
+                                              static_cast<double>(cloud_points - i));
+        std::swap(order[static_cast<std::size_t>(i)],
+                  order[static_cast<std::size_t>(std::min(j, cloud_points - 1))]);
+      }
+      for (Index i = 0; i < points; ++i) {
+        out.row(s * points + i) =
+            clouds->row(shape * cloud_points + order[static_cast<std::size_t>(i)]);
+      }
     }
   }
 };
+
+/// M evenly spread points (rows floor(k N / M)) of every N-point cloud of `clouds`: what the
+/// encoder of a model trained on M points per shape sees of a larger cloud.
+template <class Real>
+[[nodiscard]] Batch<Real> even_subset(const Batch<Real>& clouds, Index cloud_points, Index points) {
+  ddpm::detail::require(points >= 1 && points <= cloud_points, "points", points,
+                        "1.." + std::to_string(cloud_points));
+  const Index count = clouds.rows() / cloud_points;
+  Batch<Real> out(count * points, 3);
+  for (Index s = 0; s < count; ++s) {
+    for (Index k = 0; k < points; ++k) {
+      out.row(s * points + k) = clouds.row(s * cloud_points + k * cloud_points / points);
+    }
+  }
+  return out;
+}
+
+/// A copy of `model` for clouds of `points` points per shape (the weights do not depend on it).
+template <class Real>
+[[nodiscard]] nn::PointCloudModel<Real> with_points(const nn::PointCloudModel<Real>& model,
+                                                    const PointCloudRun& run, Index points) {
+  PointCloudRun resized = run;
+  resized.model.points_per_shape = points;
+  nn::PointCloudModel<Real> copy = make_point_cloud_model<Real>(resized);
+  const std::span<const Real> from = model.parameter_values();
+  std::copy(from.begin(), from.end(), copy.parameter_values().begin());
+  return copy;
+}
 
 /// Every shape's code posterior q(z | x) = N(mean, exp(log_var)), one row per shape.
 template <class Real>
