@@ -201,13 +201,15 @@ TEST_CASE_TEMPLATE("gemm with a pre-packed right-hand side equals gemm packing p
 TEST_CASE("gemm results do not depend on the number of threads") {
   const int saved = omp_get_max_threads();
   // Tall (rows handed out in chunks on demand), wide (split by columns), a deep reduction
-  // (dW = x^T dz) and one deep enough to be cut into depth slices.
+  // (dW = x^T dz), one deep enough to be cut into depth slices, and the thin products of a
+  // 2-output layer (forward, and its weight gradient over a batch of 4096).
   struct Case {
     Index m, n, k;
     bool a_col;
   };
-  for (const Case shape : {Case{2500, 256, 66, false}, Case{40, 700, 256, false},
-                           Case{256, 256, 1000, true}, Case{64, 40, 4100, true}}) {
+  for (const Case shape :
+       {Case{2500, 256, 66, false}, Case{40, 700, 256, false}, Case{256, 256, 1000, true},
+        Case{64, 40, 4100, true}, Case{4096, 2, 256, false}, Case{256, 2, 4096, true}}) {
     CAPTURE(shape.m);
     const Operand<float> a(shape.m, shape.k, shape.a_col, 6), b(shape.k, shape.n, false, 7);
     std::vector<float> one(static_cast<std::size_t>(shape.m * shape.n));

@@ -40,24 +40,6 @@ template <class Matrix>
   return {m.data(), m.rowStride(), m.colStride()};
 }
 
-/// Calls f with `m` (rows x cols) as an Eigen map with a unit inner stride when it has one (row-
-/// or column-major), which keeps Eigen on its fast product kernels.
-template <class Real, class F>
-void with_eigen_map(StridedMatrix<Real> m, Index rows, Index cols, F&& f) {
-  using ColMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-  if (m.col_stride == 1) {
-    f(Eigen::Map<const Batch<Real>, 0, Eigen::OuterStride<>>(m.data, rows, cols,
-                                                             Eigen::OuterStride<>(m.row_stride)));
-  } else if (m.row_stride == 1) {
-    f(Eigen::Map<const ColMajor, 0, Eigen::OuterStride<>>(m.data, rows, cols,
-                                                          Eigen::OuterStride<>(m.col_stride)));
-  } else {
-    using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
-    f(Eigen::Map<const Batch<Real>, 0, Strided>(m.data, rows, cols,
-                                                Strided(m.row_stride, m.col_stride)));
-  }
-}
-
 /// An epilogue that does nothing.
 struct NoEpilogue {
   void operator()(Index, Index, Index, Index) const noexcept {}
@@ -230,8 +212,8 @@ struct GemmBuffers {
 
 /// A right-hand side packed once for many products (a layer's weights, shared by the threads and
 /// the tiles of a batch): the panels gemm_serial would otherwise pack for every call. Storage
-/// only grows. A matrix too narrow for the register tile is not packed; its products go to Eigen
-/// through the view kept here.
+/// only grows. A matrix too narrow for the register tile is not packed; its products go to
+/// thin_product through the view kept here.
 template <class Real>
 class PackedRhs {
  public:
@@ -287,20 +269,59 @@ void epilogue_by_blocks(Index m, Index n, Epilogue& epilogue) {
   }
 }
 
-/// Eigen's product for shapes the register tile does not fit, with the epilogue run per block.
+/// C (+)= A B for a B too narrow for the register tile (fewer than kNr / 2 columns: an output
+/// layer of 2 or 3 units). Every element is reduced over the depth in an order fixed by its own
+/// operands, never by m, so gemm() may split the rows over any number of threads and get the same
+/// bits. (Eigen's product, used here before, chose its depth blocking from the whole shape and
+/// threaded itself, so 1 and 2 threads differed in the last bits.)
 template <class Real, class Epilogue>
 void thin_product(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix<Real> b, Real* c,
                   Index ldc, bool accumulate, Epilogue& epilogue) {
-  Eigen::Map<Batch<Real>, 0, Eigen::OuterStride<>> out(c, m, n, Eigen::OuterStride<>(ldc));
-  with_eigen_map(a, m, k, [&](const auto& lhs) {
-    with_eigen_map(b, k, n, [&](const auto& rhs) {
-      if (accumulate) {
-        out.noalias() += lhs * rhs;
-      } else {
-        out.noalias() = lhs * rhs;
+  using Vector = Eigen::Matrix<Real, Eigen::Dynamic, 1>;
+  GemmBuffers<Real>& buffers = GemmBuffers<Real>::local();
+  const auto write = [&](Index i, Index j, Real value) {
+    Real& out = c[i * ldc + j];
+    out = accumulate ? out + value : value;
+  };
+  if (k <= 0) {
+    for (Index i = 0; i < m; ++i) {
+      for (Index j = 0; j < n; ++j) write(i, j, Real(0));
+    }
+    epilogue_by_blocks<Real>(m, n, epilogue);
+    return;
+  }
+  Real* columns = grow(buffers.rhs, n * k);  // B's columns, each contiguous
+  for (Index j = 0; j < n; ++j) {
+    for (Index p = 0; p < k; ++p) columns[j * k + p] = b(p, j);
+  }
+  if (a.col_stride == 1) {
+    // Row-major A (a forward pass): one vectorized dot product per element.
+    for (Index i = 0; i < m; ++i) {
+      const Eigen::Map<const Vector> row(&a(i, 0), k);
+      for (Index j = 0; j < n; ++j)
+        write(i, j, row.dot(Eigen::Map<const Vector>(columns + j * k, k)));
+    }
+  } else {
+    // Column-major A (a weight gradient x^T dz): each column of C adds up A's columns in depth
+    // order, vectorized along C's column.
+    Real* sums = grow(buffers.lhs, n * m);
+    std::fill(sums, sums + n * m, Real(0));
+    for (Index p = 0; p < k; ++p) {
+      const Real* column = &a(0, p);
+      for (Index j = 0; j < n; ++j) {
+        const Real coefficient = columns[j * k + p];
+        Real* sum = sums + j * m;
+        if (a.row_stride == 1) {
+          for (Index i = 0; i < m; ++i) sum[i] += column[i] * coefficient;
+        } else {
+          for (Index i = 0; i < m; ++i) sum[i] += column[i * a.row_stride] * coefficient;
+        }
       }
-    });
-  });
+    }
+    for (Index i = 0; i < m; ++i) {
+      for (Index j = 0; j < n; ++j) write(i, j, sums[j * m + i]);
+    }
+  }
   epilogue_by_blocks<Real>(m, n, epilogue);
 }
 
@@ -363,7 +384,7 @@ void gemm_serial(Index m, Index n, Index k, StridedMatrix<Real> a, StridedMatrix
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || n < Shape::kNr / 2) {
     // Too narrow for the register tile (an output layer with 2 columns would waste most of every
-    // tile): Eigen's product, which has kernels for thin right-hand sides.
+    // tile): thin_product.
     gemm_internal::thin_product(m, n, k, a, b, c, ldc, accumulate, epilogue);
     return;
   }
