@@ -20,7 +20,7 @@ repo="$(dirname "$here")"
 threads=2
 repeats=5
 only="toy_train_b256_ms,toy_train_b4096_ms,toy_ddpm1000_n10000_s,toy_ddim50_n10000_s"
-only+=",unet_train_b64_ms,unet_forward_b64_ms"
+only+=",unet_train_b64_ms,unet_forward_b64_ms,point_train_s16_n2048_ms"
 full_default=0
 small=()
 results=""
@@ -108,9 +108,11 @@ names = {"toy_train_b256_ms": "ToyMLP train, batch 256", "toy_train_b4096_ms": "
          "toy_ddpm1000_n10000_s": "ToyMLP ancestral 1000 steps, 10k points",
          "toy_ddim50_n10000_s": "ToyMLP DDIM 50 steps, 10k points",
          "unet_train_b64_ms": "UNetSmall train, batch 64",
-         "unet_forward_b64_ms": "UNetSmall forward, batch 64"}
+         "unet_forward_b64_ms": "UNetSmall forward, batch 64",
+         "point_train_s16_n2048_ms": "Point-cloud train, 16 shapes x 2048 points"}
 goals = {"toy_train_b256_ms": 1.5, "toy_train_b4096_ms": 1.3, "toy_ddpm1000_n10000_s": 1.3,
-         "toy_ddim50_n10000_s": 1.3, "unet_train_b64_ms": 1.0, "unet_forward_b64_ms": 1.0}
+         "toy_ddim50_n10000_s": 1.3, "unet_train_b64_ms": 1.0, "unet_forward_b64_ms": 1.0,
+         "point_train_s16_n2048_ms": 1.3}
 def fmt(v, unit):
     return f"{v:.3g} {unit}" if v is not None else "not run"
 if small:

@@ -460,13 +460,13 @@ int main(int argc, char** argv) {
   run.model.encoder_widths = {64, 128, 256};
   DataArgs data_args;
   ddpm_examples::TrainArgs train_args;
-  train_args.steps = 6000;
+  train_args.steps = 20000;
   train_args.batch = 32;
   train_args.lr = 2e-3;
   train_args.warmup = 100;
   train_args.decay = ddpm::optim::LrDecay::cosine;
   train_args.grad_clip = 10.0;
-  train_args.checkpoint_every = 250;
+  train_args.checkpoint_every = 1000;
   PriorArgs prior;
   prior.train.steps = 10000;
   prior.train.batch = 256;
@@ -556,7 +556,7 @@ int main(int argc, char** argv) {
   ddpm_examples::add_common_options(*train_cmd, train_common);
 
   SampleArgs sample_args, reconstruct_args, eval_args;
-  int emd_points = 512;
+  int emd_points = 1024;
   CLI::App* sample_cmd = app.add_subcommand(
       "sample", "new shapes: samples.npy (S x N x 3 float32), samples.png, reverse.png");
   add_sample_options(*sample_cmd, sample_args, 16);
