@@ -10,17 +10,7 @@
 #include <memory>
 #include <string>
 
-// stb_image decodes the files in this test only (static, so no clash with other test files).
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#endif
-#include <stb/stb_image.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "stb_image_decode.hpp"
 
 namespace {
 

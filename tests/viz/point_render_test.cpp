@@ -12,19 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "stb_image_decode.hpp"
 #include "support.hpp"
-
-// stb_image decodes the PNG in this test only (static, so no clash with other test files).
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#endif
-#include <stb/stb_image.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
 
 namespace {
 
