@@ -141,6 +141,8 @@ TEST_CASE("sample_labels: one class, the classes in turn or none, checked agains
     CHECK(ddpm::sample_labels(2, ddpm::kClassesInTurn, 0) == V{none, none});
     CHECK(ddpm::sample_labels(0, 1, 2).empty());
     CHECK(ddpm::sample_labels(2, 1, 2, 3.0, true) == V{1, 1});
+    // Classifier guidance of an unconditional model: the class is the classifier's.
+    CHECK(ddpm::sample_labels(3, 4, 0, 0.0, true) == V{4, 4, 4});
   }
   SUBCASE("a class or guidance needs a conditional model, and a class it knows") {
     DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, 0, 0));
@@ -149,8 +151,11 @@ TEST_CASE("sample_labels: one class, the classes in turn or none, checked agains
     DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, ddpm::kClassesInTurn, 2, 0.0, true));
     DDPM_CHECK_INVALID("--label", ddpm::sample_labels(2, 7, 2, 0.0, false, "--"));
     CHECK_THROWS_WITH_AS(ddpm::sample_labels(2, 7, 2, 0.0, false, "--"),
-                         "ddpm: invalid --label = 7; allowed: -2..num_classes-1 = 1",
+                         "ddpm: invalid --label = 7; allowed: a class 0..1, -1 (none) or -2 (the "
+                         "classes in turn)",
                          ddpm::InvalidArgument);
     CHECK_NOTHROW((void)ddpm::sample_labels(2, ddpm::kClassesInTurn, 2, -1.0));
+    // An unconditional model with a classifier still needs a class to guide toward.
+    DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, ddpm::kClassesInTurn, 0, 0.0, true));
   }
 }

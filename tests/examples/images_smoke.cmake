@@ -43,6 +43,11 @@ run_ok(train-classifier --data ${data} --base 8 --mult 1,2 --T 50 --batch 4 --st
 expect_files(${OUT}/classifier classifier.ckpt)
 run_ok(sample --checkpoint ${OUT}/model/model.ckpt --n 2 --label 0 --sample-steps 5
        --classifier ${OUT}/classifier/classifier.ckpt --classifier-scale 1 --out ${OUT}/cg)
+# Classifier guidance of an unconditional model (the class is the classifier's).
+run_ok(train --data ${data} ${tiny} --steps 2 --preview 0 --out ${OUT}/unconditional)
+run_ok(sample --checkpoint ${OUT}/unconditional/model.ckpt --n 2 --label 1 --sample-steps 5
+       --classifier ${OUT}/classifier/classifier.ckpt --classifier-scale 1 --out ${OUT}/cg_uncond)
+expect_files(${OUT}/cg_uncond samples.png samples.npy)
 run_ok(eval --checkpoint ${OUT}/model/model.ckpt --bound-n 4 --bound-stride 10 --fid-n 4
        --sample-steps 5 --classifier ${OUT}/classifier/classifier.ckpt --out ${OUT}/eval)
 file(READ ${OUT}/eval/metrics.json metrics)

@@ -76,9 +76,10 @@ inline constexpr int kClassesInTurn = -2;
 /// Labels for n samples of a model with `num_classes` classes (0: unconditional): `label` for every
 /// sample when label >= 0; with kClassesInTurn 0, 1, ..., num_classes - 1, 0, ... (kNoLabel each
 /// for an unconditional model); kNoLabel for any other negative label. Checked against their use:
-/// a class or guidance != 0 (classifier-free) needs a conditional model and a class below
-/// num_classes, and classifier guidance (`classifier`) a class. Errors name `prefix` + "label" or
-/// "guidance" (a program passes "--" to name its flags).
+/// guidance != 0 (classifier-free) needs a conditional model; a class needs a conditional model
+/// that knows it, or classifier guidance (`classifier`: the class is the classifier's, which
+/// guides an unconditional model too, and checks its own range); classifier guidance needs a
+/// class. Errors name `prefix` + "label" or "guidance" (a program passes "--" to name its flags).
 ///
 ///   sample_labels(5, ddpm::kClassesInTurn, 2) == {0, 1, 0, 1, 0}
 [[nodiscard]] inline std::vector<int> sample_labels(Index n, int label, int num_classes,
@@ -88,13 +89,16 @@ inline constexpr int kClassesInTurn = -2;
     return std::string(prefix).append(parameter);
   };
   if (num_classes <= 0) {
-    detail::require(label < 0, name("label"), label,
-                    "-1 (none) for an unconditional model (a class needs a class-conditional one)");
+    detail::require(label < 0 || classifier, name("label"), label,
+                    "-1 (none) for an unconditional model (a class needs a class-conditional one, "
+                    "or a classifier to guide it)");
     detail::require(guidance == 0.0, name("guidance"), guidance,
                     "0 for an unconditional model (guidance needs a class-conditional one)");
   }
-  detail::require(num_classes <= 0 || label < num_classes, name("label"), label,
-                  [&] { return "-2..num_classes-1 = " + std::to_string(num_classes - 1); });
+  detail::require(num_classes <= 0 || label < num_classes, name("label"), label, [&] {
+    return "a class 0.." + std::to_string(num_classes - 1) +
+           ", -1 (none) or -2 (the classes in turn)";
+  });
   detail::require(!classifier || label >= 0, name("label"), label,
                   "a class in 0..num_classes-1 for classifier guidance");
   std::vector<int> labels(static_cast<std::size_t>(std::max<Index>(n, 0)), kNoLabel);
