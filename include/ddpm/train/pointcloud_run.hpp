@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -130,7 +131,15 @@ class PointClouds {
     if (config.from_file()) {
       const std::string key = "file:held_out=";
       Index held_out = 0;
-      if (config.name.rfind(key, 0) == 0) held_out = std::stoll(config.name.substr(key.size()));
+      if (config.name.rfind(key, 0) == 0) {
+        const char* first = config.name.data() + key.size();
+        const char* last = config.name.data() + config.name.size();
+        const auto [end, error] = std::from_chars(first, last, held_out);
+        if (error != std::errc() || end != last || held_out < 1) {
+          throw FormatError("ddpm: data.name '" + config.name +
+                            "': the held-out count is not a positive integer");
+        }
+      }
       return from_path(config.path, points, held_out);
     }
     const std::string prefix = "shapes:";
