@@ -393,13 +393,16 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
   ddpm::data::normalize_clouds(normalized, points);
   ddpm::eval::PointCloudEvalOptions options;
   options.emd_points = std::min<ddpm::Index>(emd_points, points);
-  // Pairs: gen-ref, gen-gen, ref-ref, second-ref, second-second.
-  ddpm::io::ProgressBar progress(n * n * 2 + 3 * (n * (n - 1) / 2), "metrics", std::cerr,
-                                 {.unit = "pair"});
-  options.progress = [&](ddpm::Index done, ddpm::Index) { progress.update(done); };
+  // The bar starts at the first report, which says how many pairs there are.
+  std::optional<ddpm::io::ProgressBar> progress;
+  options.progress = [&](ddpm::Index done, ddpm::Index total) {
+    if (!progress)
+      progress.emplace(total, "metrics", std::cerr, ddpm::io::ProgressOptions{.unit = "pair"});
+    progress->update(done);
+  };
   const ddpm::eval::GenerationReport report =
       ddpm::eval::generation_metrics_with_floor(normalized, reference, second, points, options);
-  progress.finish();
+  if (progress) progress->finish();
   const auto metrics_json = [](const ddpm::eval::GenerationMetrics& g) {
     ddpm::io::JsonObject j;
     j.add("mmd_cd", g.mmd_cd).add("cov_cd", g.cov_cd).add("1nna_cd", g.nna_cd);

@@ -237,12 +237,13 @@ struct ShapeBatches {
     const auto count = static_cast<std::uint64_t>(clouds->rows() / cloud_points);
     out.resize(n, 3);
     std::vector<Index> order(static_cast<std::size_t>(cloud_points));
+    const bool subset = points < cloud_points;
     for (Index s = 0; s < n / points; ++s) {
       const auto sample = static_cast<std::uint32_t>(s);
       const auto shape = static_cast<Index>(rng.uniform_int(stream::data, sample, counter, count));
-      // The first M of a partial Fisher-Yates shuffle of the N points.
+      // The first M of a partial Fisher-Yates shuffle of the N points (all N in order when M = N).
       for (Index i = 0; i < cloud_points; ++i) order[static_cast<std::size_t>(i)] = i;
-      for (Index i = 0; i < points && points < cloud_points; ++i) {
+      for (Index i = 0; subset && i < points; ++i) {
         const auto j = i + static_cast<Index>(rng.uniform(stream::augment, sample, counter,
                                                           static_cast<std::uint32_t>(i)) *
                                               static_cast<double>(cloud_points - i));
