@@ -53,6 +53,10 @@ inline constexpr std::uint32_t init = 8;           ///< network parameter initia
 inline constexpr std::uint32_t dropout = 9;        ///< dropout masks while training
 inline constexpr std::uint32_t augment = 10;       ///< data augmentation (random flips)
 inline constexpr std::uint32_t latent = 11;        ///< z = mu + sigma eps of a variational encoder
+inline constexpr std::uint32_t inpaint = 12;       ///< noising the known part (RePaint)
+inline constexpr std::uint32_t offset_noise = 13;  ///< per-channel offset of the training noise
+inline constexpr std::uint32_t probes = 14;        ///< Hutchinson divergence probes
+inline constexpr std::uint32_t dequantize = 15;    ///< uniform dequantization of 8-bit data
 inline constexpr std::uint32_t user = 1000;        ///< first stream free for users
 }  // namespace stream
 
