@@ -49,6 +49,22 @@ concept Denoiser = requires(M& m, const Batch<Real>& x_t, std::span<const int> t
   m.predict(x_t, t, out);
 };
 
+/// A Denoiser that also takes a real-valued timestep, for noise levels between the schedule's
+/// steps (Karras and exponential grids, the probability-flow ODE).
+///
+/// Requirements (besides Denoiser's):
+///   1. `m.predict(x_t, t, out)` with `std::span<const double> t`: t in [0, T-1], where a
+///      fractional t is the noise level s with log s linear in t between the two neighbouring
+///      steps (NoiseSchedule::level_at_timestep). At an integral t it equals the int overload.
+///
+/// A model without it is fed the nearest integer timestep of a continuous level (as diffusers'
+/// Karras schedules do). The bundled networks embed a real t directly.
+template <class M, class Real>
+concept ContinuousTimeDenoiser = Denoiser<M, Real> &&
+    requires(M& m, const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out) {
+  m.predict(x_t, t, out);
+};
+
 /// A denoiser that also takes one class label per row.
 ///
 /// Requirements:
@@ -266,16 +282,27 @@ class WithLabels {
   WithLabels(M& model, std::span<const int> labels) : model_(&model), labels_(labels) {}
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
+    predict_at(x_t, t, out);
+  }
+  /// Real-valued timesteps, when the model takes them (ContinuousTimeDenoiser).
+  void predict(const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out) requires
+      requires(M& m, std::span<const double> tt, Batch<Real>& o) {
+    m.predict(x_t, tt, std::span<const int>(), o);
+  }
+  { predict_at(x_t, t, out); }
+
+  [[nodiscard]] bool training() const { return detail::training_of(*model_); }
+  void set_training(bool on) { detail::set_training_of(*model_, on); }
+
+ private:
+  template <class Time>
+  void predict_at(const Batch<Real>& x_t, std::span<const Time> t, Batch<Real>& out) {
     detail::require(
         static_cast<Index>(labels_.size()) == x_t.rows(), "labels.size()", labels_.size(),
         [&] { return "one label per row of x_t (" + std::to_string(x_t.rows()) + ")"; });
     model_->predict(x_t, t, labels_, out);
   }
 
-  [[nodiscard]] bool training() const { return detail::training_of(*model_); }
-  void set_training(bool on) { detail::set_training_of(*model_, on); }
-
- private:
   M* model_;
   std::span<const int> labels_;
 };

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -40,17 +41,34 @@ class ClassifierFreeGuidance {
   }
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
+    predict_at(x_t, t, out);
+  }
+  /// Real-valued timesteps, when the model takes them (ContinuousTimeDenoiser).
+  void predict(const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out) requires
+      requires(M& m, std::span<const double> tt, Batch<Real>& o) {
+    m.predict(x_t, tt, std::span<const int>(), o);
+  }
+  { predict_at(x_t, t, out); }
+
+  [[nodiscard]] double weight() const noexcept { return weight_; }
+  [[nodiscard]] bool training() const { return detail::training_of(*model_); }
+  void set_training(bool on) { detail::set_training_of(*model_, on); }
+
+ private:
+  template <class Time>
+  void predict_at(const Batch<Real>& x_t, std::span<const Time> t, Batch<Real>& out) {
     const Index n = x_t.rows(), dim = x_t.cols();
     detail::require(static_cast<Index>(labels_.size()) == n, "labels.size()", labels_.size(),
                     [&] { return "one label per row of x_t (" + std::to_string(n) + ")"; });
     stacked_.resize(2 * n, dim);
     stacked_.topRows(n) = x_t;
     stacked_.bottomRows(n) = x_t;
-    t2_.assign(t.begin(), t.end());
-    t2_.insert(t2_.end(), t.begin(), t.end());
+    std::vector<Time>& t2 = doubled_timesteps<Time>();
+    t2.assign(t.begin(), t.end());
+    t2.insert(t2.end(), t.begin(), t.end());
     labels2_.assign(labels_.begin(), labels_.end());
     labels2_.insert(labels2_.end(), static_cast<std::size_t>(n), kNoLabel);
-    model_->predict(stacked_, std::span<const int>(t2_), std::span<const int>(labels2_), both_);
+    model_->predict(stacked_, std::span<const Time>(t2), std::span<const int>(labels2_), both_);
     detail::require_shape(both_.rows() == 2 * n && both_.cols() >= dim, "model output",
                           both_.rows(), both_.cols(),
                           "2n rows and at least x_t.cols() prediction columns");
@@ -60,16 +78,21 @@ class ClassifierFreeGuidance {
         (Real(1) + w) * both_.topRows(n).leftCols(dim) - w * both_.bottomRows(n).leftCols(dim);
   }
 
-  [[nodiscard]] double weight() const noexcept { return weight_; }
-  [[nodiscard]] bool training() const { return detail::training_of(*model_); }
-  void set_training(bool on) { detail::set_training_of(*model_, on); }
+  template <class Time>
+  std::vector<Time>& doubled_timesteps() noexcept {
+    if constexpr (std::is_same_v<Time, int>) {
+      return t2_;
+    } else {
+      return real_t2_;
+    }
+  }
 
- private:
   M* model_;
   std::span<const int> labels_;
   double weight_;
   Batch<Real> stacked_, both_;
   std::vector<int> t2_, labels2_;
+  std::vector<double> real_t2_;
 };
 
 /// Classifier guidance (Dhariwal & Nichol 2021): a GuidedDenoiser whose predict() is the model's
@@ -93,6 +116,11 @@ class ClassifierGuidance {
   }
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
+    model_->predict(x_t, t, out);
+  }
+  /// Real-valued timesteps, when the model takes them (ContinuousTimeDenoiser).
+  void predict(const Batch<Real>& x_t, std::span<const double> t,
+               Batch<Real>& out) requires ContinuousTimeDenoiser<M, Real> {
     model_->predict(x_t, t, out);
   }
 

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -31,7 +32,7 @@ class GaussianMixtureDenoiser {
  public:
   GaussianMixtureDenoiser(GaussianMixture mixture, const NoiseSchedule& schedule,
                           ModelOutput output = ModelOutput::epsilon)
-      : mixture_(std::move(mixture)), output_(output) {
+      : mixture_(std::move(mixture)), schedule_(schedule), output_(output) {
     const Index k = mixture_.components();
     detail::require(k >= 1 && mixture_.dim() >= 1, "mixture.means",
                     std::to_string(k) + "x" + std::to_string(mixture_.dim()),
@@ -65,11 +66,27 @@ class GaussianMixtureDenoiser {
 
   [[nodiscard]] const GaussianMixture& mixture() const noexcept { return mixture_; }
 
+  /// t: the schedule's original timesteps, or real ones (ContinuousTimeDenoiser): a fractional
+  /// t is the noise level NoiseSchedule::level_at_timestep(t), and the output is exact there too.
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) const {
-    predict_impl(x_t, t, {}, out);
+    predict_impl(x_t, levels_of(x_t, t), {}, out);
+  }
+  void predict(const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out) const {
+    predict_impl(x_t, levels_of(x_t, t), {}, out);
   }
   void predict(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) const {
+    predict_labeled(x_t, t, labels, out);
+  }
+  void predict(const Batch<Real>& x_t, std::span<const double> t, std::span<const int> labels,
+               Batch<Real>& out) const {
+    predict_labeled(x_t, t, labels, out);
+  }
+
+ private:
+  template <class Time>
+  void predict_labeled(const Batch<Real>& x_t, std::span<const Time> t, std::span<const int> labels,
+                       Batch<Real>& out) const {
     detail::require(static_cast<Index>(labels.size()) == x_t.rows(), "labels.size()", labels.size(),
                     "one label per row of x_t");
     for (const int label : labels) {
@@ -78,29 +95,45 @@ class GaussianMixtureDenoiser {
             return "-1 (none) or a component index 0.." + std::to_string(mixture_.components() - 1);
           });
     }
-    predict_impl(x_t, t, labels, out);
+    predict_impl(x_t, levels_of(x_t, t), labels, out);
   }
 
- private:
-  void predict_impl(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
-                    Batch<Real>& out) const {
-    const Index dim = mixture_.dim(), k = mixture_.components();
+  /// (ab, 1 - ab) of each row's timestep, checked.
+  template <class Time>
+  std::vector<std::pair<double, double>> levels_of(const Batch<Real>& x_t,
+                                                   std::span<const Time> t) const {
+    const Index dim = mixture_.dim();
     if (x_t.cols() != dim)
       detail::require_shape(false, "x_t", x_t.rows(), x_t.cols(),
                             std::to_string(dim) + " columns (the mixture's dim)");
     detail::require(static_cast<Index>(t.size()) == x_t.rows(), "t.size()", t.size(),
                     "one timestep per row of x_t");
-    for (const int timestep : t) {
-      const bool ok = timestep >= 0 && timestep < static_cast<int>(alphas_cumprod_.size()) &&
-                      alphas_cumprod_[static_cast<std::size_t>(timestep)] > 0.0;
-      detail::require(ok, "t", timestep, "a timestep of the schedule the denoiser was built with");
+    std::vector<std::pair<double, double>> levels(t.size());
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      if constexpr (std::is_same_v<Time, int>) {
+        const int timestep = t[i];
+        const bool ok = timestep >= 0 && timestep < static_cast<int>(alphas_cumprod_.size()) &&
+                        alphas_cumprod_[static_cast<std::size_t>(timestep)] > 0.0;
+        detail::require(ok, "t", timestep,
+                        "a timestep of the schedule the denoiser was built with");
+        levels[i] = {alphas_cumprod_[static_cast<std::size_t>(timestep)],
+                     one_minus_alphas_cumprod_[static_cast<std::size_t>(timestep)]};
+      } else {
+        // ab = 1 / (1 + s^2) and 1 - ab = s^2 / (1 + s^2), both accurate for tiny s.
+        const double s = schedule_.level_at_timestep(t[i]);
+        levels[i] = {1.0 / (1.0 + s * s), s * s / (1.0 + s * s)};
+      }
     }
+    return levels;
+  }
+
+  void predict_impl(const Batch<Real>& x_t, const std::vector<std::pair<double, double>>& levels,
+                    std::span<const int> labels, Batch<Real>& out) const {
+    const Index dim = mixture_.dim(), k = mixture_.components();
     out.resize(x_t.rows(), dim);
     detail::parallel_for(x_t.rows(), [&](Index i) {
-      const double ab = alphas_cumprod_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
+      const auto [ab, one_minus_ab] = levels[static_cast<std::size_t>(i)];
       const double sqrt_ab = std::sqrt(ab);
-      const double one_minus_ab =
-          one_minus_alphas_cumprod_[static_cast<std::size_t>(t[static_cast<std::size_t>(i)])];
       const int only = labels.empty() ? kNoLabel : labels[static_cast<std::size_t>(i)];
       // log responsibilities, then E[x_0 | x_t] as their weighted sum of component posteriors.
       double max_log = -INFINITY;
@@ -151,6 +184,7 @@ class GaussianMixtureDenoiser {
   }
 
   GaussianMixture mixture_;
+  NoiseSchedule schedule_;
   ModelOutput output_;
   // By original timestep; -1 where the schedule has no step.
   std::vector<double> alphas_cumprod_, one_minus_alphas_cumprod_;

@@ -172,6 +172,52 @@ class NoiseSchedule {
     return all;
   }
 
+  /// The EDM noise level of step i, s = sqrt((1 - ab) / ab): x / sqrt(ab) = x_0 + s eps.
+  [[nodiscard]] double level(int i) const {
+    return sqrt_recipm1_alphas_cumprod_[static_cast<std::size_t>(i)];
+  }
+
+  /// The real-valued original timestep of noise level s > 0: the timestep linearly interpolated
+  /// in log s between the two steps whose levels bracket s (k-diffusion's sigma_to_t), clamped to
+  /// the first and last step. The one map from a continuous noise level to what a model is fed.
+  [[nodiscard]] double timestep_at_level(double s) const {
+    detail::require(s > 0.0, "noise level", s, "a level s > 0 (s = sqrt((1 - ab) / ab))");
+    const double log_s = std::log(s);
+    const auto last = log_levels_.size() - 1;
+    if (log_s <= log_levels_.front()) return timestep(0);
+    if (log_s >= log_levels_[last]) return timestep(static_cast<int>(last));
+    const auto above = static_cast<std::size_t>(
+        std::upper_bound(log_levels_.begin(), log_levels_.end(), log_s) - log_levels_.begin());
+    const std::size_t below = above - 1;
+    const double fraction =
+        (log_s - log_levels_[below]) / (log_levels_[above] - log_levels_[below]);
+    const double t0 = timestep(static_cast<int>(below)), t1 = timestep(static_cast<int>(above));
+    return t0 + fraction * (t1 - t0);
+  }
+
+  /// The noise level at a real-valued original timestep t in [timestep(0), timestep(size() - 1)]:
+  /// log s linearly interpolated in t, the inverse of timestep_at_level.
+  [[nodiscard]] double level_at_timestep(double t) const {
+    const double first = timestep(0), last = timestep(size() - 1);
+    detail::require(t >= first && t <= last, "t", t, [&] {
+      return "a timestep in [" + std::to_string(timestep(0)) + ", " +
+             std::to_string(timestep(size() - 1)) + "]";
+    });
+    // The step whose timestep is the largest <= t, found among the kept original timesteps.
+    int below = 0, above = size() - 1;
+    while (above - below > 1) {
+      const int middle = (below + above) / 2;
+      (timestep(middle) <= t ? below : above) = middle;
+    }
+    if (timestep(above) <= t) below = above;
+    const auto b = static_cast<std::size_t>(below);
+    if (below == size() - 1 || static_cast<double>(timestep(below)) == t) {
+      return sqrt_recipm1_alphas_cumprod_[b];
+    }
+    const double fraction = (t - timestep(below)) / (timestep(below + 1) - timestep(below));
+    return std::exp(log_levels_[b] + fraction * (log_levels_[b + 1] - log_levels_[b]));
+  }
+
   // Derived arrays, indexed by step i (REFERENCE.md names in comments).
   [[nodiscard]] const std::vector<double>& betas() const noexcept { return betas_; }
   /// a_t = 1 - beta_t
@@ -251,7 +297,7 @@ class NoiseSchedule {
           &sqrt_alphas_cumprod_, &sqrt_one_minus_alphas_cumprod_, &log_one_minus_alphas_cumprod_,
           &sqrt_recip_alphas_cumprod_, &sqrt_recipm1_alphas_cumprod_, &posterior_variance_,
           &posterior_log_variance_clipped_, &posterior_mean_coef1_, &posterior_mean_coef2_,
-          &fixed_large_log_variance_, &log_alphas_cumprod_}) {
+          &fixed_large_log_variance_, &log_alphas_cumprod_, &log_levels_}) {
       array->assign(n, 0.0);
     }
     // alpha-bar through sums of log1p, and 1 - alpha-bar through expm1, so that neither loses
@@ -275,6 +321,7 @@ class NoiseSchedule {
       log_one_minus_alphas_cumprod_[i] = std::log(one_minus_ab[i]);
       sqrt_recip_alphas_cumprod_[i] = std::sqrt(1.0 / ab);
       sqrt_recipm1_alphas_cumprod_[i] = std::sqrt(one_minus_ab[i] / ab);
+      log_levels_[i] = 0.5 * (std::log(one_minus_ab[i]) - log_alphas_cumprod_[i]);
       posterior_variance_[i] = betas_[i] * one_minus_ab_prev[i] / one_minus_ab[i];
       posterior_mean_coef1_[i] = betas_[i] * std::sqrt(ab_prev) / one_minus_ab[i];
       posterior_mean_coef2_[i] = one_minus_ab_prev[i] * std::sqrt(alphas_[i]) / one_minus_ab[i];
@@ -297,7 +344,8 @@ class NoiseSchedule {
       sqrt_alphas_cumprod_, sqrt_one_minus_alphas_cumprod_, log_one_minus_alphas_cumprod_,
       sqrt_recip_alphas_cumprod_, sqrt_recipm1_alphas_cumprod_, posterior_variance_,
       posterior_log_variance_clipped_, posterior_mean_coef1_, posterior_mean_coef2_,
-      fixed_large_log_variance_, log_alphas_cumprod_;
+      fixed_large_log_variance_, log_alphas_cumprod_,
+      log_levels_;  // log of level(i), increasing in i
 };
 
 }  // namespace ddpm
