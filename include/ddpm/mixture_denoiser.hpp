@@ -83,6 +83,20 @@ class GaussianMixtureDenoiser {
     predict_labeled(x_t, t, labels, out);
   }
 
+  /// As predict(), and jac.row(i) = the Jacobian d out.row(i) / d x_t.row(i) in closed form,
+  /// row-major (entry (a, b) at column a * dim + b). With r_k the responsibilities, mu_k =
+  /// E[x_0 | x_t, k], q_k = -(x_t - sqrt(ab) m_k) / v_k (v_k = ab s_k^2 + 1 - ab):
+  /// dE[x_0|x_t]/dx_t = sum_k r_k (sqrt(ab) s_k^2 / v_k) I + sum_k r_k mu_k (q_k - sum_j r_j
+  /// q_j)^T, the second term the derivative of the responsibilities; eps and v follow linearly.
+  void predict_with_jacobian(const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out,
+                             Batch<Real>& jac) const {
+    predict_impl(x_t, levels_of(x_t, t), {}, out, &jac);
+  }
+  void predict_with_jacobian(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out,
+                             Batch<Real>& jac) const {
+    predict_impl(x_t, levels_of(x_t, t), {}, out, &jac);
+  }
+
  private:
   template <class Time>
   void predict_labeled(const Batch<Real>& x_t, std::span<const Time> t, std::span<const int> labels,
@@ -113,7 +127,7 @@ class GaussianMixtureDenoiser {
       if constexpr (std::is_same_v<Time, int>) {
         const int timestep = t[i];
         const bool ok = timestep >= 0 && timestep < static_cast<int>(alphas_cumprod_.size()) &&
-                        alphas_cumprod_[static_cast<std::size_t>(timestep)] > 0.0;
+                        alphas_cumprod_[static_cast<std::size_t>(timestep)] >= 0.0;
         detail::require(ok, "t", timestep,
                         "a timestep of the schedule the denoiser was built with");
         levels[i] = {alphas_cumprod_[static_cast<std::size_t>(timestep)],
@@ -121,16 +135,20 @@ class GaussianMixtureDenoiser {
       } else {
         // ab = 1 / (1 + s^2) and 1 - ab = s^2 / (1 + s^2), both accurate for tiny s.
         const double s = schedule_.level_at_timestep(t[i]);
-        levels[i] = {1.0 / (1.0 + s * s), s * s / (1.0 + s * s)};
+        // s = +inf (zero terminal SNR): ab = 0, not inf / inf.
+        levels[i] = std::isinf(s) ? std::pair{0.0, 1.0}
+                                  : std::pair{1.0 / (1.0 + s * s), s * s / (1.0 + s * s)};
       }
     }
     return levels;
   }
 
   void predict_impl(const Batch<Real>& x_t, const std::vector<std::pair<double, double>>& levels,
-                    std::span<const int> labels, Batch<Real>& out) const {
+                    std::span<const int> labels, Batch<Real>& out,
+                    Batch<Real>* jac = nullptr) const {
     const Index dim = mixture_.dim(), k = mixture_.components();
     out.resize(x_t.rows(), dim);
+    if (jac != nullptr) jac->resize(x_t.rows(), dim * dim);
     detail::parallel_for(x_t.rows(), [&](Index i) {
       const auto [ab, one_minus_ab] = levels[static_cast<std::size_t>(i)];
       const double sqrt_ab = std::sqrt(ab);
@@ -180,7 +198,53 @@ class GaussianMixtureDenoiser {
                                  : sqrt_ab * eps - std::sqrt(one_minus_ab) * x0;
         out(i, j) = static_cast<Real>(value);
       }
+      if (jac != nullptr) jacobian_row(x_t, i, ab, one_minus_ab, log_resp, max_log, norm, *jac);
     });
+  }
+
+  // Row i of predict_with_jacobian's jac, from the log responsibilities predict_impl computed.
+  void jacobian_row(const Batch<Real>& x_t, Index i, double ab, double one_minus_ab,
+                    const double* log_resp, double max_log, double norm, Batch<Real>& jac) const {
+    const Index dim = mixture_.dim(), k = mixture_.components();
+    const double sqrt_ab = std::sqrt(ab), sigma = std::sqrt(one_minus_ab);
+    std::vector<double> r(static_cast<std::size_t>(k)), mu(static_cast<std::size_t>(k * dim)),
+        q(static_cast<std::size_t>(k * dim)), q_bar(static_cast<std::size_t>(dim), 0.0),
+        d_x0(static_cast<std::size_t>(dim * dim), 0.0);
+    double diagonal = 0.0;
+    for (Index c = 0; c < k; ++c) {
+      const auto ci = static_cast<std::size_t>(c);
+      r[ci] = log_resp[c] == -INFINITY ? 0.0 : std::exp(log_resp[c] - max_log) / norm;
+      const double s2 = mixture_.stds[ci] * mixture_.stds[ci];
+      const double var = ab * s2 + one_minus_ab;
+      diagonal += r[ci] * sqrt_ab * s2 / var;
+      for (Index j = 0; j < dim; ++j) {
+        const double x = x_t(i, j), m = mixture_.means(c, j);
+        mu[ci * dim + j] = m + sqrt_ab * s2 * (x - sqrt_ab * m) / var;
+        q[ci * dim + j] = -(x - sqrt_ab * m) / var;
+        q_bar[j] += r[ci] * q[ci * dim + j];
+      }
+    }
+    for (Index c = 0; c < k; ++c) {
+      const auto ci = static_cast<std::size_t>(c);
+      if (r[ci] == 0.0) continue;
+      for (Index a = 0; a < dim; ++a) {
+        for (Index b = 0; b < dim; ++b) {
+          d_x0[a * dim + b] += r[ci] * mu[ci * dim + a] * (q[ci * dim + b] - q_bar[b]);
+        }
+      }
+    }
+    for (Index a = 0; a < dim; ++a) d_x0[a * dim + a] += diagonal;
+    for (Index a = 0; a < dim; ++a) {
+      for (Index b = 0; b < dim; ++b) {
+        const double identity = a == b ? 1.0 : 0.0;
+        const double x0 = d_x0[a * dim + b];
+        const double eps = (identity - sqrt_ab * x0) / sigma;
+        const double value = output_ == ModelOutput::epsilon ? eps
+                             : output_ == ModelOutput::x0    ? x0
+                                                             : sqrt_ab * eps - sigma * x0;
+        jac(i, a * dim + b) = static_cast<Real>(value);
+      }
+    }
   }
 
   GaussianMixture mixture_;

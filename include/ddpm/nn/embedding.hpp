@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Timestep and class-label embeddings: the sinusoidal embedding of improved diffusion (cached per
-// timestep) and a learned label table with a "no label" row for classifier-free guidance.
+// integral timestep, computed directly for a real one) and a learned label table with a "no label"
+// row for classifier-free guidance.
 #pragma once
 
 #include <Eigen/Core>
@@ -56,6 +57,23 @@ class SinusoidalEmbedding {
     const double freq =
         std::exp(-std::log(max_period) * static_cast<double>(i) / static_cast<double>(half));
     return j < half ? std::cos(t * freq) : std::sin(t * freq);
+  }
+
+  /// Writes emb(t[i]) for real-valued timesteps (noise levels between the schedule's steps),
+  /// computed directly: no cache. At an integral t it equals the int overload bitwise (both go
+  /// through value()). Timesteps must be finite and >= 0.
+  void forward(std::span<const double> t, Eigen::Ref<Batch<Real>> out) const {
+    ddpm::detail::require_shape(out.rows() == static_cast<Index>(t.size()) && out.cols() == dim_,
+                                "embedding output", out.rows(), out.cols(),
+                                "t.size() x embedding_dim");
+    for (const double ti : t) {
+      ddpm::detail::require(std::isfinite(ti) && ti >= 0.0, "t", ti, "a finite timestep >= 0");
+    }
+    ddpm::detail::parallel_for(out.rows(), 32 * dim_, [&](Index r) {
+      Real* row = out.data() + r * out.outerStride();
+      const double ti = t[static_cast<std::size_t>(r)];
+      for (Index j = 0; j < dim_; ++j) row[j] = static_cast<Real>(value(ti, j, dim_, max_period_));
+    });
   }
 
   /// Writes emb(t[i]) into out.row(i). out must be t.size() x dim() (it may be a column block of a

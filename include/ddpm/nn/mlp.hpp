@@ -125,13 +125,66 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
 
   /// out = model(x_t, t) with every label kNoLabel. out is resized to x_t.rows() x output_dim.
   void predict(ConstRef x_t, std::span<const int> t, Batch<Real>& out) {
-    predict(x_t, t, std::span<const int>(), out);
+    predict_impl(x_t, t, std::span<const int>(), out, this->training());
   }
 
   /// out = model(x_t, t, labels); labels in [0, num_classes) or kNoLabel, one per row (an empty
   /// span means all kNoLabel). A model without classes accepts only kNoLabel.
   void predict(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) {
+    predict_impl(x_t, t, labels, out, this->training());
+  }
+
+  /// Real-valued timesteps (ContinuousTimeDenoiser): the sinusoid of a fractional t is computed
+  /// directly; at an integral t the output equals the int overload's bitwise.
+  void predict(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
+    predict_impl(x_t, t, std::span<const int>(), out, this->training());
+  }
+  void predict(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
+               Batch<Real>& out) {
+    predict_impl(x_t, t, labels, out, this->training());
+  }
+
+  /// out = model(x_t, t[, labels]) as predict() in inference (no dropout), but keeping what
+  /// input_vjp() needs, whatever the training mode (InputVjpDenoiser, for the probability-flow
+  /// likelihood). backward() also works after it.
+  void linearize(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
+    predict_impl(x_t, t, std::span<const int>(), out, true);
+  }
+  void linearize(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
+                 Batch<Real>& out) {
+    predict_impl(x_t, t, labels, out, true);
+  }
+
+  /// grad_x.row(i) = cotangent.row(i) d out.row(i) / d x_t.row(i), a vector-Jacobian product at
+  /// the last linearize() (or training predict()); grad_x is resized to the batch x input_dim.
+  /// Parameter gradients are left as they were. Any number of products per linearize().
+  void input_vjp(ConstRef cotangent, Batch<Real>& grad_x) {
+    this->preserving_gradients([&] { backward_impl(cotangent, &grad_x); });
+  }
+
+  /// Accumulates d loss / d parameters for the last predict() into gradient_values(), given
+  /// grad_out = d loss / d out (x_t.rows() x output_dim).
+  void backward(ConstRef grad_out) { backward_impl(grad_out, nullptr); }
+
+  /// As backward(grad_out), and also writes grad_x = d loss / d x_t (resized to the batch x
+  /// input_dim), e.g. for classifier guidance.
+  void backward(ConstRef grad_out, Batch<Real>& grad_x) { backward_impl(grad_out, &grad_x); }
+
+  // parameters(), parameter_values(), gradient_values(), parameter_count(), zero_grad(),
+  // set_training() and training() come from ModelCore. With training off, predict() keeps no
+  // activations (two batch x width buffers instead of 2 * depth) and backward() throws.
+
+  /// The hidden layers and the output layer, for inspection.
+  [[nodiscard]] std::span<Linear<Real>> hidden_layers() noexcept { return layers().hidden; }
+  [[nodiscard]] Linear<Real>& output_layer() noexcept { return layers().output; }
+
+ private:
+  using Core::layers;
+
+  template <class Time>
+  void predict_impl(const ConstRef& x_t, std::span<const Time> t, std::span<const int> labels,
+                    Batch<Real>& out, bool keep) {
     const Index rows = x_t.rows();
     ddpm::detail::require_shape(x_t.cols() == config_.input_dim, "x_t", rows, x_t.cols(), [&] {
       return "input_dim = " + ddpm::detail::to_text(config_.input_dim) + " columns";
@@ -164,7 +217,7 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
 
     const Index width = config_.width;
     std::vector<Linear<Real>>& hidden = layers().hidden;
-    if (this->training()) {
+    if (keep) {
       for (std::size_t k = 0; k < hidden.size(); ++k) {
         Eigen::Map<Batch<Real>> h = activations_[k].resize(rows, width);
         if (k == 0) {
@@ -184,25 +237,6 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
       this->set_kept_batch(-1);
     }
   }
-
-  /// Accumulates d loss / d parameters for the last predict() into gradient_values(), given
-  /// grad_out = d loss / d out (x_t.rows() x output_dim).
-  void backward(ConstRef grad_out) { backward_impl(grad_out, nullptr); }
-
-  /// As backward(grad_out), and also writes grad_x = d loss / d x_t (resized to the batch x
-  /// input_dim), e.g. for classifier guidance.
-  void backward(ConstRef grad_out, Batch<Real>& grad_x) { backward_impl(grad_out, &grad_x); }
-
-  // parameters(), parameter_values(), gradient_values(), parameter_count(), zero_grad(),
-  // set_training() and training() come from ModelCore. With training off, predict() keeps no
-  // activations (two batch x width buffers instead of 2 * depth) and backward() throws.
-
-  /// The hidden layers and the output layer, for inspection.
-  [[nodiscard]] std::span<Linear<Real>> hidden_layers() noexcept { return layers().hidden; }
-  [[nodiscard]] Linear<Real>& output_layer() noexcept { return layers().output; }
-
- private:
-  using Core::layers;
 
   static const MlpConfig& validated(const MlpConfig& c) {
     ddpm::detail::require(c.input_dim >= 1, "input_dim", c.input_dim, ">= 1");

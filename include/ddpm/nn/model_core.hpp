@@ -4,12 +4,14 @@
 // models' compiler-generated copies and moves are correct.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/types.hpp"
@@ -118,6 +120,25 @@ class ModelCore {
   /// Records the rows of a forward pass that kept its activations, or -1 after one that did not.
   void set_kept_batch(Index rows) noexcept { kept_batch_ = rows; }
 
+  /// Runs body() (a backward pass run for its input gradient) and puts every parameter gradient
+  /// back as it was, so vector-Jacobian products leave the optimizer's gradients alone. The copy
+  /// costs O(parameters), small beside a backward pass over a batch.
+  template <class Body>
+  void preserving_gradients(Body&& body) {
+    const std::span<const Real> grads = std::as_const(bound_.store()).grads();
+    saved_gradients_.assign(grads.begin(), grads.end());
+    const auto restore = [&] {
+      std::copy(saved_gradients_.begin(), saved_gradients_.end(), bound_.store().grads().begin());
+    };
+    try {
+      body();
+    } catch (...) {
+      restore();
+      throw;
+    }
+    restore();
+  }
+
   /// The rows of the last forward pass, which must have kept its activations; otherwise throws
   /// std::logic_error "ddpm: <model>::backward needs a <forward> in training mode".
   [[nodiscard]] Index kept_batch(std::string_view model, std::string_view forward) const {
@@ -132,6 +153,7 @@ class ModelCore {
   BoundLayers<Real, Layers> bound_;
   bool training_ = true;
   Index kept_batch_ = -1;  // rows of the last forward pass that kept its activations, -1 if none
+  std::vector<Real> saved_gradients_;  // scratch of preserving_gradients()
 };
 
 }  // namespace ddpm::nn

@@ -73,8 +73,10 @@ class TimeEmbedding {
   }
 
   /// The embedding of every row (t.size() x dim); labels empty means all kNoLabel. Validate t and
-  /// labels first (check_labels; t >= 0 is checked here).
-  Eigen::Map<const Batch<Real>> forward(std::span<const int> t, std::span<const int> labels,
+  /// labels first (check_labels; t >= 0 is checked here). t: int timesteps or real ones (the
+  /// sinusoid of a real t is computed directly).
+  template <class Time>
+  Eigen::Map<const Batch<Real>> forward(std::span<const Time> t, std::span<const int> labels,
                                         bool keep_for_backward) {
     const auto rows = static_cast<Index>(t.size());
     Eigen::Map<Batch<Real>> sinusoid = sinusoid_.resize(rows, sinusoidal_.dim());

@@ -127,29 +127,40 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
 
   /// out = model(x_t, t), all labels kNoLabel.
   void predict(ConstRef x_t, std::span<const int> t, Batch<Real>& out) {
-    predict(x_t, t, std::span<const int>(), out);
+    predict_impl(x_t, t, std::span<const int>(), out, this->training(), this->training());
   }
 
   /// out = model(x_t, t, labels); labels in [0, num_classes) or kNoLabel (or empty: all kNoLabel).
   void predict(ConstRef x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) {
-    const Index rows = x_t.rows();
-    ddpm::detail::require_shape(x_t.cols() == input_dim(), "x_t", rows, x_t.cols(), [&] {
-      return "image_channels * height * width = " + ddpm::detail::to_text(input_dim()) + " columns";
-    });
-    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
-                          [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
-    TimeEmbedding<Real>& time = layers().time;
-    ConvGraph<Real>& graph = layers().graph;
-    time.check_labels(labels, rows);
-    const bool keep = this->training();
-    const Eigen::Map<const Batch<Real>> embedding = time.forward(t, labels, keep);
-    graph.forward(x_t, embedding, keep, keep, dropout_rng_, dropout_draw_);
-    if (keep) ++dropout_draw_;
-    const std::size_t last = graph.last();
-    out.resize(rows, output_dim());
-    to_planar<Real>(graph.value(last), graph.shape(last), out);
-    this->set_kept_batch(keep ? rows : -1);
+    predict_impl(x_t, t, labels, out, this->training(), this->training());
+  }
+
+  /// Real-valued timesteps (ContinuousTimeDenoiser): the sinusoid of a fractional t is computed
+  /// directly; at an integral t the output equals the int overload's bitwise.
+  void predict(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
+    predict_impl(x_t, t, std::span<const int>(), out, this->training(), this->training());
+  }
+  void predict(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
+               Batch<Real>& out) {
+    predict_impl(x_t, t, labels, out, this->training(), this->training());
+  }
+
+  /// out = model(x_t, t[, labels]) with dropout off (the inference output), keeping what
+  /// input_vjp() needs whatever the training mode (InputVjpDenoiser, for the probability-flow
+  /// likelihood). Draws no dropout mask.
+  void linearize(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
+    predict_impl(x_t, t, std::span<const int>(), out, true, false);
+  }
+  void linearize(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
+                 Batch<Real>& out) {
+    predict_impl(x_t, t, labels, out, true, false);
+  }
+
+  /// grad_x.row(i) = cotangent.row(i) d out.row(i) / d x_t.row(i) at the last linearize() (or
+  /// training predict()); parameter gradients are left as they were.
+  void input_vjp(ConstRef cotangent, Batch<Real>& grad_x) {
+    this->preserving_gradients([&] { backward_impl(cotangent, &grad_x); });
   }
 
   /// Accumulates d loss / d parameters for the last predict() (in training mode), given
@@ -174,6 +185,27 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
 
  private:
   using Core::layers;
+
+  template <class Time>
+  void predict_impl(const ConstRef& x_t, std::span<const Time> t, std::span<const int> labels,
+                    Batch<Real>& out, bool keep, bool dropout_on) {
+    const Index rows = x_t.rows();
+    ddpm::detail::require_shape(x_t.cols() == input_dim(), "x_t", rows, x_t.cols(), [&] {
+      return "image_channels * height * width = " + ddpm::detail::to_text(input_dim()) + " columns";
+    });
+    ddpm::detail::require(static_cast<Index>(t.size()) == rows, "t.size()", t.size(),
+                          [&] { return "x_t.rows() = " + ddpm::detail::to_text(rows); });
+    TimeEmbedding<Real>& time = layers().time;
+    ConvGraph<Real>& graph = layers().graph;
+    time.check_labels(labels, rows);
+    const Eigen::Map<const Batch<Real>> embedding = time.forward(t, labels, keep);
+    graph.forward(x_t, embedding, keep, dropout_on, dropout_rng_, dropout_draw_);
+    if (dropout_on) ++dropout_draw_;
+    const std::size_t last = graph.last();
+    out.resize(rows, output_dim());
+    to_planar<Real>(graph.value(last), graph.shape(last), out);
+    this->set_kept_batch(keep ? rows : -1);
+  }
 
   static const UNetConfig& validated(const UNetConfig& c) {
     detail::validate_levels(c.image_channels, c.height, c.width, c.base_channels, c.channel_mult,
