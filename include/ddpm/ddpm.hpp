@@ -15,6 +15,7 @@
 #include "ddpm/mixture_denoiser.hpp"
 #include "ddpm/samplers/ancestral.hpp"
 #include "ddpm/samplers/ddim.hpp"
+#include "ddpm/samplers/repaint.hpp"
 #include "ddpm/samplers/sample.hpp"
 #include "ddpm/schedule.hpp"
 #include "ddpm/timestep_sampler.hpp"
