@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numbers>
 #include <span>
 #include <string>
@@ -37,6 +38,11 @@ enum class LossKind { simple, kl, rescaled_kl, hybrid };
 /// discretized Gaussian for images in [-1, 1] (bits/dim).
 enum class Decoder { continuous, discretized };
 
+/// A weight on the simple loss per timestep (Hang et al. 2023): min-SNR-gamma weights the MSE of
+/// the predicted quantity so that every parameterization weights the x_0 error by min(SNR, g);
+/// soft-min-SNR uses SNR g / (SNR + g) instead (see snr_loss_weight).
+enum class SnrWeighting { none, min_snr, soft_min_snr };
+
 /// Options of a GaussianDiffusion; the defaults are those of Ho et al. 2020 on continuous data.
 struct DiffusionOptions {
   ModelOutput output = ModelOutput::epsilon;
@@ -47,6 +53,9 @@ struct DiffusionOptions {
   /// evaluates. Training losses never clip: a clipped x0^ has no gradient.
   bool clip_x0 = false;
   bool rescale_hybrid = true;  ///< hybrid bound weight T/1000 (rescaled) instead of 1
+  /// Weighting of the simple loss (the MSE part of hybrid) per timestep; none: Ho et al.
+  SnrWeighting snr_weighting = SnrWeighting::none;
+  double snr_gamma = 5.0;  ///< g of min-SNR-g (Hang et al. use 5); > 0
 };
 
 template <>
@@ -77,6 +86,14 @@ struct EnumTable<LossKind> {
   static constexpr std::array<EnumName<LossKind>, 1> aliases = {{{LossKind::simple, "mse"}}};
 };
 template <>
+struct EnumTable<SnrWeighting> {
+  static constexpr std::string_view parameter = "snr-weighting";
+  static constexpr std::array<EnumName<SnrWeighting>, 3> names = {
+      {{SnrWeighting::none, "none"},
+       {SnrWeighting::min_snr, "min-snr"},
+       {SnrWeighting::soft_min_snr, "soft-min-snr"}}};
+};
+template <>
 struct EnumTable<Decoder> {
   static constexpr std::string_view parameter = "decoder";
   static constexpr std::array<EnumName<Decoder>, 2> names = {
@@ -100,9 +117,11 @@ constexpr Real x0_from_eps(const NoiseLevel<Real>& a, Real x_t, Real eps) noexce
   return a.sqrt_recip_ab * x_t - a.sqrt_recipm1_ab * eps;
 }
 /// eps^ = (sqrt(1/ab_t) x_t - x0^) / sqrt(1/ab_t - 1), the inverse of x0_from_eps. Where the
-/// noise level rounds to zero in Real the noise is unidentifiable and 0 is returned (not 0/0).
+/// noise level rounds to zero in Real the noise is unidentifiable and 0 is returned (not 0/0);
+/// at SNR = 0 (ab_t = 0, zero terminal SNR) x_t is the noise itself (not inf/inf).
 template <class Real>
 constexpr Real eps_from_x0(const NoiseLevel<Real>& a, Real x_t, Real x0) noexcept {
+  if (a.sqrt_recip_ab > std::numeric_limits<Real>::max()) return x_t;
   return a.sqrt_recipm1_ab > Real(0) ? (a.sqrt_recip_ab * x_t - x0) / a.sqrt_recipm1_ab : Real(0);
 }
 /// x0^ = sqrt(ab_t) x_t - sqrt(1 - ab_t) v^ (Salimans & Ho 2022).
@@ -115,6 +134,45 @@ template <class Real>
 constexpr Real v_from_x0_eps(const NoiseLevel<Real>& a, Real x0, Real eps) noexcept {
   return a.sqrt_ab * eps - a.sqrt_one_minus_ab * x0;
 }
+/// The min-SNR weight on the per-sample MSE of the predicted quantity at a timestep with
+/// alpha-bar `ab` (REFERENCE.md, "Training options"; Hang et al. 2023), with m = min(SNR, g)
+/// (soft: SNR g / (SNR + g)) and SNR = ab / (1 - ab): eps m / SNR, x0 m, v m / (SNR + 1), so that
+/// each weights the x_0 error by m. Written in ab and 1 - ab (both passed, 1 - ab accurate) so
+/// that SNR = 0 and SNR = inf are finite: eps 1 and 0, x0 0 and g, v 0 and 0. 1 for none.
+inline double snr_loss_weight(SnrWeighting weighting, ModelOutput output, double ab,
+                              double one_minus_ab, double gamma) noexcept {
+  const double g_noise = gamma * one_minus_ab;  // SNR <= g  <=>  ab <= g (1 - ab)
+  switch (weighting) {
+    case SnrWeighting::none:
+      return 1.0;
+    case SnrWeighting::min_snr: {
+      const bool below = ab <= g_noise;
+      switch (output) {
+        case ModelOutput::epsilon:
+          return below ? 1.0 : g_noise / ab;
+        case ModelOutput::x0:
+          return below ? ab / one_minus_ab : gamma;
+        case ModelOutput::v:
+          return below ? ab : g_noise;
+      }
+      break;
+    }
+    case SnrWeighting::soft_min_snr: {
+      const double denominator = ab + g_noise;  // (SNR + g)(1 - ab) > 0
+      switch (output) {
+        case ModelOutput::epsilon:
+          return g_noise / denominator;
+        case ModelOutput::x0:
+          return gamma * ab / denominator;
+        case ModelOutput::v:
+          return gamma * ab * one_minus_ab / denominator;
+      }
+      break;
+    }
+  }
+  return 1.0;
+}
+
 /// The learned-range log-variance (Nichol & Dhariwal 2021, eq. 15): with frac = (r + 1) / 2,
 /// frac log(beta_t) + (1 - frac) log(beta~_t) (beta~ with its clipped log).
 template <class Real>
@@ -136,8 +194,8 @@ struct ReverseStep {
 /// Per-sample training losses, all in the loss's own units (bits/dim for the bound term).
 template <class Real>
 struct TrainingLoss {
-  Vector<Real> loss;  ///< the loss of each sample (unweighted)
-  Vector<Real> mse;   ///< the simple loss of each sample (0 for kl losses)
+  Vector<Real> loss;  ///< the loss of each sample (min-SNR weighted, not importance weighted)
+  Vector<Real> mse;   ///< the simple loss of each sample, unweighted (0 for kl losses)
   Vector<Real> vlb;   ///< L_t of each sample in bits per dim (for importance sampling, logging)
   Real mean = 0;      ///< (1/B) sum_i w_i loss_i: the value whose gradient is returned
 };
@@ -172,6 +230,26 @@ class GaussianDiffusion {
                             "simple, kl or rescaled-kl with a fixed variance (hybrid only adds a "
                             "bound term for a learned variance)");
     }
+    if (options_.output == ModelOutput::epsilon && schedule_.has_zero_terminal_snr()) {
+      throw InvalidArgument("output", "eps",
+                            "v (or x0) on a zero-terminal-SNR schedule (at SNR = 0 an epsilon "
+                            "prediction gives x0^ = x_T / sqrt(ab) = x_T / 0)");
+    }
+    if (options_.snr_weighting != SnrWeighting::none) {
+      detail::require(std::isfinite(options_.snr_gamma) && options_.snr_gamma > 0.0, "snr_gamma",
+                      options_.snr_gamma, "a finite value > 0 (Hang et al. use 5)");
+      detail::require(options_.loss == LossKind::simple || options_.loss == LossKind::hybrid,
+                      "snr_weighting", to_string(options_.snr_weighting),
+                      "none with the kl losses (it weights the simple loss: use simple or hybrid)");
+      snr_weights_.resize(static_cast<std::size_t>(schedule_.size()));
+      for (std::size_t s = 0; s < snr_weights_.size(); ++s) {
+        const double one_minus_ab = schedule_.sqrt_one_minus_alphas_cumprod()[s] *
+                                    schedule_.sqrt_one_minus_alphas_cumprod()[s];
+        snr_weights_[s] =
+            snr_loss_weight(options_.snr_weighting, options_.output, schedule_.alphas_cumprod()[s],
+                            one_minus_ab, options_.snr_gamma);
+      }
+    }
   }
 
   [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return schedule_; }
@@ -184,6 +262,10 @@ class GaussianDiffusion {
   /// Width of the model output for data of `data_dim` features.
   [[nodiscard]] Index model_output_dim(Index data_dim) const noexcept {
     return learns_variance() ? 2 * data_dim : data_dim;
+  }
+  /// The min-SNR weight of step index `s` on the simple loss (1 without weighting).
+  [[nodiscard]] double snr_weight(std::size_t s) const noexcept {
+    return snr_weights_.empty() ? 1.0 : snr_weights_[s];
   }
   /// The weight of the bound term in the hybrid loss: T/1000 rescaled, else 1.
   [[nodiscard]] Real hybrid_weight() const noexcept {
@@ -269,8 +351,9 @@ class GaussianDiffusion {
   ///
   /// x_t must be q_sample(x0, t, noise). The mean is (1/B) sum_i w_i loss_i with w_i = weights[i]
   /// (importance sampling; all 1 when `weights` is empty), and grad_out is its gradient with
-  /// respect to each element of model_out. Allocates nothing when called again with the same
-  /// shapes.
+  /// respect to each element of model_out. With min-SNR weighting the MSE term of loss_i is
+  /// snr_weight(t_i) mse_i (the gradient includes it). Allocates nothing when called again with
+  /// the same shapes.
   void training_loss(const Batch<Real>& model_out, const Batch<Real>& x0, const Batch<Real>& x_t,
                      const Batch<Real>& noise, std::span<const int> t, TrainingLoss<Real>& result,
                      Batch<Real>& grad_out, std::span<const Real> weights = {}) const {
@@ -297,6 +380,7 @@ class GaussianDiffusion {
       const Real w =
           (weights.empty() ? Real(1) : weights[static_cast<std::size_t>(i)]) / static_cast<Real>(n);
       const NoiseLevel<Real> level = noise_level(s);
+      const Real snr_w = static_cast<Real>(snr_weight(s));  // exactly 1 without weighting
       Real mse = 0, vlb = 0;
       for (Index j = 0; j < dim; ++j) {
         const Element e = element(model_out, x_t, i, j, s, /*clip=*/false);
@@ -310,7 +394,7 @@ class GaussianDiffusion {
                                   : v_from_x0_eps(level, x0(i, j), noise(i, j));
           const Real diff = model_out(i, j) - target;
           mse += diff * diff;
-          d_mean_out = Real(2) * diff / static_cast<Real>(dim);
+          d_mean_out = snr_w * (Real(2) * diff / static_cast<Real>(dim));
         }
         if (kind != LossKind::simple) {
           const Real scale = bound_weight * bound_scale;
@@ -322,8 +406,9 @@ class GaussianDiffusion {
       }
       result.mse(i) = mse / static_cast<Real>(dim);
       result.vlb(i) = vlb * bound_scale;
-      result.loss(i) = kind == LossKind::simple   ? result.mse(i)
-                       : kind == LossKind::hybrid ? result.mse(i) + bound_weight * result.vlb(i)
+      const Real weighted_mse = snr_w * result.mse(i);
+      result.loss(i) = kind == LossKind::simple   ? weighted_mse
+                       : kind == LossKind::hybrid ? weighted_mse + bound_weight * result.vlb(i)
                                                   : bound_weight * result.vlb(i);
       if (kind == LossKind::kl || kind == LossKind::rescaled_kl) result.mse(i) = 0;
     });
@@ -541,6 +626,7 @@ class GaussianDiffusion {
 
   NoiseSchedule schedule_;
   DiffusionOptions options_;
+  std::vector<double> snr_weights_;  // per step index; empty without min-SNR weighting
 };
 
 }  // namespace ddpm

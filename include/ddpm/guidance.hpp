@@ -25,6 +25,11 @@ namespace ddpm {
 /// a learned variance's columns are the conditional branch's (mixing them could push the
 /// learned-range fraction outside [0, 1]).
 ///
+/// `rescale` phi (Lin et al. 2023, sec. 3.4) pulls the guided output g back towards the
+/// conditional output's scale: g_r = g std(eps_c) / std(g), std per sample over all prediction
+/// columns, out = phi g_r + (1 - phi) g (0: off; Lin et al. use 0.7). A row whose g is constant
+/// (std 0) is left as g.
+///
 /// \code
 ///   ddpm::ClassifierFreeGuidance<float, Model> guided(model, labels, /*weight=*/3.0);
 ///   sampler.sample(guided, n, 784, rng);
@@ -34,10 +39,12 @@ template <class Real, class M>
 class ClassifierFreeGuidance {
  public:
   /// `labels` (one per sampled row, kNoLabel allowed) must outlive the adaptor.
-  ClassifierFreeGuidance(M& model, std::span<const int> labels, double weight)
-      : model_(&model), labels_(labels), weight_(weight) {
+  ClassifierFreeGuidance(M& model, std::span<const int> labels, double weight, double rescale = 0.0)
+      : model_(&model), labels_(labels), weight_(weight), rescale_(rescale) {
     detail::require(std::isfinite(weight), "guidance weight", weight,
                     "a finite value (0: the conditional model, -1: the unconditional one)");
+    detail::require(rescale >= 0.0 && rescale <= 1.0, "guidance rescale", rescale,
+                    "a value in [0, 1] (0: off; Lin et al. 2023 use 0.7)");
   }
 
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
@@ -51,6 +58,7 @@ class ClassifierFreeGuidance {
   { predict_at(x_t, t, out); }
 
   [[nodiscard]] double weight() const noexcept { return weight_; }
+  [[nodiscard]] double rescale() const noexcept { return rescale_; }
   [[nodiscard]] bool training() const { return detail::training_of(*model_); }
   void set_training(bool on) { detail::set_training_of(*model_, on); }
 
@@ -76,6 +84,29 @@ class ClassifierFreeGuidance {
     const Real w = static_cast<Real>(weight_);
     out.leftCols(dim) =
         (Real(1) + w) * both_.topRows(n).leftCols(dim) - w * both_.bottomRows(n).leftCols(dim);
+    if (rescale_ > 0.0) rescale_rows(out, dim);
+  }
+
+  /// out = phi g std(eps_c) / std(g) + (1 - phi) g per row, over the first `dim` columns (both
+  /// stds with the same divisor, which cancels; accumulated in double).
+  void rescale_rows(Batch<Real>& out, Index dim) const {
+    const auto std_of = [dim](const auto& row) {
+      double sum = 0.0, sum_sq = 0.0;
+      for (Index j = 0; j < dim; ++j) sum += static_cast<double>(row(j));
+      const double mean = sum / static_cast<double>(dim);
+      for (Index j = 0; j < dim; ++j) {
+        const double d = static_cast<double>(row(j)) - mean;
+        sum_sq += d * d;
+      }
+      return std::sqrt(sum_sq / static_cast<double>(dim));
+    };
+    for (Index i = 0; i < out.rows(); ++i) {
+      const double guided = std_of(out.row(i));
+      if (!(guided > 0.0)) continue;
+      const double conditional = std_of(both_.row(i));
+      const double factor = rescale_ * conditional / guided + (1.0 - rescale_);
+      out.row(i).leftCols(dim) *= static_cast<Real>(factor);
+    }
   }
 
   template <class Time>
@@ -90,6 +121,7 @@ class ClassifierFreeGuidance {
   M* model_;
   std::span<const int> labels_;
   double weight_;
+  double rescale_;
   Batch<Real> stacked_, both_;
   std::vector<int> t2_, labels2_;
   std::vector<double> real_t2_;

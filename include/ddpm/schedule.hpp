@@ -107,8 +107,45 @@ class NoiseSchedule {
     return NoiseSchedule(std::move(betas));
   }
 
-  /// A schedule from explicit betas, each in (0, 1).
+  /// A schedule from explicit betas, each in (0, 1); the last of two or more may be exactly 1 (a
+  /// schedule with zero terminal SNR, as zero_terminal_snr() makes).
   explicit NoiseSchedule(std::vector<double> betas) : NoiseSchedule(std::move(betas), {}, 0) {}
+
+  /// Zero terminal SNR (Lin et al. 2023, Algorithm 1): q = sqrt(ab) shifted and scaled,
+  /// q <- (q - q_last) q_first / (q_first - q_last), so that ab_0 is kept and ab_{T-1} = 0; the
+  /// betas follow from the ratios (the last becomes 1). x_{T-1} is then pure noise, as sampling
+  /// from N(0, I) assumes. An epsilon-predicting model cannot work here (x0^ = x_T / 0): train
+  /// v (or x0). Rescale the full schedule, then respace: a respaced schedule is refused.
+  [[nodiscard]] NoiseSchedule zero_terminal_snr() const {
+    detail::require(!is_respaced(), "schedule", "a respaced schedule",
+                    "the full schedule (rescale it, then respace the result)");
+    detail::require(size() >= 2, "num_timesteps", size(),
+                    "at least 2 steps (one step cannot keep ab_0 and reach ab = 0)");
+    if (has_zero_terminal_snr()) return *this;  // already rescaled: the map is the identity
+    const std::size_t n = betas_.size();
+    const double q_first = sqrt_alphas_cumprod_.front(), q_last = sqrt_alphas_cumprod_.back();
+    const double scale = q_first / (q_first - q_last);
+    std::vector<double> betas(n);
+    betas[0] = betas_[0];  // ab_0 = q_first^2 is kept
+    double q_previous = q_first;
+    for (std::size_t i = 1; i < n; ++i) {
+      // beta = 1 - (q_i / q_{i-1})^2 = f (2 - f) with f = (q_{i-1} - q_i) / q_{i-1}, and the old
+      // difference q_{i-1} (1 - sqrt(1 - beta_i)) written without cancellation, so that tiny
+      // betas keep their digits.
+      const double old_difference =
+          sqrt_alphas_cumprod_[i - 1] * betas_[i] / (1.0 + std::sqrt(alphas_[i]));
+      const double q = (sqrt_alphas_cumprod_[i] - q_last) * scale;
+      const double f = old_difference * scale / q_previous;
+      betas[i] = i + 1 == n ? 1.0 : f * (2.0 - f);
+      q_previous = q;
+    }
+    return NoiseSchedule(std::move(betas));
+  }
+
+  /// True when the last step has ab = 0 (SNR = 0, level +inf), as after zero_terminal_snr().
+  [[nodiscard]] bool has_zero_terminal_snr() const noexcept {
+    return alphas_cumprod_.back() == 0.0;
+  }
 
   /// The schedule restricted to the kept original timesteps (strictly increasing, each in
   /// 0..size()-1): beta'_j = 1 - alpha_bar[k_j] / alpha_bar[k_{j-1}], alpha_bar[k_{-1}] = 1, so
@@ -172,7 +209,8 @@ class NoiseSchedule {
     return all;
   }
 
-  /// The EDM noise level of step i, s = sqrt((1 - ab) / ab): x / sqrt(ab) = x_0 + s eps.
+  /// The EDM noise level of step i, s = sqrt((1 - ab) / ab): x / sqrt(ab) = x_0 + s eps; +inf at
+  /// the last step of a zero-terminal-SNR schedule.
   [[nodiscard]] double level(int i) const {
     return sqrt_recipm1_alphas_cumprod_[static_cast<std::size_t>(i)];
   }
@@ -180,12 +218,18 @@ class NoiseSchedule {
   /// The real-valued original timestep of noise level s > 0: the timestep linearly interpolated
   /// in log s between the two steps whose levels bracket s (k-diffusion's sigma_to_t), clamped to
   /// the first and last step. The one map from a continuous noise level to what a model is fed.
+  /// With zero terminal SNR the last level is +inf: s = +inf is the last step, and a finite s
+  /// above the last finite level clamps to that level's step (log s has no finite interpolation
+  /// towards +inf).
   [[nodiscard]] double timestep_at_level(double s) const {
     detail::require(s > 0.0, "noise level", s, "a level s > 0 (s = sqrt((1 - ab) / ab))");
     const double log_s = std::log(s);
     const auto last = log_levels_.size() - 1;
     if (log_s <= log_levels_.front()) return timestep(0);
     if (log_s >= log_levels_[last]) return timestep(static_cast<int>(last));
+    if (std::isinf(log_levels_[last]) && log_s >= log_levels_[last - 1]) {
+      return timestep(static_cast<int>(last - 1));
+    }
     const auto above = static_cast<std::size_t>(
         std::upper_bound(log_levels_.begin(), log_levels_.end(), log_s) - log_levels_.begin());
     const std::size_t below = above - 1;
@@ -196,7 +240,9 @@ class NoiseSchedule {
   }
 
   /// The noise level at a real-valued original timestep t in [timestep(0), timestep(size() - 1)]:
-  /// log s linearly interpolated in t, the inverse of timestep_at_level.
+  /// log s linearly interpolated in t, the inverse of timestep_at_level. With zero terminal SNR
+  /// the level is +inf on the whole last interval (timestep(size() - 2), timestep(size() - 1)]:
+  /// log s interpolated towards +inf.
   [[nodiscard]] double level_at_timestep(double t) const {
     const double first = timestep(0), last = timestep(size() - 1);
     detail::require(t >= first && t <= last, "t", t, [&] {
@@ -214,6 +260,7 @@ class NoiseSchedule {
     if (below == size() - 1 || static_cast<double>(timestep(below)) == t) {
       return sqrt_recipm1_alphas_cumprod_[b];
     }
+    if (std::isinf(log_levels_[b + 1])) return sqrt_recipm1_alphas_cumprod_[b + 1];  // +inf
     const double fraction = (t - timestep(below)) / (timestep(below + 1) - timestep(below));
     return std::exp(log_levels_[b] + fraction * (log_levels_[b + 1] - log_levels_[b]));
   }
@@ -278,8 +325,13 @@ class NoiseSchedule {
       : betas_(std::move(betas)), timesteps_(std::move(original)) {
     detail::require(!betas_.empty(), "betas", "an empty list", "at least one beta");
     for (std::size_t i = 0; i < betas_.size(); ++i) {
-      detail::require(betas_[i] > 0.0 && betas_[i] < 1.0, "betas[" + std::to_string(i) + "]",
-                      betas_[i], "a value in the open interval (0, 1)");
+      // The one exception: a last beta of exactly 1 after at least one other (zero terminal SNR,
+      // Lin et al. 2023; a lone beta of 1 would leave no step that sees the data).
+      const bool terminal = i > 0 && i + 1 == betas_.size() && betas_[i] == 1.0;
+      detail::require((betas_[i] > 0.0 && betas_[i] < 1.0) || terminal,
+                      "betas[" + std::to_string(i) + "]", betas_[i],
+                      "a value in the open interval (0, 1) (only the last of two or more may "
+                      "be 1: zero terminal SNR)");
     }
     original_size_ = timesteps_.empty() ? size() : original_size;
     if (!timesteps_.empty()) {
@@ -302,6 +354,8 @@ class NoiseSchedule {
     }
     // alpha-bar through sums of log1p, and 1 - alpha-bar through expm1, so that neither loses
     // digits to cancellation when betas are tiny (1 - ab would round to 0 for beta = 1e-17).
+    // A last beta of 1 (zero terminal SNR) gives log ab = -inf there: ab = 0, 1 - ab = 1, the
+    // level and sqrt(1/ab) +inf, and finite posterior arrays (coef2 = 0, beta~ = 1 - ab_prev).
     std::vector<double> one_minus_ab(n), one_minus_ab_prev(n);
     double log_alpha_bar = 0.0;
     for (std::size_t i = 0; i < n; ++i) {

@@ -217,6 +217,8 @@ struct ScheduleConfig {
   double max_beta = 0.999;       ///< cosine: the clip of each beta
   std::vector<double> betas{};   ///< custom: the betas, num_timesteps of them
   std::vector<int> respacing{};  ///< kept original timesteps; empty: all (not respaced)
+  /// Rescaled to zero terminal SNR (NoiseSchedule::zero_terminal_snr) before respacing.
+  bool zero_terminal_snr = false;
 
   static ScheduleConfig linear(int num_timesteps) {
     return {.kind = ScheduleKind::linear, .num_timesteps = num_timesteps};
@@ -229,8 +231,13 @@ struct ScheduleConfig {
     return {.kind = ScheduleKind::custom, .num_timesteps = n, .betas = std::move(betas)};
   }
 
-  /// The schedule before respacing (num_timesteps steps).
+  /// The schedule before respacing (num_timesteps steps), rescaled when zero_terminal_snr.
   [[nodiscard]] NoiseSchedule base() const {
+    const NoiseSchedule made = formula();
+    return zero_terminal_snr ? made.zero_terminal_snr() : made;
+  }
+  /// The schedule its kind and parameters (or betas) give, before any rescaling.
+  [[nodiscard]] NoiseSchedule formula() const {
     switch (kind) {
       case ScheduleKind::linear:
         return NoiseSchedule::linear(num_timesteps, beta_start, beta_end);
@@ -259,6 +266,7 @@ struct ScheduleConfig {
       w.real("diffusion.max_beta", max_beta);
     }
     w.list("diffusion.respacing", respacing);
+    w.boolean("diffusion.zero_terminal_snr", zero_terminal_snr);
   }
   static ScheduleConfig read(const FieldReader& r) {
     ScheduleConfig s;
@@ -272,7 +280,12 @@ struct ScheduleConfig {
       s.max_beta = r.real("diffusion.max_beta");
     }
     s.respacing = r.list<int>("diffusion.respacing");
-    // The betas themselves: the schedule of a custom run, a check of the formula otherwise.
+    // Absent in checkpoints from before the option: off.
+    if (r.checkpoint().has("diffusion.zero_terminal_snr")) {
+      s.zero_terminal_snr = r.boolean("diffusion.zero_terminal_snr");
+    }
+    // The betas themselves (after any rescaling): the schedule of a custom run (rescaling them
+    // again is the identity), a check of the formula otherwise.
     const Tensor& stored = r.checkpoint().tensor("diffusion.betas");
     if (stored.type == Tensor::Type::i64 || stored.shape.size() != 1 ||
         stored.real.size() != static_cast<std::size_t>(s.num_timesteps)) {
@@ -329,6 +342,9 @@ struct DiffusionConfig {
     w.choice("diffusion.decoder", options.decoder);
     w.boolean("diffusion.clip_x0", options.clip_x0);
     w.boolean("diffusion.rescale_hybrid", options.rescale_hybrid);
+    w.choice("diffusion.snr_weighting", options.snr_weighting);
+    if (options.snr_weighting != SnrWeighting::none)
+      w.real("diffusion.snr_gamma", options.snr_gamma);
   }
   static DiffusionConfig read(const FieldReader& r) {
     DiffusionConfig d;
@@ -339,6 +355,14 @@ struct DiffusionConfig {
     d.options.decoder = r.choice<Decoder>("diffusion.decoder");
     d.options.clip_x0 = r.boolean("diffusion.clip_x0");
     d.options.rescale_hybrid = r.boolean("diffusion.rescale_hybrid");
+    // Absent in checkpoints from before the option: no weighting.
+    if (r.checkpoint().has("diffusion.snr_weighting")) {
+      d.options.snr_weighting = r.choice<SnrWeighting>("diffusion.snr_weighting");
+    }
+    if (d.options.snr_weighting != SnrWeighting::none) {
+      d.options.snr_gamma = r.real("diffusion.snr_gamma");
+      if (!(d.options.snr_gamma > 0.0)) r.fail("diffusion.snr_gamma", "is not > 0");
+    }
     return d;
   }
 };
@@ -533,9 +557,18 @@ std::vector<std::string> differences(const RunConfig<ModelConfig>& saved,
   }
   const ScheduleConfig& sa = saved.diffusion.schedule;
   const ScheduleConfig& sb = run.diffusion.schedule;
-  if (sa.kind == ScheduleKind::custom && sb.kind == ScheduleKind::custom && sa.betas != sb.betas) {
+  // Custom betas as the schedules use them: a checkpoint holds them after zero-terminal-SNR
+  // rescaling, a run's options before it.
+  const auto used_betas = [](const ScheduleConfig& s) {
+    return s.zero_terminal_snr && s.betas.size() >= 2 ? s.base().betas() : s.betas;
+  };
+  const std::vector<double> betas_a =
+      sa.kind == ScheduleKind::custom ? used_betas(sa) : std::vector<double>{};
+  const std::vector<double> betas_b =
+      sb.kind == ScheduleKind::custom ? used_betas(sb) : std::vector<double>{};
+  if (sa.kind == ScheduleKind::custom && sb.kind == ScheduleKind::custom && betas_a != betas_b) {
     std::size_t i = 0;
-    while (i < std::min(sa.betas.size(), sb.betas.size()) && sa.betas[i] == sb.betas[i]) ++i;
+    while (i < std::min(betas_a.size(), betas_b.size()) && betas_a[i] == betas_b[i]) ++i;
     out.push_back("diffusion.betas: differ from t = " + std::to_string(i));
   }
   return out;

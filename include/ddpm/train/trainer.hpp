@@ -78,6 +78,13 @@ struct TrainerOptions {
   /// Consecutive rows that share one timestep draw (and its weight): a point cloud's points are
   /// noised to one level (Luo & Hu). batch_size must be a multiple of it.
   Index timestep_group = 1;
+  /// Offset noise k >= 0: the training noise is eps = z + k z_c, with z_c ~ N(0, 1) one draw per
+  /// (row, channel) broadcast over the channel's values, drawn from (seed, stream::offset_noise,
+  /// row, step). 0: off (the noise is z).
+  double offset_noise = 0.0;
+  /// The channels of a data row for offset noise: the row is channels x values (channel-major, as
+  /// images are stored); 1: one offset per row. Must divide the data width.
+  Index offset_noise_channels = 1;
   std::uint64_t seed = 0;  ///< noise, timestep and label-dropout draws
 };
 
@@ -127,6 +134,10 @@ class Trainer {
         options.timestep_group >= 1 && options.batch_size % options.timestep_group == 0,
         "timestep_group", options.timestep_group,
         "a divisor of batch_size = " + std::to_string(options.batch_size));
+    ddpm::detail::require(std::isfinite(options.offset_noise) && options.offset_noise >= 0.0,
+                          "offset_noise", options.offset_noise, ">= 0 (0: off)");
+    ddpm::detail::require(options.offset_noise_channels >= 1, "offset_noise_channels",
+                          options.offset_noise_channels, ">= 1 (1: one offset per row)");
     if (options.ema_decay > 0.0)
       ema_.emplace(blocks(),
                    optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
@@ -180,6 +191,7 @@ class Trainer {
     for (std::size_t i = 0; i < t_.size(); ++i) t_[i] = schedule.timestep(steps_[i]);
     noise_.resize(x0_.rows(), x0_.cols());
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
+    if (options_.offset_noise > 0.0) add_offset_noise(counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
     if constexpr (EncodingDenoiser<Model, Real>) model_->encode_clean(x0_, rng_, counter);
     // A model with dropout draws its masks from the run's seed and the step, so a resumed run is
@@ -264,6 +276,10 @@ class Trainer {
     c.set("train.timesteps", std::string(ddpm::to_string(options_.timesteps)));
     c.set("train.label_dropout", detail::exact_number(options_.label_dropout));
     c.set("train.timestep_group", std::to_string(options_.timestep_group));
+    if (options_.offset_noise > 0.0) {  // absent: off (as in checkpoints from before the option)
+      c.set("train.offset_noise", detail::exact_number(options_.offset_noise));
+      c.set("train.offset_noise_channels", std::to_string(options_.offset_noise_channels));
+    }
     for (const ParameterBlock<Real>& block : blocks()) {
       c.put<Real>("model." + block.name, std::span<const Real>(block.value));
     }
@@ -454,6 +470,25 @@ class Trainer {
         timestep_sampler_);
   }
 
+  // eps = z + k z_c: one normal per (row, channel), added to the channel's block of the row.
+  void add_offset_noise(std::uint32_t counter) {
+    const Index channels = options_.offset_noise_channels, width = noise_.cols();
+    ddpm::detail::require(width % channels == 0, "offset_noise_channels", channels, [&] {
+      return "a divisor of the data width " + std::to_string(width) + " (channels x values)";
+    });
+    const Index values = width / channels;
+    offsets_.resize(static_cast<std::size_t>(channels));
+    const Real k = static_cast<Real>(options_.offset_noise);
+    for (Index i = 0; i < noise_.rows(); ++i) {
+      rng_.normals(stream::offset_noise, static_cast<std::uint32_t>(i), counter, offsets_.data(),
+                   channels);
+      for (Index c = 0; c < channels; ++c) {
+        noise_.row(i).segment(c * values, values).array() +=
+            k * offsets_[static_cast<std::size_t>(c)];
+      }
+    }
+  }
+
   // Replaces labels by kNoLabel with probability options_.label_dropout.
   void drop_labels(std::uint32_t counter) {
     if (options_.label_dropout <= 0.0) return;
@@ -473,13 +508,20 @@ class Trainer {
     for (const double beta : diffusion_.schedule().betas()) detail::put_le<double>(betas, beta);
     char crc[16];
     std::snprintf(crc, sizeof crc, "%08x", static_cast<unsigned>(detail::crc32(betas)));
+    // Only when on, so that checkpoints from before the option still match (zero terminal SNR is
+    // in the betas).
+    const std::string snr_text = o.snr_weighting == SnrWeighting::none
+                                     ? std::string()
+                                     : " snr_weighting=" + std::string(to_string(o.snr_weighting)) +
+                                           " snr_gamma=" + detail::exact_number(o.snr_gamma);
     return "T=" + std::to_string(diffusion_.num_timesteps()) +
            " output=" + std::string(to_string(o.output)) +
            " variance=" + std::string(to_string(o.variance)) +
            " loss=" + std::string(to_string(o.loss)) +
            " decoder=" + std::string(to_string(o.decoder)) +
            " clip_x0=" + (o.clip_x0 ? "true" : "false") +
-           " rescale_hybrid=" + (o.rescale_hybrid ? "true" : "false") + " betas_crc32=" + crc;
+           " rescale_hybrid=" + (o.rescale_hybrid ? "true" : "false") + snr_text +
+           " betas_crc32=" + crc;
   }
 
   Model* model_;
@@ -498,6 +540,7 @@ class Trainer {
   std::vector<Real> group_weights_, group_losses_;
   std::vector<int> labels_;
   std::vector<Real> weights_;
+  std::vector<Real> offsets_;  // offset noise of one row, one per channel
   Batch<Real> x0_, noise_, x_t_, out_, grad_;
   TrainingLoss<Real> loss_;
 };
