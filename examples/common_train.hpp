@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -230,21 +231,34 @@ void resume(const std::string& path, const ddpm::train::RunConfig<ModelConfig>& 
               static_cast<long long>(trainer.step_count()));
 }
 
-/// The sampling options both programs share.
+/// The sampling options the programs share.
 struct SampleArgs {
   std::string checkpoint;
   ddpm::SamplerKind sampler = ddpm::SamplerKind::ancestral;
-  int sample_steps = 0;  ///< 0: all T for ddpm, 50 (at most T) for ddim
-  double eta = 0.0;
+  std::optional<ddpm::GridKind> grid;  ///< unset: the sampler's default grid
+  int sample_steps = 0;                ///< 0: the sampler's default (ddpm::default_sample_steps)
+  std::optional<double> eta;           ///< unset: DDIM 0, euler-a and dpm++2m-sde 1
+  double s_churn = 0.0;
   int n = 0;
   bool raw_weights = false;
 
-  /// The sampling steps for a diffusion of T steps.
-  [[nodiscard]] int steps(int T) const {
-    return sample_steps > 0 ? sample_steps : ddpm::default_sample_steps(sampler, T);
+  /// The sampler, its grid, steps and noise.
+  [[nodiscard]] ddpm::SamplerSpec spec() const {
+    ddpm::SolverOptions solver;
+    solver.s_churn = s_churn;
+    return {.kind = sampler, .grid = grid, .steps = sample_steps, .eta = eta, .solver = solver};
   }
-  /// "ddpm" or "ddim".
+  /// The sampling steps for a diffusion of T steps.
+  [[nodiscard]] int steps(int T) const { return spec().step_count(T); }
+  /// "ddpm", "ddim", "dpm++2m", ...
   [[nodiscard]] std::string sampler_name() const { return std::string(ddpm::to_string(sampler)); }
+  /// "dpm++2m, karras grid, 20 steps (20 network evaluations)" for a diffusion of T steps.
+  [[nodiscard]] std::string describe(int T) const {
+    const ddpm::SamplerSpec s = spec();
+    return sampler_name() + ", " + std::string(ddpm::to_string(s.grid_kind())) + " grid, " +
+           std::to_string(s.step_count(T)) + " steps (" + std::to_string(s.network_evaluations(T)) +
+           " network evaluations)";
+  }
   [[nodiscard]] ddpm::train::Weights weights() const {
     return raw_weights ? ddpm::train::Weights::raw : ddpm::train::Weights::ema;
   }
@@ -256,13 +270,27 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
     app.add_flag("--raw-weights", args.raw_weights,
                  "sample with the trained weights, not their EMA");
   }
-  add_choice(app, "--sampler", args.sampler, "the sampler (ddpm: ancestral sampling)");
+  add_choice(app, "--sampler", args.sampler,
+             "the sampler (ddpm: ancestral; euler, heun, dpm++, unipc: grid solvers)");
+  app.add_option_function<std::string>(
+         "--grid",
+         [&args](const std::string& text) { args.grid = ddpm::parse_enum<ddpm::GridKind>(text); },
+         "noise-level grid: " + ddpm::enum_choices<ddpm::GridKind>() +
+             " (default: evenly for ddpm/ddim, karras for the solvers; ddpm/ddim need a grid of "
+             "the schedule's own steps)")
+      ->check(CLI::IsMember(ddpm::enum_names<ddpm::GridKind>()));
   app.add_option("--sample-steps", args.sample_steps,
-                 "sampling steps on an evenly respaced schedule (default: T for ddpm, 50 for ddim)")
+                 "sampling steps, one network evaluation each (Heun: two; default: T for ddpm, "
+                 "50 for ddim/euler/euler-a, 25 for heun, 20 for dpm++/unipc)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--eta", args.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  app.add_option_function<double>(
+         "--eta", [&args](double value) { args.eta = value; },
+         "noise: DDIM eta (default 0: deterministic; 1 ancestral-like), euler-a and dpm++2m-sde "
+         "(default 1; 0 gives euler and dpm++2m)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--s-churn", args.s_churn,
+                 "euler/heun churn (Karras et al. 2022): noise added back per step, 0 = the ODE")
+      ->check(CLI::NonNegativeNumber);
 }
 
 /// The labels and guidance of sampling a class-conditional model or with a noisy classifier (the

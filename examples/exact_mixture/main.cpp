@@ -18,11 +18,9 @@
 namespace {
 
 struct Options {
-  ddpm::SamplerKind sampler = ddpm::SamplerKind::ancestral;
+  ddpm::SamplerSpec sampler;  // ddpm over all T steps by default
   int num_timesteps = 1000;
-  int steps = 0;  // 0: all T steps
   std::string schedule = "linear";
-  double eta = 0.0;
   int n = 5000;
   std::uint64_t seed = 0;
   std::string out = "out/exact_mixture";
@@ -47,25 +45,30 @@ int run(const Options& options) {
   const ddpm::NoiseSchedule full = options.schedule == "cosine"
                                        ? ddpm::NoiseSchedule::cosine(options.num_timesteps)
                                        : ddpm::NoiseSchedule::linear(options.num_timesteps);
-  const int steps = options.steps == 0 ? options.num_timesteps : options.steps;
-  ddpm::detail::require(steps >= 1 && steps <= options.num_timesteps, "--steps", steps,
-                        "1.." + std::to_string(options.num_timesteps) + " (0 for all T)");
-  const ddpm::NoiseSchedule schedule =
-      steps == options.num_timesteps ? full : full.respaced("evenly " + std::to_string(steps));
+  const int T = options.num_timesteps;
+  const int steps = options.sampler.step_count(T);
+  ddpm::detail::require(
+      steps >= 1 && (steps <= T || !ddpm::steps_on_schedule(options.sampler.kind)), "--steps",
+      steps, "1.." + std::to_string(T) + " for ddpm and ddim (0: the sampler's default)");
   const ddpm::GaussianMixture mixture = ddpm::eight_gaussians_mixture();
+  // Exact at every level, also between the schedule's steps (Karras grids).
   ddpm::GaussianMixtureDenoiser<double> model(mixture, full);
-  const ddpm::GaussianDiffusion<double> diffusion(schedule);
+  const ddpm::GaussianDiffusion<double> diffusion(full);
   const ddpm::CounterRng rng(options.seed);
 
-  ddpm::viz::ReverseStripRecorder<double> strip(schedule, ddpm::io::Frame{});
-  const std::string sampler(ddpm::to_string(options.sampler));
-  ddpm::io::ProgressBar progress(schedule.size(), sampler + " sampling");
+  ddpm::viz::ReverseStripRecorder<double> strip(ddpm::sampling_timesteps(options.sampler, full), T,
+                                                ddpm::io::Frame{});
+  const std::string sampler(ddpm::to_string(options.sampler.kind));
+  std::printf("%s, %s grid, %d steps: %d network evaluations\n", sampler.c_str(),
+              std::string(ddpm::to_string(options.sampler.grid_kind())).c_str(), steps,
+              options.sampler.network_evaluations(T));
+  ddpm::io::ProgressBar progress(steps, sampler + " sampling");
   const auto on_step = [&](const ddpm::SamplerProgress<double>& p) {
     progress.update(p.done);
     strip(p);
   };
   const ddpm::Batch<double> samples =
-      ddpm::sample(options.sampler, diffusion, options.eta, model, options.n, 2, rng, 0, on_step);
+      ddpm::sample(options.sampler, diffusion, model, options.n, 2, rng, 0, on_step);
   progress.finish();
 
   const std::filesystem::path out(options.out);
@@ -95,22 +98,35 @@ int run(const Options& options) {
 int main(int argc, char** argv) {
   Options options;
   CLI::App app{"Sample the 8gaussians mixture with its exact denoiser (no training needed)."};
-  ddpm_examples::add_choice(app, "--sampler", options.sampler,
-                            "the sampler (ddpm: ancestral sampling)");
+  ddpm_examples::add_choice(app, "--sampler", options.sampler.kind,
+                            "the sampler (ddpm: ancestral; euler, heun, dpm++, unipc: grid "
+                            "solvers)");
+  app.add_option_function<std::string>(
+         "--grid",
+         [&options](const std::string& text) {
+           options.sampler.grid = ddpm::parse_enum<ddpm::GridKind>(text);
+         },
+         "noise-level grid: " + ddpm::enum_choices<ddpm::GridKind>() +
+             " (default: evenly for ddpm/ddim, karras for the solvers)")
+      ->check(CLI::IsMember(ddpm::enum_names<ddpm::GridKind>()));
   app.add_option("--T", options.num_timesteps, "diffusion steps T of the schedule")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--steps", options.steps,
-                 "sampling steps; below T the schedule is respaced "
-                 "evenly (0: all T)")
+  app.add_option("--steps", options.sampler.steps,
+                 "sampling steps, one network evaluation each (Heun: two); 0: the sampler's "
+                 "default (T for ddpm, 50 for ddim/euler/euler-a, 25 for heun, 20 for "
+                 "dpm++/unipc)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--schedule", options.schedule, "linear or cosine")
       ->check(CLI::IsMember({"linear", "cosine"}))
       ->capture_default_str();
-  app.add_option("--eta", options.eta, "DDIM eta: 0 deterministic, 1 ancestral-like")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  app.add_option_function<double>(
+         "--eta", [&options](double value) { options.sampler.eta = value; },
+         "noise: DDIM eta (default 0), euler-a and dpm++2m-sde (default 1)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--s-churn", options.sampler.solver.s_churn, "euler/heun churn (0: the ODE)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--n", options.n, "number of samples")
       ->check(CLI::Range(1, 10000000))
       ->capture_default_str();

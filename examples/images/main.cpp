@@ -64,8 +64,8 @@ struct SampleArgs : ddpm_examples::SampleArgs {
 ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& args,
                                std::uint64_t seed,
                                ddpm::viz::TrajectoryRecorder<Real>* trajectory = nullptr) {
-  const ddpm::GaussianDiffusion<Real> diffusion =
-      run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
+  const ddpm::GaussianDiffusion<Real> diffusion = run.diffusion.make<Real>();
+  const int T = diffusion.num_timesteps();
   const int classes = run.model.num_classes;
   std::optional<ddpm::nn::Classifier<Real>> classifier;
   if (!args.classifier.empty())
@@ -73,14 +73,14 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
   const std::vector<int> labels =
       ddpm::sample_labels(args.n, args.label, classes, args.guidance, classifier.has_value(), "--");
 
+  std::printf("sampling %d images: %s\n", args.n, args.describe(T).c_str());
   ddpm::io::ProgressBar progress(
-      ddpm::Index{diffusion.num_timesteps()} * ((args.n + args.chunk - 1) / args.chunk),
+      ddpm::Index{args.steps(T)} * ((args.n + args.chunk - 1) / args.chunk),
       args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
   ddpm::Index images_done = 0;
   const ddpm::Batch<Real> samples = ddpm::sample_labeled<Real>(
-      {.kind = args.sampler,
-       .eta = args.eta,
+      {.sampler = args.spec(),
        .guidance = args.guidance,
        .classifier_scale = args.classifier_scale,
        .chunk = args.chunk},

@@ -109,15 +109,15 @@ struct StripRecorder {
 ddpm::Batch<Real> decode(Model& model, const Run& run, const ddpm::Batch<Real>& codes,
                          const SampleArgs& args, std::uint64_t seed,
                          StripRecorder* strip = nullptr) {
-  const ddpm::GaussianDiffusion<Real> diffusion =
-      run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
+  const ddpm::GaussianDiffusion<Real> diffusion = run.diffusion.make<Real>();
+  const ddpm::SamplerSpec spec = args.spec();
   Model decoder = ddpm::train::with_points(model, run, args.points);
   const ddpm::Index points = args.points;
   const ddpm::Index count = codes.rows();
   ddpm::Batch<Real> clouds(count * points, 3);
-  ddpm::io::ProgressBar progress(
-      ddpm::Index{diffusion.num_timesteps()} * ((count + args.chunk - 1) / args.chunk),
-      args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
+  ddpm::io::ProgressBar progress(ddpm::Index{spec.step_count(diffusion.num_timesteps())} *
+                                     ((count + args.chunk - 1) / args.chunk),
+                                 args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
   for (ddpm::Index first = 0; first < count; first += args.chunk) {
     const ddpm::Index n = std::min<ddpm::Index>(args.chunk, count - first);
@@ -129,8 +129,8 @@ ddpm::Batch<Real> decode(Model& model, const Run& run, const ddpm::Batch<Real>& 
       if (strip != nullptr && first == 0) (*strip)(p);
     };
     clouds.middleRows(first * points, n * points) =
-        ddpm::sample(args.sampler, diffusion, args.eta, decoder, n * points, 3,
-                     ddpm::CounterRng(seed), static_cast<std::uint32_t>(first * points), on_step);
+        ddpm::sample(spec, diffusion, decoder, n * points, 3, ddpm::CounterRng(seed),
+                     static_cast<std::uint32_t>(first * points), on_step);
   }
   progress.finish();
   return clouds;
@@ -416,8 +416,7 @@ int eval(const SampleArgs& args, const Common& common, int emd_points) {
       .add("n", n)
       .add("points", points)
       .add("emd_points", options.emd_points)
-      .add("sampler", args.sampler_name())
-      .add("sample_steps", args.steps(run.diffusion.schedule.num_timesteps))
+      .add("sampler", args.describe(run.diffusion.schedule.num_timesteps))
       .add("generated", metrics_json(report.generated))
       .add("floor", metrics_json(report.floor));
   ddpm::io::write_file_atomically(out / "metrics.json", json.text());

@@ -231,12 +231,13 @@ std::vector<int> labels_for(const Sampler& s, const SampleArgs& args, ddpm::Inde
 ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
                                const SampleArgs& args, std::span<const int> labels,
                                std::uint64_t seed, const fs::path& strip_path) {
-  const ddpm::GaussianDiffusion<Real> diffusion =
-      run.diffusion.make_respaced<Real>(args.steps(run.diffusion.schedule.num_timesteps));
-  ddpm::viz::ReverseStripRecorder<Real> strip(diffusion.schedule(), points.frame());
-  ddpm::io::ProgressBar progress(diffusion.num_timesteps(), args.sampler_name() + " sampling");
-  const ddpm::LabeledSampling options{.kind = args.sampler,
-                                      .eta = args.eta,
+  const ddpm::GaussianDiffusion<Real> diffusion = run.diffusion.make<Real>();
+  const int T = diffusion.num_timesteps();
+  ddpm::viz::ReverseStripRecorder<Real> strip(
+      ddpm::sampling_timesteps(args.spec(), diffusion.schedule()), T, points.frame());
+  std::printf("sampling %zu points: %s\n", labels.size(), args.describe(T).c_str());
+  ddpm::io::ProgressBar progress(args.steps(T), args.sampler_name() + " sampling");
+  const ddpm::LabeledSampling options{.sampler = args.spec(),
                                       .guidance = args.guidance,
                                       .classifier_scale = args.classifier_scale,
                                       .chunk = static_cast<ddpm::Index>(labels.size())};
@@ -580,9 +581,8 @@ int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int
   floor_json.add("mmd2", floor.mmd2).add("energy_distance", floor.energy);
   floor_json.add("sliced_w1", floor.sliced_w1);
   if (points.from_file()) floor_json.add("n", floor_n);
-  json.add("sampler", args.sampler_name())
-      .add("sample_steps", args.steps(run.diffusion.schedule.num_timesteps))
-      .add("eta", args.eta)
+  json.add("sampler", args.describe(run.diffusion.schedule.num_timesteps))
+      .add("eta", args.spec().eta_value())
       .add("n", args.n)
       .add("weights", args.exact         ? "exact"
                       : args.raw_weights ? "raw"

@@ -14,14 +14,17 @@
 #include "ddpm/ddpm.hpp"
 #include "support.hpp"
 
-TEST_CASE("SamplerKind names: ddpm and ddim, parsed back, and a bad name lists the choices") {
+TEST_CASE("SamplerKind names: every sampler, parsed back, and a bad name lists the choices") {
   CHECK(ddpm::to_string(ddpm::SamplerKind::ancestral) == "ddpm");
   CHECK(ddpm::to_string(ddpm::SamplerKind::ddim) == "ddim");
-  CHECK(ddpm::enum_names<ddpm::SamplerKind>() == std::vector<std::string>{"ddpm", "ddim"});
-  CHECK(ddpm::parse_enum<ddpm::SamplerKind>("ddpm") == ddpm::SamplerKind::ancestral);
-  CHECK(ddpm::parse_enum<ddpm::SamplerKind>("ddim") == ddpm::SamplerKind::ddim);
-  CHECK_THROWS_WITH_AS((void)ddpm::parse_enum<ddpm::SamplerKind>("euler"),
-                       "ddpm: invalid sampler = euler; allowed: ddpm or ddim",
+  CHECK(ddpm::enum_names<ddpm::SamplerKind>() ==
+        std::vector<std::string>{"ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++3m",
+                                 "dpm++2m-sde", "unipc"});
+  for (const std::string& name : ddpm::enum_names<ddpm::SamplerKind>())
+    CHECK(ddpm::to_string(ddpm::parse_enum<ddpm::SamplerKind>(name)) == name);
+  CHECK_THROWS_WITH_AS((void)ddpm::parse_enum<ddpm::SamplerKind>("euler2"),
+                       "ddpm: invalid sampler = euler2; allowed: ddpm, ddim, euler, euler-a, heun, "
+                       "dpm++2m, dpm++3m, dpm++2m-sde or unipc",
                        ddpm::InvalidArgument);
   CHECK(ddpm::default_sample_steps(ddpm::SamplerKind::ancestral, 1000) == 1000);
   CHECK(ddpm::default_sample_steps(ddpm::SamplerKind::ddim, 1000) == 50);
@@ -84,22 +87,24 @@ struct PullClassifier {
 
 TEST_CASE("sample_labeled equals the guidance adaptors sampled whole, for any chunk size") {
   const ddpm::NoiseSchedule full = ddpm::NoiseSchedule::linear(100);
-  const ddpm::GaussianDiffusion<double> diffusion(full.respaced("evenly 8"));
+  const ddpm::GaussianDiffusion<double> diffusion(full);
   ddpm::GaussianMixtureDenoiser<double> model(ddpm::eight_gaussians_mixture(), full);
   const ddpm::CounterRng rng(11);
   std::vector<int> labels(10);
   for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int>(i % 8);
   PullClassifier* no_classifier = nullptr;
   PullClassifier classifier;
-  for (const ddpm::SamplerKind kind : {ddpm::SamplerKind::ancestral, ddpm::SamplerKind::ddim}) {
+  for (const ddpm::SamplerKind kind :
+       {ddpm::SamplerKind::ancestral, ddpm::SamplerKind::ddim, ddpm::SamplerKind::dpmpp_2m_sde}) {
     CAPTURE(ddpm::to_string(kind));
+    const ddpm::SamplerSpec spec{.kind = kind, .steps = 8, .eta = 0.3};
     SUBCASE("labels only") {
       ddpm::WithLabels<double, decltype(model)> labeled(model, labels);
-      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.3, labeled, 10, 2, rng);
+      const ddpm::Batch<double> whole = ddpm::sample(spec, diffusion, labeled, 10, 2, rng);
       std::vector<ddpm::Index> firsts;
       int steps = 0;
       const ddpm::Batch<double> chunked = ddpm::sample_labeled<double>(
-          {.kind = kind, .eta = 0.3, .chunk = 4}, diffusion, model, no_classifier, labels, 2, rng,
+          {.sampler = spec, .chunk = 4}, diffusion, model, no_classifier, labels, 2, rng,
           [&](ddpm::Index first, const ddpm::SamplerProgress<double>&) {
             if (firsts.empty() || firsts.back() != first) firsts.push_back(first);
             ++steps;
@@ -110,18 +115,18 @@ TEST_CASE("sample_labeled equals the guidance adaptors sampled whole, for any ch
     }
     SUBCASE("classifier-free guidance") {
       ddpm::ClassifierFreeGuidance<double, decltype(model)> guided(model, labels, 2.0);
-      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.0, guided, 10, 2, rng);
+      const ddpm::Batch<double> whole = ddpm::sample(spec, diffusion, guided, 10, 2, rng);
       const ddpm::Batch<double> chunked =
-          ddpm::sample_labeled<double>({.kind = kind, .guidance = 2.0, .chunk = 3}, diffusion,
+          ddpm::sample_labeled<double>({.sampler = spec, .guidance = 2.0, .chunk = 3}, diffusion,
                                        model, no_classifier, labels, 2, rng);
       CHECK(chunked == whole);
     }
     SUBCASE("classifier guidance (the classifier-free weight is then unused)") {
       ddpm::ClassifierGuidance<double, decltype(model), PullClassifier> guided(model, classifier,
                                                                                labels, 0.5);
-      const ddpm::Batch<double> whole = ddpm::sample(kind, diffusion, 0.0, guided, 10, 2, rng);
+      const ddpm::Batch<double> whole = ddpm::sample(spec, diffusion, guided, 10, 2, rng);
       const ddpm::Batch<double> chunked = ddpm::sample_labeled<double>(
-          {.kind = kind, .guidance = 2.0, .classifier_scale = 0.5, .chunk = 7}, diffusion, model,
+          {.sampler = spec, .guidance = 2.0, .classifier_scale = 0.5, .chunk = 7}, diffusion, model,
           &classifier, labels, 2, rng);
       CHECK(chunked == whole);
     }
@@ -158,4 +163,33 @@ TEST_CASE("sample_labels: one class, the classes in turn or none, checked agains
     // An unconditional model with a classifier still needs a class to guide toward.
     DDPM_CHECK_INVALID("label", ddpm::sample_labels(2, ddpm::kClassesInTurn, 0, 0.0, true));
   }
+}
+
+TEST_CASE("sample(SamplerSpec) runs ddpm and ddim on the spec's grid of schedule steps") {
+  const ddpm::NoiseSchedule full = ddpm::NoiseSchedule::linear(100);
+  const ddpm::GaussianDiffusion<double> diffusion(full);
+  ddpm::GaussianMixtureDenoiser<double> model(ddpm::eight_gaussians_mixture(), full);
+  const ddpm::CounterRng rng(3);
+  for (const ddpm::GridKind grid : {ddpm::GridKind::evenly, ddpm::GridKind::trailing,
+                                    ddpm::GridKind::leading, ddpm::GridKind::linspace}) {
+    const std::vector<int> kept = ddpm::NoiseGrid::table_timesteps(100, grid, 10);
+    const ddpm::GaussianDiffusion<double> respaced(full.respaced(kept));
+    const ddpm::SamplerSpec spec{.kind = ddpm::SamplerKind::ddim, .grid = grid, .steps = 10};
+    CHECK(ddpm::sample(spec, diffusion, model, 6, 2, rng) ==
+          ddpm::sample(ddpm::SamplerKind::ddim, respaced, 0.0, model, 6, 2, rng));
+    CHECK(ddpm::sampling_timesteps(spec, full) == std::vector<int>(kept.rbegin(), kept.rend()));
+  }
+  CHECK(ddpm::SamplerSpec{.kind = ddpm::SamplerKind::heun, .steps = 10}.network_evaluations(100) ==
+        19);
+  CHECK(ddpm::SamplerSpec{.kind = ddpm::SamplerKind::ancestral}.network_evaluations(100) == 100);
+  CHECK(ddpm::SamplerSpec{.kind = ddpm::SamplerKind::dpmpp_2m}.network_evaluations(100) == 20);
+  DDPM_CHECK_INVALID("grid", ddpm::sample(ddpm::SamplerSpec{.kind = ddpm::SamplerKind::ancestral,
+                                                            .grid = ddpm::GridKind::karras},
+                                          diffusion, model, 2, 2, rng));
+  DDPM_CHECK_INVALID(
+      "diffusion",
+      ddpm::sample(ddpm::SamplerSpec{}, ddpm::GaussianDiffusion<double>(full.respaced("evenly 10")),
+                   model, 2, 2, rng));
+  DDPM_CHECK_INVALID("sampler",
+                     ddpm::sample(ddpm::SamplerKind::euler, diffusion, 0.0, model, 2, 2, rng));
 }

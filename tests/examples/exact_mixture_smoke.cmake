@@ -1,9 +1,13 @@
-# Runs ddpm-exact-mixture on a small size with both samplers and checks its files.
-foreach(sampler ddpm ddim)
+# Runs ddpm-exact-mixture on a small size with every sampler and checks its files.
+foreach(sampler ddpm ddim euler euler-a heun dpm++2m dpm++3m dpm++2m-sde unipc)
   file(REMOVE_RECURSE ${OUT}/${sampler})
-  execute_process(COMMAND ${PROGRAM} --sampler ${sampler} --steps 50 --n 300 --seed 3
+  execute_process(COMMAND ${PROGRAM} --sampler ${sampler} --steps 20 --n 300 --seed 3
                           --out ${OUT}/${sampler}
+                  OUTPUT_VARIABLE output
                   RESULT_VARIABLE result)
+  if(NOT output MATCHES "network evaluations")
+    message(FATAL_ERROR "${sampler}: the network evaluations were not printed: ${output}")
+  endif()
   if(NOT result EQUAL 0)
     message(FATAL_ERROR "ddpm-exact-mixture --sampler ${sampler} failed (${result})")
   endif()
@@ -19,9 +23,15 @@ foreach(sampler ddpm ddim)
     message(FATAL_ERROR "${sampler}: samples.csv has header '${header}' and ${count} lines, expected 'x,y' and 301")
   endif()
 endforeach()
-# A bad option is refused with a non-zero exit.
-execute_process(COMMAND ${PROGRAM} --sampler euler --out ${OUT}/bad RESULT_VARIABLE result
+# Bad options are refused with a non-zero exit: an unknown sampler, and ancestral sampling on a
+# grid between the schedule's steps.
+execute_process(COMMAND ${PROGRAM} --sampler euler2 --out ${OUT}/bad RESULT_VARIABLE result
                 OUTPUT_QUIET ERROR_QUIET)
 if(result EQUAL 0)
-  message(FATAL_ERROR "--sampler euler was accepted")
+  message(FATAL_ERROR "--sampler euler2 was accepted")
+endif()
+execute_process(COMMAND ${PROGRAM} --sampler ddpm --grid karras --out ${OUT}/bad
+                RESULT_VARIABLE result OUTPUT_QUIET ERROR_VARIABLE error)
+if(result EQUAL 0 OR NOT error MATCHES "grid")
+  message(FATAL_ERROR "--sampler ddpm --grid karras was accepted or not explained: ${error}")
 endif()

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: MIT
-// A sampler chosen by name (SamplerKind: "ddpm" ancestral or "ddim") and one call that runs it
-// over a denoiser, so a program's --sampler option needs no branch of its own; and labeled
-// sampling in chunks with classifier-free or classifier guidance.
+// A sampler chosen by name (SamplerKind: ddpm, ddim or a grid solver, with its grid and steps in
+// a SamplerSpec) and one call that runs it over a denoiser, so a program's --sampler option needs
+// no branch of its own; and labeled sampling in chunks with classifier-free or classifier
+// guidance.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,35 +27,161 @@
 #include "ddpm/samplers/ancestral.hpp"
 #include "ddpm/samplers/common.hpp"
 #include "ddpm/samplers/ddim.hpp"
+#include "ddpm/samplers/grid.hpp"
+#include "ddpm/samplers/solvers.hpp"
 
 namespace ddpm {
 
-/// Which reverse process draws the samples: ancestral (Ho et al. 2020, Algorithm 2; named "ddpm")
-/// or DDIM (Song et al. 2021; "ddim").
-enum class SamplerKind { ancestral, ddim };
+/// Which reverse process draws the samples: ancestral (Ho et al. 2020, Algorithm 2; named "ddpm"),
+/// DDIM (Song et al. 2021) or one of the grid solvers of SolverSampler.
+enum class SamplerKind {
+  ancestral,
+  ddim,
+  euler,
+  euler_ancestral,
+  heun,
+  dpmpp_2m,
+  dpmpp_3m,
+  dpmpp_2m_sde,
+  unipc
+};
 
 template <>
 struct EnumTable<SamplerKind> {
   static constexpr std::string_view parameter = "sampler";
-  static constexpr std::array<EnumName<SamplerKind>, 2> names = {
-      {{SamplerKind::ancestral, "ddpm"}, {SamplerKind::ddim, "ddim"}}};
+  static constexpr std::array<EnumName<SamplerKind>, 9> names = {{
+      {SamplerKind::ancestral, "ddpm"},
+      {SamplerKind::ddim, "ddim"},
+      {SamplerKind::euler, "euler"},
+      {SamplerKind::euler_ancestral, "euler-a"},
+      {SamplerKind::heun, "heun"},
+      {SamplerKind::dpmpp_2m, "dpm++2m"},
+      {SamplerKind::dpmpp_3m, "dpm++3m"},
+      {SamplerKind::dpmpp_2m_sde, "dpm++2m-sde"},
+      {SamplerKind::unipc, "unipc"},
+  }};
 };
 
+/// Whether a sampler steps between the schedule's own timesteps (ddpm, ddim) rather than over
+/// any noise-level grid (the solvers).
+[[nodiscard]] constexpr bool steps_on_schedule(SamplerKind kind) noexcept {
+  return kind == SamplerKind::ancestral || kind == SamplerKind::ddim;
+}
+
 /// The usual number of sampling steps for a diffusion of T steps: all T for ancestral sampling,
-/// 50 (at most T) for DDIM.
+/// 50 for DDIM, Euler and Euler-ancestral, 25 for Heun (49 network evaluations), 20 for the
+/// multistep solvers (never more than T on the schedule's own steps).
 [[nodiscard]] inline int default_sample_steps(SamplerKind kind, int T) noexcept {
-  return kind == SamplerKind::ddim ? std::min(50, T) : T;
+  switch (kind) {
+    case SamplerKind::ancestral:
+      return T;
+    case SamplerKind::ddim:
+      return std::min(50, T);
+    case SamplerKind::euler:
+    case SamplerKind::euler_ancestral:
+      return 50;
+    case SamplerKind::heun:
+      return 25;
+    default:
+      return 20;
+  }
+}
+
+/// The usual grid: evenly respaced steps for ddpm and ddim, Karras levels for the solvers.
+[[nodiscard]] constexpr GridKind default_grid(SamplerKind kind) noexcept {
+  return steps_on_schedule(kind) ? GridKind::evenly : GridKind::karras;
+}
+
+/// Everything that picks a sampler, with the defaults of default_sample_steps and default_grid.
+struct SamplerSpec {
+  SamplerKind kind = SamplerKind::ancestral;
+  std::optional<GridKind> grid = std::nullopt;  ///< unset: default_grid(kind)
+  int steps = 0;                                ///< 0: default_sample_steps(kind, T)
+  /// DDIM's eta (default 0), or the noise of euler-a and dpm++2m-sde (default 1); others ignore it.
+  std::optional<double> eta = std::nullopt;
+  SolverOptions solver = {};  ///< churn, UniPC's order and the like (its eta is replaced by `eta`)
+
+  [[nodiscard]] GridKind grid_kind() const noexcept { return grid.value_or(default_grid(kind)); }
+  [[nodiscard]] int step_count(int T) const noexcept {
+    return steps > 0 ? steps : default_sample_steps(kind, T);
+  }
+  [[nodiscard]] double eta_value() const noexcept {
+    return eta.value_or(kind == SamplerKind::ddim ? 0.0 : 1.0);
+  }
+  /// The network evaluations a sample of this spec costs: one per level, Heun 2N - 1, UniPC's
+  /// final corrector one more.
+  [[nodiscard]] int network_evaluations(int T) const noexcept {
+    const int n = step_count(T);
+    if (kind == SamplerKind::heun) return 2 * n - 1;
+    if (kind == SamplerKind::unipc && solver.unipc_final_corrector) return n + 1;
+    return n;
+  }
+};
+
+namespace detail {
+
+inline SolverKind solver_kind(SamplerKind kind) {
+  switch (kind) {
+    case SamplerKind::euler:
+      return SolverKind::euler;
+    case SamplerKind::euler_ancestral:
+      return SolverKind::euler_ancestral;
+    case SamplerKind::heun:
+      return SolverKind::heun;
+    case SamplerKind::dpmpp_2m:
+      return SolverKind::dpmpp_2m;
+    case SamplerKind::dpmpp_3m:
+      return SolverKind::dpmpp_3m;
+    case SamplerKind::dpmpp_2m_sde:
+      return SolverKind::dpmpp_2m_sde;
+    case SamplerKind::unipc:
+      return SolverKind::unipc;
+    default:
+      throw InvalidArgument("sampler", std::string(to_string(kind)), "a grid solver");
+  }
+}
+
+/// The respaced diffusion ddpm and ddim run for a spec over the full diffusion.
+template <class Real>
+GaussianDiffusion<Real> respaced_for(const SamplerSpec& spec, const GaussianDiffusion<Real>& full) {
+  const int T = full.num_timesteps();
+  const std::vector<int> kept = NoiseGrid::table_timesteps(T, spec.grid_kind(), spec.step_count(T));
+  if (static_cast<int>(kept.size()) == T) return full;
+  return GaussianDiffusion<Real>(full.schedule().respaced(kept), full.options());
+}
+
+}  // namespace detail
+
+/// The original timesteps (rounded for continuous levels) a spec's sampler evaluates the model at,
+/// first to last: what progress callbacks report and strips are labelled with.
+[[nodiscard]] inline std::vector<int> sampling_timesteps(const SamplerSpec& spec,
+                                                         const NoiseSchedule& full) {
+  const int T = full.size();
+  std::vector<int> visited;
+  if (steps_on_schedule(spec.kind)) {
+    const std::vector<int> kept =
+        NoiseGrid::table_timesteps(T, spec.grid_kind(), spec.step_count(T));
+    visited.assign(kept.rbegin(), kept.rend());
+    return visited;
+  }
+  const NoiseGrid grid = NoiseGrid::make(full, spec.grid_kind(), spec.step_count(T), 7.0);
+  for (int i = 0; i < grid.steps(); ++i)
+    visited.push_back(static_cast<int>(std::lround(grid.level(i).timestep)));
+  return visited;
 }
 
 /// Draws n samples of dimension dim with the sampler `kind` over `diffusion` (respace it for fewer
 /// steps): AncestralSampler<Real>(diffusion).sample(...) or DdimSampler<Real>(diffusion, eta)
 /// .sample(...), bitwise. `eta` is used by DDIM only. Row i is global sample first_sample + i.
+/// The grid solvers need a SamplerSpec (the overload below).
 ///
 ///   Batch<float> x = ddpm::sample(ddpm::SamplerKind::ddim, diffusion, 0.0, model, 64, 2, rng);
 template <class Real, class M, class OnStep = NoProgress>
 Batch<Real> sample(SamplerKind kind, const GaussianDiffusion<Real>& diffusion, double eta,
                    M& denoiser, Index n, Index dim, const CounterRng& rng,
                    std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
+  detail::require(steps_on_schedule(kind), "sampler", to_string(kind),
+                  "ddpm or ddim here (the grid solvers take a SamplerSpec and the full diffusion)");
   if (kind == SamplerKind::ddim) {
     return DdimSampler<Real>(diffusion, eta)
         .sample(denoiser, n, dim, rng, first_sample, std::forward<OnStep>(on_step));
@@ -61,10 +190,34 @@ Batch<Real> sample(SamplerKind kind, const GaussianDiffusion<Real>& diffusion, d
                                                   std::forward<OnStep>(on_step));
 }
 
+/// Draws n samples with any sampler over the FULL (not respaced) diffusion: ddpm and ddim on the
+/// spec's grid of schedule steps (karras and exponential are refused: they need a solver), the
+/// solvers on any grid. Row i is global sample first_sample + i for every sampler.
+///
+///   const ddpm::SamplerSpec spec{.kind = ddpm::SamplerKind::dpmpp_2m, .steps = 20};
+///   Batch<float> x = ddpm::sample(spec, diffusion, model, 64, 2, rng);  // 20 network calls
+template <class Real, class M, class OnStep = NoProgress>
+Batch<Real> sample(const SamplerSpec& spec, const GaussianDiffusion<Real>& diffusion, M& denoiser,
+                   Index n, Index dim, const CounterRng& rng, std::uint32_t first_sample = 0,
+                   OnStep&& on_step = {}) {
+  detail::require(!diffusion.schedule().is_respaced(), "diffusion", "a respaced diffusion",
+                  "the full diffusion (the sampler's grid picks the steps)");
+  if (steps_on_schedule(spec.kind)) {
+    return sample(spec.kind, detail::respaced_for(spec, diffusion), spec.eta_value(), denoiser, n,
+                  dim, rng, first_sample, std::forward<OnStep>(on_step));
+  }
+  SolverOptions options = spec.solver;
+  options.eta = spec.eta_value();
+  const int T = diffusion.num_timesteps();
+  SolverSampler<Real> solver(
+      diffusion, NoiseGrid::make(diffusion.schedule(), spec.grid_kind(), spec.step_count(T)),
+      detail::solver_kind(spec.kind), options);
+  return solver.sample(denoiser, n, dim, rng, first_sample, std::forward<OnStep>(on_step));
+}
+
 /// How sample_labeled samples and guides.
 struct LabeledSampling {
-  SamplerKind kind = SamplerKind::ancestral;
-  double eta = 0.0;               ///< DDIM's eta
+  SamplerSpec sampler = {};       ///< the sampler, its grid and steps
   double guidance = 0.0;          ///< classifier-free guidance weight w (0: the conditional model)
   double classifier_scale = 0.0;  ///< classifier guidance scale s (with a classifier)
   Index chunk = 256;              ///< samples per sampler call (bounds memory)
@@ -112,13 +265,15 @@ inline constexpr int kClassesInTurn = -2;
   return labels;
 }
 
-/// Draws one sample per entry of `labels` (kNoLabel for none) from a conditional model, `chunk`
-/// samples per sampler call: with a `classifier` (non-null), ClassifierGuidance at
-/// classifier_scale; else with guidance != 0, ClassifierFreeGuidance at weight w; else WithLabels.
-/// Row i is global sample i of `rng` as in sample(), so the rows do not depend on the chunk size.
-/// on_step(first, progress) follows every step of the chunk whose first row is `first`.
+/// Draws one sample per entry of `labels` (kNoLabel for none) from a conditional model over the
+/// full diffusion, `chunk` samples per sampler call: with a `classifier` (non-null),
+/// ClassifierGuidance at classifier_scale; else with guidance != 0, ClassifierFreeGuidance at
+/// weight w; else WithLabels. Row i is global sample i of `rng` as in sample(), so the rows do not
+/// depend on the chunk size. on_step(first, progress) follows every step of the chunk whose first
+/// row is `first`.
 ///
-///   const Batch<float> x = ddpm::sample_labeled({.kind = SamplerKind::ddim, .guidance = 2.0},
+///   const Batch<float> x = ddpm::sample_labeled({.sampler = {.kind = SamplerKind::ddim},
+///                                                .guidance = 2.0},
 ///                                               diffusion, unet, no_classifier, labels, dim, rng);
 template <class Real, class M, class C, class OnStep = NoProgress>
 Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusion<Real>& diffusion,
@@ -133,10 +288,9 @@ Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusi
     const std::span<const int> chunk_labels =
         labels.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(count));
     const auto run = [&](auto& denoiser) {
-      samples.middleRows(first, count) =
-          sample(options.kind, diffusion, options.eta, denoiser, count, dim, rng,
-                 static_cast<std::uint32_t>(first),
-                 [&](const SamplerProgress<Real>& p) { on_step(first, p); });
+      samples.middleRows(first, count) = sample(
+          options.sampler, diffusion, denoiser, count, dim, rng, static_cast<std::uint32_t>(first),
+          [&](const SamplerProgress<Real>& p) { on_step(first, p); });
     };
     if (classifier != nullptr) {
       ClassifierGuidance<Real, M, C> denoiser(model, *classifier, chunk_labels,

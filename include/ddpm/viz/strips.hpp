@@ -51,19 +51,24 @@ std::vector<io::Panel> forward_strip(
 template <class Real>
 class ReverseStripRecorder {
  public:
-  ReverseStripRecorder(NoiseSchedule schedule, io::Frame frame,
+  ReverseStripRecorder(const NoiseSchedule& schedule, io::Frame frame,
                        const std::vector<double>& fractions = default_strip_fractions())
-      : schedule_(std::move(schedule)), frame_(frame) {
-    for (const double fraction : fractions) {
-      levels_.push_back(static_cast<int>(fraction * schedule_.original_size()));
-    }
+      : ReverseStripRecorder(descending(schedule.timesteps()), schedule.original_size(), frame,
+                             fractions) {}
+
+  /// For any sampler: `visited` are the timesteps it evaluates the model at, first to last
+  /// (ddpm::sampling_timesteps), of a diffusion of T steps.
+  ReverseStripRecorder(std::vector<int> visited, int T, io::Frame frame,
+                       const std::vector<double>& fractions = default_strip_fractions())
+      : visited_(std::move(visited)), frame_(frame) {
+    for (const double fraction : fractions) levels_.push_back(static_cast<int>(fraction * T));
     std::sort(levels_.begin(), levels_.end(), std::greater<>());
   }
 
   void operator()(const SamplerProgress<Real>& p) {
-    // After `done` steps the batch sits at the next kept step's level (data after the last).
-    const int index = p.total - p.done - 1;
-    const int level = index >= 0 ? schedule_.timestep(index) : -1;
+    // After `done` steps the batch sits at the next visited level (data after the last).
+    const auto done = static_cast<std::size_t>(p.done);
+    const int level = done < visited_.size() ? visited_[done] : -1;
     if (level < 0) {
       panels_.push_back(io::make_panel(p.x, "", "x_0 (samples)", frame_));
       return;
@@ -78,7 +83,12 @@ class ReverseStripRecorder {
   [[nodiscard]] const std::vector<io::Panel>& panels() const noexcept { return panels_; }
 
  private:
-  NoiseSchedule schedule_;
+  static std::vector<int> descending(std::vector<int> ascending) {
+    std::reverse(ascending.begin(), ascending.end());
+    return ascending;
+  }
+
+  std::vector<int> visited_;  // the timestep of each model evaluation, first to last
   io::Frame frame_;
   std::vector<int> levels_;  // descending
   std::size_t next_ = 0;
