@@ -49,6 +49,15 @@ inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d
   add_choice(app, "--output", d.options.output, "what the network predicts");
   add_choice(app, "--variance", d.options.variance, "the reverse-process variance");
   add_choice(app, "--loss", d.options.loss, "training loss (hybrid/kl need a learned variance)");
+  add_choice(app, "--snr-weighting", d.options.snr_weighting,
+             "min-SNR weighting of the simple loss (Hang et al. 2023; min(SNR, gamma) on the x0 "
+             "error for every --output)");
+  app.add_option("--snr-gamma", d.options.snr_gamma, "gamma of --snr-weighting")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--zero-terminal-snr", d.schedule.zero_terminal_snr,
+               "rescale the schedule to zero terminal SNR (Lin et al. 2023): x_T is pure noise; "
+               "needs --output v or x0");
 }
 
 /// --width, --depth, --embedding of the MLP denoiser.
@@ -106,6 +115,7 @@ struct TrainArgs {
   std::string init_from;
   int checkpoint_every = 1000;
   double minutes = 0.0;
+  double offset_noise = 0.0;  ///< k of eps = z + k z_c (add_offset_noise_option)
 };
 
 inline void add_train_options(CLI::App& app, TrainArgs& a) {
@@ -147,8 +157,20 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
       ->check(CLI::NonNegativeNumber);
 }
 
+/// --offset-noise, for programs whose rows have channels (`per` says what one offset covers).
+inline void add_offset_noise_option(CLI::App& app, TrainArgs& a, const std::string& per) {
+  app.add_option("--offset-noise", a.offset_noise,
+                 "offset noise k: the training noise is z + k z_c with one z_c ~ N(0, 1) " + per +
+                     " (0: off; e.g. 0.1)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
+/// The Trainer's options; `offset_noise_channels`: the channels of a data row (1: one offset per
+/// row).
 inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint64_t seed,
-                                                   double label_dropout = 0.0) {
+                                                   double label_dropout = 0.0,
+                                                   ddpm::Index offset_noise_channels = 1) {
   return {.batch_size = a.batch,
           .steps = a.steps,
           .adam = {.learning_rate = a.lr},
@@ -159,6 +181,8 @@ inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint
           .ema_decay = a.ema,
           .timesteps = a.timesteps,
           .label_dropout = label_dropout,
+          .offset_noise = a.offset_noise,
+          .offset_noise_channels = offset_noise_channels,
           .seed = seed};
 }
 
