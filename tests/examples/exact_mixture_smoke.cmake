@@ -35,3 +35,29 @@ execute_process(COMMAND ${PROGRAM} --sampler ddpm --grid karras --out ${OUT}/bad
 if(result EQUAL 0 OR NOT error MATCHES "grid")
   message(FATAL_ERROR "--sampler ddpm --grid karras was accepted or not explained: ${error}")
 endif()
+# likelihood: the ODE NLL of fresh points, one CSV row each.
+execute_process(COMMAND ${PROGRAM} likelihood --n 40 --seed 2 --tolerance 1e-3
+                        --out ${OUT}/likelihood
+                RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "ddpm-exact-mixture likelihood failed (${result})")
+endif()
+file(STRINGS ${OUT}/likelihood/likelihood.csv lines)
+list(LENGTH lines count)
+list(GET lines 0 header)
+if(NOT header STREQUAL "x,y,nll_ode" OR NOT count EQUAL 41)
+  message(FATAL_ERROR "likelihood.csv has header '${header}' and ${count} lines, expected 'x,y,nll_ode' and 41")
+endif()
+# RePaint with x known: the summary and inpaint.csv, the known coordinate kept exactly.
+execute_process(COMMAND ${PROGRAM} inpaint --x 2 --n 50 --steps 20 --jump 5 --resample 2
+                        --out ${OUT}/inpaint
+                OUTPUT_VARIABLE output RESULT_VARIABLE result)
+if(NOT result EQUAL 0 OR NOT output MATCHES "exact conditional mean")
+  message(FATAL_ERROR "ddpm-exact-mixture inpaint failed (${result}): ${output}")
+endif()
+file(STRINGS ${OUT}/inpaint/inpaint.csv lines)
+list(LENGTH lines count)
+list(GET lines 1 first)
+if(NOT count EQUAL 51 OR NOT first MATCHES "^2,")
+  message(FATAL_ERROR "inpaint.csv has ${count} lines, first row '${first}'")
+endif()
