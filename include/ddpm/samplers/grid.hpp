@@ -78,12 +78,17 @@ class NoiseGrid {
     NoiseGrid grid;
     grid.kind_ = kind;
     if (kind == GridKind::karras || kind == GridKind::exponential) {
+      // A zero-terminal-SNR schedule has s_{T-1} = inf, and its model knows nothing between
+      // s_{T-2} and inf: the first level is T-1 itself (a VP step from s = inf), the others span
+      // s_{T-2}..s_0. (diffusers' alternative, s_max at ab = 2^-24 fed as t = T-1, evaluates the
+      // model at s = inf for levels it treats as finite: the exact denoiser shows the error.)
+      const bool zero_terminal = !std::isfinite(schedule.level(T - 1));
+      if (zero_terminal) grid.levels_.push_back(schedule_level(schedule, T - 1));
+      const int count = zero_terminal ? steps - 1 : steps;
       const double s_min = schedule.level(0);
-      // A zero-terminal-SNR schedule has s_{T-1} = inf: start from ab = 2^-24 as diffusers does.
-      const double s_last = schedule.level(T - 1);
-      const double s_max = std::isfinite(s_last) ? s_last : std::sqrt((1.0 - 0x1p-24) / 0x1p-24);
-      for (int i = 0; i < steps; ++i) {
-        const double u = steps == 1 ? 0.0 : static_cast<double>(i) / (steps - 1);
+      const double s_max = schedule.level(zero_terminal ? T - 2 : T - 1);
+      for (int i = 0; i < count; ++i) {
+        const double u = count == 1 ? 0.0 : static_cast<double>(i) / (count - 1);
         double s = 0;
         if (kind == GridKind::karras) {
           const double a = std::pow(s_max, 1.0 / rho), b = std::pow(s_min, 1.0 / rho);
@@ -93,10 +98,9 @@ class NoiseGrid {
         }
         // The ends are the schedule's own levels exactly (pow/exp round them).
         if (i == 0) s = s_max;
-        if (i == steps - 1 && steps > 1) s = s_min;
+        if (i == count - 1 && count > 1) s = s_min;
         grid.levels_.push_back(continuous_level(schedule, s));
       }
-      if (!std::isfinite(s_last)) grid.levels_.front().timestep = T - 1;
     } else {
       const std::vector<int> kept = table_timesteps(T, kind, steps);
       for (auto it = kept.rbegin(); it != kept.rend(); ++it)
