@@ -395,7 +395,9 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
   ddpm::Batch<double> noise(x0.rows(), 2);
   ddpm::CounterRng(seed).fill_normal(noise, ddpm::stream::user, 0, 0);
   std::vector<ddpm::io::Panel> forward = ddpm::viz::forward_strip(
-      ddpm::GaussianDiffusion<double>(run.diffusion.schedule.make()), x0, noise, points.frame());
+      ddpm::GaussianDiffusion<double>(run.diffusion.schedule.make(),
+                                      {.output = run.diffusion.options.output}),
+      x0, noise, points.frame());
   for (ddpm::io::Panel& panel : forward) panel.points = points.units().to_data(panel.points);
   ddpm::io::write_png(out / "forward.png", ddpm::io::render_strip(forward));
 
@@ -720,6 +722,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
+  ddpm_examples::add_offset_noise_option(*train_cmd, train_args, "per sample");
   add_toy_sample_options(*train_cmd, train_sampling, false);
   ddpm_examples::add_common_options(*train_cmd, train_common);
 

@@ -95,6 +95,19 @@ if(NOT unit STREQUAL "nats/dim")
   message(FATAL_ERROR "nll_bound unit is ${unit}")
 endif()
 
+# The training options of issue 13: v on a zero-terminal-SNR schedule with soft-min-SNR weighting
+# and offset noise trains, samples from SNR = 0 (the evenly spaced steps visit T-1; dpm++2m starts
+# its grid there) and records the options; eps there is refused.
+run_ok(train --dataset moons --steps 10 ${small} --output v --zero-terminal-snr
+       --snr-weighting soft-min-snr --snr-gamma 4 --offset-noise 0.1 --out ${OUT}/options)
+run_ok(sample --checkpoint ${OUT}/options/model.ckpt --sampler dpm++2m --n 50
+       --out ${OUT}/options_sample)
+expect_output(ARGS info ${OUT}/options/model.ckpt OUTPUT_MATCHES
+              "diffusion.zero_terminal_snr +true" "diffusion.snr_weighting +soft-min-snr"
+              "diffusion.snr_gamma +4\n" "train.offset_noise +0.1\n" "100 values, first [0-9.e-]+, last 1\n")
+expect_refusal("invalid output = eps; allowed: v \\(or x0\\) on a zero-terminal-SNR schedule"
+               train --dataset moons --steps 10 ${small} --zero-terminal-snr --out ${OUT}/bad)
+
 # A corrupt checkpoint is refused with a message, not a crash.
 file(WRITE ${OUT}/broken.ckpt "DDPMCKPT not really")
 execute_process(COMMAND ${PROGRAM} sample --checkpoint ${OUT}/broken.ckpt --out ${OUT}/broken
