@@ -19,6 +19,7 @@
 #include "ddpm/data/images.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/feature_frechet.hpp"
+#include "ddpm/eval/ode_likelihood.hpp"
 #include "ddpm/eval/strided_bound.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/plot.hpp"
@@ -214,6 +215,8 @@ struct EvalArgs {
   int bound_n = 64;
   int bound_stride = 1;
   int fid_n = 1000;
+  int ode_n = 16;               // the first of the bound's images for the ODE bits/dim (0: none)
+  double ode_tolerance = 1e-3;  // Dormand-Prince rtol = atol
 };
 
 int eval(const EvalArgs& args, const Common& common) {
@@ -238,6 +241,27 @@ int eval(const EvalArgs& args, const Common& common) {
   std::fprintf(stderr, "bits/dim %.3f +- %.3f (decoder %.3f, KL terms %.3f, prior %.2g)\n", b.total,
                b.standard_error, b.decoder, b.kl, b.prior);
   json.add("bits_per_dim", ddpm::eval::to_json(b));
+  const ddpm::Index ode_n = std::min<ddpm::Index>(args.ode_n, bound_n);
+  if (ode_n > 0) {
+    // The probability-flow ODE bits/dim of the same images, dequantized, Hutchinson divergence.
+    ddpm::OdeLikelihoodOptions ode_options;
+    ode_options.rtol = ode_options.atol = args.ode_tolerance;
+    std::vector<double> bits;
+    const ddpm::OdeLikelihood ode = ddpm::ode_bits_per_dim(
+        model, run.diffusion.make<Real>(), ddpm::Batch<Real>(reference.images.topRows(ode_n)),
+        ddpm::CounterRng(common.seed + 6), bits, ode_options);
+    double mean = 0.0;
+    for (const double v : bits) mean += v / static_cast<double>(bits.size());
+    std::fprintf(stderr, "ODE bits/dim %.3f on %lld images (NFE %.0f per image, tolerance %g)\n",
+                 mean, static_cast<long long>(ode_n), ode.mean_evaluations(), args.ode_tolerance);
+    json.add("ode_bits_per_dim", ddpm::io::JsonObject()
+                                     .add("total", mean)
+                                     .add("n", ode_n)
+                                     .add("nfe", ode.mean_evaluations())
+                                     .add("tolerance", args.ode_tolerance)
+                                     .add("divergence", "hutchinson, 1 Rademacher probe")
+                                     .add("dequantization", "uniform, bins 2/255"));
+  }
 
   if (!args.sampling.classifier.empty()) {
     ddpm::nn::Classifier<Real> classifier =
@@ -367,6 +391,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval_cmd->add_option("--fid-n", eval_args.fid_n, "samples (and real images) for the distance")
       ->check(CLI::Range(2, 100000))
+      ->capture_default_str();
+  eval_cmd
+      ->add_option("--ode-n", eval_args.ode_n,
+                   "of the bound's images, how many get the probability-flow ODE bits/dim (0: "
+                   "none)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  eval_cmd
+      ->add_option("--ode-tolerance", eval_args.ode_tolerance,
+                   "rtol = atol of the ODE bits/dim (Dormand-Prince)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
 

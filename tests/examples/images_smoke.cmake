@@ -49,8 +49,12 @@ run_ok(sample --checkpoint ${OUT}/unconditional/model.ckpt --n 2 --label 1 --sam
        --classifier ${OUT}/classifier/classifier.ckpt --classifier-scale 1 --out ${OUT}/cg_uncond)
 expect_files(${OUT}/cg_uncond samples.png samples.npy)
 run_ok(eval --checkpoint ${OUT}/model/model.ckpt --bound-n 4 --bound-stride 10 --fid-n 4
-       --sample-steps 5 --classifier ${OUT}/classifier/classifier.ckpt --out ${OUT}/eval)
+       --sample-steps 5 --ode-n 2 --ode-tolerance 1e-2
+       --classifier ${OUT}/classifier/classifier.ckpt --out ${OUT}/eval)
 file(READ ${OUT}/eval/metrics.json metrics)
+if(NOT metrics MATCHES "\"ode_bits_per_dim\": {\"total\": [0-9]")
+  message(FATAL_ERROR "eval wrote no ODE bits/dim:\n${metrics}")
+endif()
 if(NOT metrics MATCHES "\"bits_per_dim\": {\"n\": 4, \"stride\": 10, \"total\": [0-9]"
    OR NOT metrics MATCHES "\"samples_vs_real\": [0-9]")
   message(FATAL_ERROR "metrics.json lacks bits/dim or the Frechet distance:\n${metrics}")
