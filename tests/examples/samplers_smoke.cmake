@@ -20,9 +20,11 @@ endif()
 # The reference row, Heun within its budget (5 steps = 9 evaluations <= 10) and the floor.
 foreach(prefix "ddpm,evenly,1000,1000," "heun,karras,5,9," "heun,trailing,3,5," "ddim,leading,10,10,"
                "unipc,exponential,5,5," "data,floor,0,0," "data,floor-sd,0,0,")
-  list(FILTER lines EXCLUDE REGEX "^${prefix}" OUTPUT_VARIABLE rest)
+  set(rest ${lines})
+  list(FILTER rest EXCLUDE REGEX "^${prefix}")
   list(LENGTH rest left)
-  if(NOT left EQUAL count - 1)
+  math(EXPR expected "${count} - 1")
+  if(NOT left EQUAL expected)
     message(FATAL_ERROR "table.csv has no single row starting '${prefix}':\n${lines}")
   endif()
 endforeach()
