@@ -322,6 +322,7 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
 struct GuidanceArgs {
   int label = ddpm::kClassesInTurn;  ///< or a class, or -1 (ddpm::kNoLabel): none
   double guidance = 0.0;             ///< classifier-free guidance weight w
+  double guidance_rescale = 0.0;     ///< classifier-free guidance rescale phi
   std::string classifier;            ///< a train-classifier checkpoint: classifier guidance
   double classifier_scale = 0.0;     ///< classifier guidance scale s
 };
@@ -335,6 +336,10 @@ inline void add_guidance_options(CLI::App& app, GuidanceArgs& args,
   app.add_option("--guidance", args.guidance,
                  "classifier-free guidance weight w: (1 + w) eps(x, y) - w eps(x), any finite w "
                  "(0: conditional, -1: unconditional; eps_u + s (eps_c - eps_u) with s = 1 + w)");
+  app.add_option("--guidance-rescale", args.guidance_rescale,
+                 "classifier-free guidance rescale phi in [0, 1] (Lin et al. 2023): the guided "
+                 "output's per-sample std pulled back to the conditional one's")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--classifier", args.classifier, classifier_help);
   app.add_option("--classifier-scale", args.classifier_scale, "classifier guidance scale s")
       ->check(CLI::NonNegativeNumber);

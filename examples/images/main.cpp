@@ -55,6 +55,7 @@ void write_grid(const fs::path& path, const ddpm::Batch<Real>& images, const Run
 struct SampleArgs : ddpm_examples::SampleArgs {
   int label = ddpm::kClassesInTurn;  // or a class, or -1 (ddpm::kNoLabel): none
   double guidance = 0.0;             // classifier-free guidance scale w
+  double guidance_rescale = 0.0;     // classifier-free guidance rescale phi
   std::string classifier;
   double classifier_scale = 0.0;
   int chunk = 256;  // images per sampling batch (memory)
@@ -83,6 +84,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
   const ddpm::Batch<Real> samples = ddpm::sample_labeled<Real>(
       {.sampler = args.spec(),
        .guidance = args.guidance,
+       .guidance_rescale = args.guidance_rescale,
        .classifier_scale = args.classifier_scale,
        .chunk = args.chunk},
       diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run),
@@ -299,6 +301,9 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
                  "eps(x), any finite w "
                  "(0: conditional, -1: unconditional; eps_u + s (eps_c - "
                  "eps_u) with s = 1 + w)");
+  app.add_option("--guidance-rescale", args.guidance_rescale,
+                 "classifier-free guidance rescale phi in [0, 1] (Lin et al. 2023)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--classifier", args.classifier,
                  "classifier.ckpt from train-classifier: classifier guidance "
                  "(sample) or the "

@@ -240,6 +240,7 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
   ddpm::io::ProgressBar progress(args.steps(T), args.sampler_name() + " sampling");
   const ddpm::LabeledSampling options{.sampler = args.spec(),
                                       .guidance = args.guidance,
+                                      .guidance_rescale = args.guidance_rescale,
                                       .classifier_scale = args.classifier_scale,
                                       .chunk = static_cast<ddpm::Index>(labels.size())};
   const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {

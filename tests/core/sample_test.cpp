@@ -120,6 +120,11 @@ TEST_CASE("sample_labeled equals the guidance adaptors sampled whole, for any ch
           ddpm::sample_labeled<double>({.sampler = spec, .guidance = 2.0, .chunk = 3}, diffusion,
                                        model, no_classifier, labels, 2, rng);
       CHECK(chunked == whole);
+      ddpm::ClassifierFreeGuidance<double, decltype(model)> rescaled(model, labels, 2.0, 0.7);
+      CHECK(ddpm::sample_labeled<double>(
+                {.sampler = spec, .guidance = 2.0, .guidance_rescale = 0.7, .chunk = 3}, diffusion,
+                model, no_classifier, labels, 2,
+                rng) == ddpm::sample(spec, diffusion, rescaled, 10, 2, rng));
     }
     SUBCASE("classifier guidance (the classifier-free weight is then unused)") {
       ddpm::ClassifierGuidance<double, decltype(model), PullClassifier> guided(model, classifier,

@@ -26,7 +26,7 @@ expect_refusal("model.classes: checkpoint 8, this run 0"
                train --dataset 8gaussians --steps 25 ${tiny} ${few} --resume ${OUT}/cond/model.ckpt
                --out ${OUT}/bad)
 
-run_ok(sample --checkpoint ${OUT}/cond/model.ckpt --label 3 --guidance 2 ${few}
+run_ok(sample --checkpoint ${OUT}/cond/model.ckpt --label 3 --guidance 2 --guidance-rescale 0.7 ${few}
        --guidance-sweep 0,3 --out ${OUT}/cfg)
 expect_files(${OUT}/cfg samples.csv samples.png compare.png reverse.png guidance.png)
 

@@ -219,6 +219,7 @@ Batch<Real> sample(const SamplerSpec& spec, const GaussianDiffusion<Real>& diffu
 struct LabeledSampling {
   SamplerSpec sampler = {};       ///< the sampler, its grid and steps
   double guidance = 0.0;          ///< classifier-free guidance weight w (0: the conditional model)
+  double guidance_rescale = 0.0;  ///< classifier-free guidance rescale phi (Lin et al. 2023)
   double classifier_scale = 0.0;  ///< classifier guidance scale s (with a classifier)
   Index chunk = 256;              ///< samples per sampler call (bounds memory)
 };
@@ -297,7 +298,8 @@ Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusi
                                               options.classifier_scale);
       run(denoiser);
     } else if (options.guidance != 0.0) {
-      ClassifierFreeGuidance<Real, M> denoiser(model, chunk_labels, options.guidance);
+      ClassifierFreeGuidance<Real, M> denoiser(model, chunk_labels, options.guidance,
+                                               options.guidance_rescale);
       run(denoiser);
     } else {
       WithLabels<Real, M> denoiser(model, chunk_labels);
