@@ -156,8 +156,8 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
   if (!args.init_from.empty()) ddpm_examples::init_from(args.init_from, run, model);
   ddpm::train::Trainer<Real, Model> trainer(
       model, run.diffusion.make<Real>(),
-      ddpm_examples::trainer_options(args, common.seed,
-                                     m.num_classes > 0 ? image_args.label_dropout : 0.0));
+      ddpm_examples::trainer_options(
+          args, common.seed, m.num_classes > 0 ? image_args.label_dropout : 0.0, m.image_channels));
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
   const fs::path out(common.out);
   fs::create_directories(out);
@@ -364,6 +364,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
+  ddpm_examples::add_offset_noise_option(*train_cmd, train_args, "per image channel");
   ddpm_examples::add_diffusion_options(*train_cmd, run.diffusion);
   ddpm_examples::add_model_options(*train_cmd, run.model);
   ddpm_examples::add_common_options(*train_cmd, train_common);

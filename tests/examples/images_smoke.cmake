@@ -48,6 +48,13 @@ run_ok(train --data ${data} ${tiny} --steps 2 --preview 0 --out ${OUT}/unconditi
 run_ok(sample --checkpoint ${OUT}/unconditional/model.ckpt --n 2 --label 1 --sample-steps 5
        --classifier ${OUT}/classifier/classifier.ckpt --classifier-scale 1 --out ${OUT}/cg_uncond)
 expect_files(${OUT}/cg_uncond samples.png samples.npy)
+# The training options of issue 13: v on a zero-terminal-SNR schedule, min-SNR weighting and
+# per-channel offset noise train and sample from SNR = 0; info shows them.
+run_ok(train --data ${data} ${tiny} --steps 2 --preview 2 --output v --zero-terminal-snr
+       --snr-weighting min-snr --offset-noise 0.1 --out ${OUT}/options)
+expect_output(ARGS info ${OUT}/options/model.ckpt OUTPUT_MATCHES
+              "diffusion.zero_terminal_snr +true" "diffusion.snr_weighting +min-snr"
+              "train.offset_noise +0.1\n" "train.offset_noise_channels +[13]\n")
 run_ok(eval --checkpoint ${OUT}/model/model.ckpt --bound-n 4 --bound-stride 10 --fid-n 4
        --sample-steps 5 --ode-n 2 --ode-tolerance 1e-2
        --classifier ${OUT}/classifier/classifier.ckpt --out ${OUT}/eval)
