@@ -67,6 +67,18 @@ inline GaussianMixture one_gaussian(const std::vector<double>& mean, double sd) 
   return mixture;
 }
 
+/// Three well-separated 2D components with unequal weights and widths.
+inline GaussianMixture three_components() {
+  GaussianMixture m;
+  m.means.resize(3, 2);
+  m.means << -2.0, 0.0,  //
+      1.5, 1.5,          //
+      1.0, -2.0;
+  m.stds = {0.3, 0.5, 0.2};
+  m.weights = {0.5, 0.3, 0.2};
+  return m;
+}
+
 /// The elements of a batch as one span.
 template <class Real>
 std::span<Real> flat(Batch<Real>& m) {

@@ -24,18 +24,6 @@ namespace {
 using ddpm::Batch;
 using ddpm::Index;
 
-// Three well-separated 2D components with unequal weights and widths.
-ddpm::GaussianMixture three_components() {
-  ddpm::GaussianMixture m;
-  m.means.resize(3, 2);
-  m.means << -2.0, 0.0,  //
-      1.5, 1.5,          //
-      1.0, -2.0;
-  m.stds = {0.3, 0.5, 0.2};
-  m.weights = {0.5, 0.3, 0.2};
-  return m;
-}
-
 struct ComponentStats {
   double weight;
   Eigen::Vector2d mean;
@@ -99,7 +87,7 @@ void check_reproduces_mixture(const Batch<double>& x, const ddpm::GaussianMixtur
 }  // namespace
 
 TEST_CASE("samplers with the exact denoiser reproduce a Gaussian mixture (20000 samples)") {
-  const ddpm::GaussianMixture mixture = three_components();
+  const ddpm::GaussianMixture mixture = ddpm::test::three_components();
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
   const ddpm::CounterRng rng(2024);
@@ -245,7 +233,7 @@ TEST_CASE("ancestral samples of one Gaussian have the exact moments of the discr
 }
 
 TEST_CASE("conditional sampling with a label draws from that component only") {
-  const ddpm::GaussianMixture mixture = three_components();
+  const ddpm::GaussianMixture mixture = ddpm::test::three_components();
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
   const Index n = 2000;
@@ -293,7 +281,7 @@ TEST_CASE("DDIM inversion followed by DDIM sampling reconstructs x_0") {
   // discretization, not a defect. Require median < 0.04 / 0.0045, 99th percentile < 0.3 / 0.02
   // and at most 5 of 500 points off by more than 0.5, at 100 / 1000 steps. (The exact one-Gaussian
   // replay in sampler_values_test.cpp checks each inversion step by value.)
-  const ddpm::GaussianMixture mixture = three_components();
+  const ddpm::GaussianMixture mixture = ddpm::test::three_components();
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000);
   ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule);
   const Batch<double> x0 = mixture_draws(mixture, 500, 9);

@@ -69,18 +69,6 @@ ddpm::GaussianMixture two_components_4d() {
   return m;
 }
 
-// Three well-separated 2D components with unequal weights and widths.
-ddpm::GaussianMixture three_components() {
-  ddpm::GaussianMixture m;
-  m.means.resize(3, 2);
-  m.means << -2.0, 0.0,  //
-      1.5, 1.5,          //
-      1.0, -2.0;
-  m.stds = {0.3, 0.5, 0.2};
-  m.weights = {0.5, 0.3, 0.2};
-  return m;
-}
-
 }  // namespace
 
 // ---- min-SNR weighting ------------------------------------------------------------------------
@@ -410,7 +398,7 @@ TEST_CASE(
   // 4-standard-error tolerances plus the discretization allowances measured in samplers_test.cpp
   // for the same step counts on the plain schedule: ancestral 100 steps 3 % of w or s and 25 % of
   // s^2, DDIM 50 steps 5 % and 25 %.
-  const ddpm::GaussianMixture m = three_components();
+  const ddpm::GaussianMixture m = ddpm::test::three_components();
   const NoiseSchedule z = NoiseSchedule::linear(1000).zero_terminal_snr();
   ddpm::GaussianMixtureDenoiser<double> model(m, z, ModelOutput::v);
   const Index n = 10000;

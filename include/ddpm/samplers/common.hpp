@@ -47,23 +47,29 @@ Batch<Real> prior_sample(Index n, Index dim, const CounterRng& rng, std::uint32_
 
 }  // namespace detail
 
-/// The whole reverse loop shared by the samplers: Derived provides `schedule()` and
-/// `step(model_out, t, x_t, x_prev, rng, first_sample, guidance)`, where `guidance` (nullptr when
-/// none) is a GuidedDenoiser's gradient at (x_t, t) for the step to apply in its own form.
+/// sample() for a sampler whose Derived::denoise(model, x, rng, first_sample, on_step) runs the
+/// reverse process from a given x_T: x_T is drawn from the prior, row i as global sample
+/// first_sample + i, so sampling a batch whole or in parts gives identical rows.
 template <class Derived, class Real>
-class ReverseLoop {
+class SamplesFromPrior {
  public:
-  /// Draws n samples of dimension dim: x_T from the prior, then every step of the schedule.
-  /// Sample i of the result is global sample first_sample + i, so sampling a batch whole or in
-  /// parts gives identical rows. on_step receives a SamplerProgress after each step.
+  /// Draws n samples of dimension dim: x_T from the prior, then the whole reverse process.
+  /// on_step receives a SamplerProgress after each step.
   template <class M, class OnStep = NoProgress>
   Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
                      std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
     Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
-    denoise(model, x, rng, first_sample, on_step);
+    static_cast<Derived&>(*this).denoise(model, x, rng, first_sample, on_step);
     return x;
   }
+};
 
+/// The whole reverse loop shared by the samplers: Derived provides `schedule()` and
+/// `step(model_out, t, x_t, x_prev, rng, first_sample, guidance)`, where `guidance` (nullptr when
+/// none) is a GuidedDenoiser's gradient at (x_t, t) for the step to apply in its own form.
+template <class Derived, class Real>
+class ReverseLoop : public SamplesFromPrior<Derived, Real> {
+ public:
   /// Runs the reverse process from a given x_T (in place) to x_0, calling the model with the
   /// original timesteps of the schedule, in inference mode.
   template <class M, class OnStep = NoProgress>

@@ -164,7 +164,7 @@ class LevelEvaluator {
 ///   ddpm::Batch<float> x = solver.sample(model, 64, 2, rng);  // 20 network evaluations
 /// \endcode
 template <class Real>
-class SolverSampler {
+class SolverSampler : public SamplesFromPrior<SolverSampler<Real>, Real> {
  public:
   SolverSampler(GaussianDiffusion<Real> diffusion, NoiseGrid grid, SolverKind kind,
                 SolverOptions options = {})
@@ -192,15 +192,6 @@ class SolverSampler {
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
   /// Network evaluations of the last sample()/denoise() call.
   [[nodiscard]] int network_evaluations() const noexcept { return evaluate_.evaluations(); }
-
-  /// Draws n samples: x_T ~ N(0, I) rows first_sample.., then the whole grid.
-  template <class M, class OnStep = NoProgress>
-  Batch<Real> sample(M& model, Index n, Index dim, const CounterRng& rng,
-                     std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
-    Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
-    denoise(model, x, rng, first_sample, on_step);
-    return x;
-  }
 
   /// Runs the grid from x (in place, at the first level) to the clean level.
   template <class M, class OnStep = NoProgress>
