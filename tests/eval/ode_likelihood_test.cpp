@@ -217,6 +217,24 @@ TEST_CASE("ode_likelihood of the exact mixture denoiser matches the exact densit
   CHECK(exact_prior.s_max == schedule.level(999));
 }
 
+TEST_CASE("ode_likelihood on a zero-terminal-SNR schedule integrates to its last finite level") {
+  // ab_{T-1} = 0 (s = inf): the ODE ends at s_{T-2}, where N(0, I) is the marginal up to alpha.
+  const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000).zero_terminal_snr();
+  const ddpm::GaussianMixture mixture = ddpm::eight_gaussians_mixture();
+  ddpm::GaussianMixtureDenoiser<double> model(mixture, schedule, ddpm::ModelOutput::v);
+  const ddpm::GaussianDiffusion<double> diffusion(schedule, {.output = ddpm::ModelOutput::v});
+  const Batch<double> x = mixture_points(mixture, 200, 6);
+  const ddpm::OdeLikelihood nll = ddpm::ode_likelihood(model, diffusion, x, ddpm::CounterRng(1));
+  CHECK(nll.s_max == schedule.level(998));
+  double diff = 0.0;
+  for (Index i = 0; i < x.rows(); ++i) {
+    const double truth = -ddpm::mixture_log_density(
+        mixture, std::span<const double>(x.row(i).data(), 2), schedule.level(0));
+    diff += std::abs(nll.nll[static_cast<std::size_t>(i)] - truth) / 400.0;
+  }
+  CHECK(diff <= 0.01);
+}
+
 TEST_CASE("ode_likelihood: Hutchinson's estimate is unbiased") {
   // The divergence integral of one point under many probe seeds: the mean over 400 seeds must
   // match the exact divergence within 4 standard errors of that mean.

@@ -351,6 +351,7 @@ inline void check_options(const OdeLikelihoodOptions& o) {
 /// -log p(x) of each row of x under the probability-flow ODE of `model` (Song et al. 2021): in
 /// the EDM variables of REFERENCE.md dx~/ds = (x~ - D(x~, s)) / s, integrated here in the
 /// equivalent VP form x = alpha x~ over u = log s from s_min = level(0) to s_max = level(T-1)
+/// (level(T-2) with zero terminal SNR, whose level(T-1) is inf)
 /// with dormand_prince() (each row its own steps; row i's result depends only on row i and
 /// first_sample + i, so it is the same bits in any batch and on any thread count).
 ///
@@ -382,12 +383,14 @@ OdeLikelihood ode_likelihood(M& model, const GaussianDiffusion<Real>& diffusion,
   OdeLikelihood result;
   result.dim = d;
   result.s_min = schedule.level(0);
-  result.s_max = schedule.level(schedule.size() - 1);
+  // A zero-terminal-SNR schedule ends at s = inf: integrate to its last finite level, where
+  // x_T is N(0, I) up to a data term of size alpha (6.5e-5 for the rescaled linear T = 1000).
+  const int top = schedule.size() - (schedule.has_zero_terminal_snr() ? 2 : 1);
+  result.s_max = top >= 0 ? schedule.level(top) : 0.0;
   detail::require(
-      schedule.size() >= 2 && std::isfinite(result.s_max) && result.s_max > result.s_min,
-      "schedule top level", result.s_max,
-      "a finite s_max above s_min (a zero-terminal-SNR schedule has none: the ODE "
-      "needs a Gaussian prior at a finite level)");
+      top >= 1 && std::isfinite(result.s_max) && result.s_max > result.s_min, "schedule top level",
+      result.s_max,
+      "a finite s_max above s_min (two finite levels at least; three with zero terminal SNR)");
   const bool exact = options.divergence == Divergence::exact ||
                      (options.divergence == Divergence::automatic && d <= kExactDivergenceMaxDim);
   detail::InferenceMode<M> inference(model);

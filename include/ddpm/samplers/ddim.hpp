@@ -79,7 +79,8 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
         Real x0 = reverse_.pred_x0(i, j), eps = reverse_.pred_eps(i, j);
         if (guidance != nullptr) {
           eps -= guidance_coef * (*guidance)(i, j);
-          x0 = x0_from_eps(level, x_t(i, j), eps);
+          // At ab = 0 (zero terminal SNR) x0^ is not a function of eps^: keep the model's.
+          if (level.sqrt_ab > Real(0)) x0 = x0_from_eps(level, x_t(i, j), eps);
         }
         // At the last step eps_coef is 0 and eps may be unidentifiable: x_prev is x0^ exactly.
         const Real eps_term = eps_coef > Real(0) ? eps_coef * eps : Real(0);
