@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // ddpm-bench: the reference workloads of BENCHMARKS.md (ToyMLP train step at batch 256 and 4096,
-// ancestral-1000 and DDIM-50 sampling of 10k points; UNetSmall train step and forward at batch
-// 64; a point-cloud train step of Luo & Hu's model at 16 shapes x 2048 points), printed as one
-// JSON object of medians.
+// ancestral-1000 and DDIM-50 sampling of 10k points, and DDIM, Euler, Heun, DPM-Solver++ 2M and
+// UniPC at about 20 network evaluations; UNetSmall train step and forward at batch 64; a
+// point-cloud train step of Luo & Hu's model at 16 shapes x 2048 points), printed as one JSON
+// object of medians.
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -243,6 +244,33 @@ Measurement bench_sampler(const std::string& stem, Sampler sampler, Index points
   return {stem + "_s", stem, s, flop / s * 1e-9};
 }
 
+/// Sampling `points` ToyMLP samples with a sampler of the full linear T = 1000 diffusion chosen by
+/// spec (ddpm::sample): the solvers' work beside the network is a few vector operations per level,
+/// so the time should be NFE x one forward, as for DDIM at the same NFE.
+Measurement bench_spec(const std::string& stem, const ddpm::SamplerSpec& spec, Index points,
+                       int repeats) {
+  ddpm::nn::Mlp<float> model(ddpm::nn::toy_mlp_config(1));
+  model.set_training(false);
+  const ddpm::CounterRng rng(11);
+  const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(1000));
+  // Warm-up: size the model's inference workspaces at this batch (real t, as the solvers feed).
+  {
+    Batch<float> x(points, 2), out;
+    rng.fill_normal(x, ddpm::stream::user, 0, 0);
+    const std::vector<double> t(static_cast<std::size_t>(points), 500.25);
+    model.predict(x, std::span<const double>(t), out);
+  }
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    Batch<float> x;
+    times.push_back(seconds_of([&] { x = ddpm::sample(spec, diffusion, model, points, 2, rng); }));
+  }
+  const double s = median(times);
+  const double flop = kToyMlpForwardFlop * static_cast<double>(points) *
+                      spec.network_evaluations(diffusion.num_timesteps());
+  return {stem + "_s", stem, s, flop / s * 1e-9};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -279,9 +307,18 @@ int main(int argc, char** argv) {
   Sizes sizes;
   if (small) sizes = {32, 128, 64, 2, 2, 64};
 
-  const std::vector<std::string> all = {
+  // Samplers at (about) 20 network evaluations: the key names the NFE (Heun: 10 steps, 19).
+  using ddpm::SamplerKind;
+  const std::vector<std::pair<std::string, ddpm::SamplerSpec>> at_20_nfe = {
+      {"toy_ddim_nfe20_n10000", {.kind = SamplerKind::ddim, .steps = 20}},
+      {"toy_euler_nfe20_n10000", {.kind = SamplerKind::euler, .steps = 20}},
+      {"toy_heun_nfe19_n10000", {.kind = SamplerKind::heun, .steps = 10}},
+      {"toy_dpmpp2m_nfe20_n10000", {.kind = SamplerKind::dpmpp_2m, .steps = 20}},
+      {"toy_unipc_nfe20_n10000", {.kind = SamplerKind::unipc, .steps = 20}}};
+  std::vector<std::string> all = {
       "toy_train_b256_ms", "toy_train_b4096_ms",  "toy_ddpm1000_n10000_s",   "toy_ddim50_n10000_s",
       "unet_train_b64_ms", "unet_forward_b64_ms", "point_train_s16_n2048_ms"};
+  for (const auto& [stem, spec] : at_20_nfe) all.push_back(stem + "_s");
   std::set<std::string> wanted;
   if (only.empty()) {
     wanted.insert(all.begin(), all.end());
@@ -325,6 +362,11 @@ int main(int argc, char** argv) {
         "toy_ddim50_n10000",
         ddpm::DdimSampler<float>{ddpm::GaussianDiffusion<float>(linear.respaced("evenly 50")), 0.0},
         sizes.points, repeats));
+  }
+  for (const auto& [stem, spec] : at_20_nfe) {
+    if (wanted.contains(stem + "_s")) {
+      results.push_back(bench_spec(stem, spec, sizes.points, repeats));
+    }
   }
   if (wanted.contains("unet_train_b64_ms")) {
     results.push_back(
