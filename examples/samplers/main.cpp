@@ -47,7 +47,8 @@ struct CompareOptions {
   std::string checkpoint;  // empty: the exact denoiser of the 8gaussians mixture
   bool raw_weights = false;
   std::vector<std::string> samplers;  // empty: every sampler
-  int floor_pairs = 5;
+  int repeats = 1;                    // independent sample and reference sets per row, averaged
+  int floor_pairs = 10;
   int picture_nfe = 10;
 };
 
@@ -95,7 +96,8 @@ class Counted {
   int calls_ = 0;
 };
 
-// What the samples are compared with: draw(n, seed) gives n reference points in the data's units.
+// What the samples are compared with: draw(n, seed) gives n reference points in the data's units;
+// draw(n, 2k) and draw(n, 2k + 1) are disjoint (for a data file: the two halves of one shuffle).
 struct Reference {
   std::string name;  // "8gaussians (exact denoiser)", "8gaussians model step 15000", ...
   std::function<Batch<double>(Index, std::uint64_t)> draw;
@@ -111,21 +113,27 @@ struct Row {
 
 struct Floor {
   double mmd2 = 0, mmd2_sd = 0, sliced_w1 = 0, sliced_w1_sd = 0;
-  // Indistinguishable from the data at this size: both metrics within 2 sd of the floor's mean.
+  int repeats = 1;  // a row's metrics are means over this many sets
+  // Fresh data scored exactly as a sampler's row (against the same reference sets), so the
+  // reference sets' own luck, shared by every row, cancels in the comparison.
+  Row fresh;
+  // Indistinguishable from the data at this size: each metric of the row at most 2 standard
+  // errors of a difference of two rows, 2 sd sqrt(2 / repeats), above the fresh-data row's.
   [[nodiscard]] bool contains(const Row& r) const {
-    return r.mmd2 <= mmd2 + 2 * mmd2_sd && r.sliced_w1 <= sliced_w1 + 2 * sliced_w1_sd;
+    const double k = 2.0 * std::sqrt(2.0 / static_cast<double>(repeats));
+    return r.mmd2 <= fresh.mmd2 + k * mmd2_sd && r.sliced_w1 <= fresh.sliced_w1 + k * sliced_w1_sd;
   }
 };
 
-// The data-vs-data metrics over `pairs` independent pairs of reference sets: mean and sample sd.
-Floor data_floor(const Reference& ref, int pairs, std::uint64_t seed) {
+// The data-vs-data metrics over `pairs` independent pairs of disjoint reference sets: their mean
+// and sample sd (the sd of one row's metrics at this size).
+Floor data_floor(const Reference& ref, int pairs, std::uint64_t seed, int repeats) {
   std::vector<double> mmd, w1;
   for (int k = 0; k < pairs; ++k) {
-    const auto a = seed + 2 * static_cast<std::uint64_t>(k);
-    const ddpm::eval::SampleQuality q =
-        ddpm::eval::sample_quality(ref.draw(ref.size, a), ref.draw(ref.size, a + 1));
-    mmd.push_back(q.mmd2);
-    w1.push_back(q.sliced_w1);
+    const std::uint64_t a = 2 * (seed + static_cast<std::uint64_t>(k));
+    const Batch<double> x = ref.draw(ref.size, a), y = ref.draw(ref.size, a + 1);
+    mmd.push_back(ddpm::eval::mmd2_rbf(x, y));
+    w1.push_back(ddpm::eval::sliced_wasserstein1(x, y));
   }
   const auto mean_sd = [](const std::vector<double>& v) {
     double mean = 0, sq = 0;
@@ -135,6 +143,7 @@ Floor data_floor(const Reference& ref, int pairs, std::uint64_t seed) {
     return std::pair{mean, v.size() > 1 ? std::sqrt(sq / static_cast<double>(v.size() - 1)) : 0.0};
   };
   Floor f;
+  f.repeats = repeats;
   std::tie(f.mmd2, f.mmd2_sd) = mean_sd(mmd);
   std::tie(f.sliced_w1, f.sliced_w1_sd) = mean_sd(w1);
   return f;
@@ -159,15 +168,18 @@ void write_table(const fs::path& path, const std::vector<Row>& rows) {
 
 void print_markdown(const std::vector<Row>& rows, const Floor& floor, const Reference& ref,
                     Index n) {
-  std::printf("\n%s: %lld samples per row against %lld reference points.\n", ref.name.c_str(),
+  std::printf("\n%s: %lld samples per row against %lld reference points", ref.name.c_str(),
               static_cast<long long>(n), static_cast<long long>(ref.size));
+  if (floor.repeats > 1) std::printf(", means over %d sets", floor.repeats);
   std::printf(
-      "Floor (data vs data, mean ± sd): MMD² %.2e ± %.1e, sliced W1 %.4f ± %.4f. "
-      "✓: both metrics within mean + 2 sd of the floor.\n\n",
-      floor.mmd2, floor.mmd2_sd, floor.sliced_w1, floor.sliced_w1_sd);
+      ".\nFloor (data vs data, mean ± sd): MMD² %.2e ± %.1e, sliced W1 %.4f ± %.4f. "
+      "✓: both metrics at most 2 sd √(2/%d) above the fresh-data row's.\n\n",
+      floor.mmd2, floor.mmd2_sd, floor.sliced_w1, floor.sliced_w1_sd, floor.repeats);
   std::printf("| sampler | grid | steps | NFE | MMD² | sliced W1 | W1 / floor | s | |\n");
   std::printf("|---|---|--:|--:|--:|--:|--:|--:|:-:|\n");
-  for (const Row& r : rows) {
+  std::vector<Row> all{floor.fresh};
+  all.insert(all.end(), rows.begin(), rows.end());
+  for (const Row& r : all) {
     std::printf("| %s | %s | %d | %d | %.2e | %.4f | %.2f | %.3f | %s |\n", r.sampler.c_str(),
                 r.grid.c_str(), r.steps, r.nfe, r.mmd2, r.sliced_w1, r.sliced_w1 / floor.sliced_w1,
                 r.seconds, floor.contains(r) ? "✓" : "");
@@ -206,8 +218,13 @@ int compare(M& model, const ddpm::GaussianDiffusion<Real>& diffusion,
       }
     }
   }
-  const ddpm::CounterRng rng(common.seed);  // the same x_T (and noise) for every row
-  const Batch<double> data = ref.draw(ref.size, common.seed + 1);
+  // Repeat r: samples first_sample = r n of one rng (the same x_T and noise for every row) against
+  // reference set r (the same for every row).
+  const ddpm::CounterRng rng(common.seed);
+  std::vector<Batch<double>> data;
+  for (int r = 0; r < options.repeats; ++r) {
+    data.push_back(ref.draw(ref.size, 2 * (common.seed + 1 + static_cast<std::uint64_t>(r))));
+  }
   std::vector<Row> rows;
   std::map<SamplerKind, Batch<double>> pictured;  // each sampler at picture_nfe, default grid
   Batch<double> reference_samples;
@@ -215,20 +232,29 @@ int compare(M& model, const ddpm::GaussianDiffusion<Real>& diffusion,
                                  {.unit = "run"});
   for (std::size_t j = 0; j < jobs.size(); ++j) {
     const ddpm::SamplerSpec& spec = jobs[j].spec;
-    Counted<M, Real> counted(model);
-    const auto start = std::chrono::steady_clock::now();
-    const Batch<Real> x = ddpm::sample(spec, diffusion, counted, options.n, 2, rng);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ddpm::detail::require(counted.calls() == spec.network_evaluations(T), "network evaluations",
-                          counted.calls(),
-                          "the count SamplerSpec::network_evaluations promises (" +
-                              std::to_string(spec.network_evaluations(T)) + ")");
-    const Batch<double> samples = to_data(x);
-    const ddpm::eval::SampleQuality q = ddpm::eval::sample_quality(samples, data);
-    rows.push_back({std::string(ddpm::to_string(spec.kind)),
-                    std::string(ddpm::to_string(spec.grid_kind())), spec.step_count(T),
-                    counted.calls(), q.mmd2, q.sliced_w1, seconds});
+    Row row{std::string(ddpm::to_string(spec.kind)), std::string(ddpm::to_string(spec.grid_kind())),
+            spec.step_count(T)};
+    Batch<double> samples;
+    for (int r = 0; r < options.repeats; ++r) {
+      Counted<M, Real> counted(model);
+      const auto start = std::chrono::steady_clock::now();
+      const Batch<Real> x = ddpm::sample(spec, diffusion, counted, options.n, 2, rng,
+                                         static_cast<std::uint32_t>(r * options.n));
+      row.seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+          options.repeats;
+      ddpm::detail::require(counted.calls() == spec.network_evaluations(T), "network evaluations",
+                            counted.calls(),
+                            "the count SamplerSpec::network_evaluations promises (" +
+                                std::to_string(spec.network_evaluations(T)) + ")");
+      row.nfe = counted.calls();
+      const Batch<double> in_data_units = to_data(x);
+      const auto k = static_cast<std::size_t>(r);
+      row.mmd2 += ddpm::eval::mmd2_rbf(in_data_units, data[k]) / options.repeats;
+      row.sliced_w1 += ddpm::eval::sliced_wasserstein1(in_data_units, data[k]) / options.repeats;
+      if (r == 0) samples = in_data_units;
+    }
+    rows.push_back(row);
     if (j == 0) reference_samples = samples;
     if (j > 0 && jobs[j].nfe_budget == options.picture_nfe &&
         spec.grid_kind() == ddpm::default_grid(spec.kind)) {
@@ -238,20 +264,30 @@ int compare(M& model, const ddpm::GaussianDiffusion<Real>& diffusion,
   }
   progress.finish();
   const auto floor_start = std::chrono::steady_clock::now();
-  const Floor floor = data_floor(ref, options.floor_pairs, common.seed + 1000);
+  Floor floor = data_floor(ref, options.floor_pairs, common.seed + 1000, options.repeats);
   const double floor_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - floor_start).count();
+  floor.fresh = {"data", "fresh", 0, 0};
+  for (int r = 0; r < options.repeats; ++r) {
+    // The other half of reference set r's seed pair: disjoint from it (also for a data file).
+    const Batch<double> fresh =
+        ref.draw(ref.size, 2 * (common.seed + 1 + static_cast<std::uint64_t>(r)) + 1);
+    const auto k = static_cast<std::size_t>(r);
+    floor.fresh.mmd2 += ddpm::eval::mmd2_rbf(fresh, data[k]) / options.repeats;
+    floor.fresh.sliced_w1 += ddpm::eval::sliced_wasserstein1(fresh, data[k]) / options.repeats;
+  }
 
   const fs::path out(common.out);
   fs::create_directories(out);
-  std::vector<Row> table = rows;
+  std::vector<Row> table{floor.fresh};
+  table.insert(table.end(), rows.begin(), rows.end());
   table.push_back({"data", "floor", 0, 0, floor.mmd2, floor.sliced_w1, floor_seconds});
   table.push_back({"data", "floor-sd", 0, 0, floor.mmd2_sd, floor.sliced_w1_sd, 0.0});
   write_table(out / "table.csv", table);
 
   // The picture: data, ancestral-1000, then each sampler at picture_nfe on its default grid.
   std::vector<ddpm::io::Panel> panels{
-      ddpm::io::make_panel(data, "data", "", ref.frame),
+      ddpm::io::make_panel(data.front(), "data", "", ref.frame),
       ddpm::io::make_panel(reference_samples, "ddpm, " + std::to_string(T) + " NFE", "evenly grid",
                            ref.frame)};
   for (const SamplerKind kind : kinds) {
@@ -309,8 +345,7 @@ int compare_checkpoint(const CompareOptions& options, const ddpm_examples::Commo
     ref.size = std::min(options.n, rows->rows() / 2);
     ddpm::detail::require(ref.size >= 2, "--checkpoint", run.data.path,
                           "a data file of at least 4 points (two reference halves)");
-    // Each seed shuffles the file; sets of one seed pair are disjoint only when drawn from the
-    // same shuffle, so draw(n, seed) takes the first half for even seeds, the second for odd.
+    // Seeds 2k and 2k + 1 take the two halves of shuffle k.
     ref.draw = [rows](Index n, std::uint64_t seed) {
       const std::vector<Index> order = ddpm::data::shuffled_rows(rows->rows(), seed / 2);
       return ddpm::data::pick_rows(*rows, order, seed % 2 == 0 ? 0 : n, n);
@@ -362,6 +397,11 @@ int main(int argc, char** argv) {
                    "only these samplers, e.g. ddim,dpm++2m (default: all; ancestral-1000 always)")
       ->delimiter(',')
       ->check(CLI::IsMember(ddpm::enum_names<SamplerKind>()));
+  compare_cmd
+      ->add_option("--repeats", options.repeats,
+                   "independent sample and reference sets per row; the table shows the means")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   compare_cmd
       ->add_option("--floor-pairs", options.floor_pairs,
                    "independent data-vs-data pairs behind the floor's mean and sd")

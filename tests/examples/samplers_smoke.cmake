@@ -4,8 +4,8 @@ include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 
 file(REMOVE_RECURSE ${OUT})
 set(header "sampler,grid,steps,nfe,mmd2,sliced_w1,seconds")
-# Every sampler x grid at two budgets: ancestral-1000, 2 x (4 + 4 + 7 x 3) rows, the floor and its
-# sd, and the header.
+# Every sampler x grid at two budgets: fresh data, ancestral-1000, 2 x (4 + 4 + 7 x 3) rows, the
+# floor and its sd, and the header.
 expect_output(ARGS compare --nfe 5,10 --n 200 --floor-pairs 2 --seed 3 --threads 1
                    --out ${OUT}/exact
               OUTPUT_MATCHES "\\| sampler \\| grid \\| steps \\| NFE \\|" "Floor \\(data vs data"
@@ -14,12 +14,12 @@ expect_files(${OUT}/exact table.csv samplers.png)
 file(STRINGS ${OUT}/exact/table.csv lines)
 list(LENGTH lines count)
 list(GET lines 0 first)
-if(NOT first STREQUAL header OR NOT count EQUAL 62)
-  message(FATAL_ERROR "table.csv has header '${first}' and ${count} lines, expected '${header}' and 62")
+if(NOT first STREQUAL header OR NOT count EQUAL 63)
+  message(FATAL_ERROR "table.csv has header '${first}' and ${count} lines, expected '${header}' and 63")
 endif()
 # The reference row, Heun within its budget (5 steps = 9 evaluations <= 10) and the floor.
 foreach(prefix "ddpm,evenly,1000,1000," "heun,karras,5,9," "heun,trailing,3,5," "ddim,leading,10,10,"
-               "unipc,exponential,5,5," "data,floor,0,0," "data,floor-sd,0,0,")
+               "unipc,exponential,5,5," "data,fresh,0,0," "data,floor,0,0," "data,floor-sd,0,0,")
   set(rest ${lines})
   list(FILTER rest EXCLUDE REGEX "^${prefix}")
   list(LENGTH rest left)
@@ -40,8 +40,8 @@ expect_output(ARGS compare --checkpoint ${OUT}/toy/model.ckpt --samplers ddim,he
               OUTPUT_MATCHES "8gaussians model" "\\| ddpm \\| evenly \\| 100 \\| 100 \\|")
 file(STRINGS ${OUT}/trained/table.csv lines)
 list(LENGTH lines count)
-if(NOT count EQUAL 11)
-  message(FATAL_ERROR "trained table.csv has ${count} lines, expected 11 (header, ancestral-100, "
+if(NOT count EQUAL 12)
+  message(FATAL_ERROR "trained table.csv has ${count} lines, expected 12 (header, data, ancestral-100, "
                       "4 ddim + 3 heun rows, floor, floor-sd)")
 endif()
 expect_files(${OUT}/trained samplers.png)
