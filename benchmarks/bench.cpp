@@ -307,13 +307,18 @@ int main(int argc, char** argv) {
   Sizes sizes;
   if (small) sizes = {32, 128, 64, 2, 2, 64};
 
-  // Samplers at (about) 20 network evaluations: the key names the NFE (Heun: 10 steps, 19).
+  // Samplers at (about) 20 network evaluations on their default grids (DDIM: evenly spaced
+  // timesteps, the solvers: Karras levels): the key names the NFE (Heun: 10 steps, 19).
   using ddpm::SamplerKind;
   const std::vector<std::pair<std::string, ddpm::SamplerSpec>> at_20_nfe = {
       {"toy_ddim_nfe20_n10000", {.kind = SamplerKind::ddim, .steps = 20}},
       {"toy_euler_nfe20_n10000", {.kind = SamplerKind::euler, .steps = 20}},
       {"toy_heun_nfe19_n10000", {.kind = SamplerKind::heun, .steps = 10}},
       {"toy_dpmpp2m_nfe20_n10000", {.kind = SamplerKind::dpmpp_2m, .steps = 20}},
+      // The same solver on training timesteps (integral t): separates the solver's own cost from
+      // the network's real-t time embedding on continuous (Karras) levels.
+      {"toy_dpmpp2m_trailing_nfe20_n10000",
+       {.kind = SamplerKind::dpmpp_2m, .grid = ddpm::GridKind::trailing, .steps = 20}},
       {"toy_unipc_nfe20_n10000", {.kind = SamplerKind::unipc, .steps = 20}}};
   std::vector<std::string> all = {
       "toy_train_b256_ms", "toy_train_b4096_ms",  "toy_ddpm1000_n10000_s",   "toy_ddim50_n10000_s",

@@ -12,7 +12,8 @@ foreach(key threads toy_train_b256_ms toy_train_b4096_ms toy_ddpm1000_n10000_s t
             toy_ddim_nfe20_n10000_s toy_euler_nfe20_n10000_s toy_heun_nfe19_n10000_s
             toy_dpmpp2m_nfe20_n10000_s toy_unipc_nfe20_n10000_s toy_ddim_nfe20_n10000_gflops
             toy_euler_nfe20_n10000_gflops toy_heun_nfe19_n10000_gflops
-            toy_dpmpp2m_nfe20_n10000_gflops toy_unipc_nfe20_n10000_gflops)
+            toy_dpmpp2m_nfe20_n10000_gflops toy_unipc_nfe20_n10000_gflops
+            toy_dpmpp2m_trailing_nfe20_n10000_s toy_dpmpp2m_trailing_nfe20_n10000_gflops)
   string(JSON value ERROR_VARIABLE json_error GET "${out}" ${key})
   if(json_error)
     message(FATAL_ERROR "ddpm-bench output lacks '${key}' or is not JSON (${json_error}):\n${out}")
