@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -114,4 +115,18 @@ TEST_CASE("label embedding: lookup, no-label row, and scatter-added gradient") {
   CHECK_THROWS_WITH_AS(labels.check_labels(bad),
                        doctest::Contains("invalid label = 3; allowed: 0..2 or kNoLabel (-1)"),
                        ddpm::InvalidArgument);
+}
+
+TEST_CASE(
+    "SinusoidalEmbedding of real t: runs of equal t computed once give each row's own value") {
+  ddpm::nn::SinusoidalEmbedding<float> embedding(16, 10000.0);
+  const std::vector<double> t = {3.5, 3.5, 7.25, 7.25, 7.25, 3.5, 0.0, 999.0, 999.0};
+  ddpm::Batch<float> out(static_cast<ddpm::Index>(t.size()), 16);
+  embedding.forward(std::span<const double>(t), out);
+  for (std::size_t r = 0; r < t.size(); ++r) {
+    for (ddpm::Index j = 0; j < 16; ++j) {
+      CHECK(out(static_cast<ddpm::Index>(r), j) ==
+            static_cast<float>(ddpm::nn::SinusoidalEmbedding<float>::value(t[r], j, 16, 10000.0)));
+    }
+  }
 }

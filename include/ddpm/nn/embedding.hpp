@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
@@ -69,10 +70,24 @@ class SinusoidalEmbedding {
     for (const double ti : t) {
       ddpm::detail::require(std::isfinite(ti) && ti >= 0.0, "t", ti, "a finite timestep >= 0");
     }
-    ddpm::detail::parallel_for(out.rows(), 32 * dim_, [&](Index r) {
+    // Samplers pass one t for the whole batch: compute each run of equal timesteps once (the
+    // exp and sin/cos of every element dominated sampling on continuous grids), then copy it.
+    std::vector<Index> first_of_run(t.size());
+    std::vector<Index> runs;
+    for (std::size_t r = 0; r < t.size(); ++r) {
+      const bool repeats = r > 0 && t[r] == t[r - 1];
+      first_of_run[r] = repeats ? first_of_run[r - 1] : static_cast<Index>(r);
+      if (!repeats) runs.push_back(static_cast<Index>(r));
+    }
+    ddpm::detail::parallel_for(static_cast<Index>(runs.size()), 32 * dim_, [&](Index k) {
+      const Index r = runs[static_cast<std::size_t>(k)];
       Real* row = out.data() + r * out.outerStride();
       const double ti = t[static_cast<std::size_t>(r)];
       for (Index j = 0; j < dim_; ++j) row[j] = static_cast<Real>(value(ti, j, dim_, max_period_));
+    });
+    ddpm::detail::parallel_for(out.rows(), dim_, [&](Index r) {
+      const Index source = first_of_run[static_cast<std::size_t>(r)];
+      if (source != r) out.row(r) = out.row(source);
     });
   }
 
