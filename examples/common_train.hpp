@@ -300,7 +300,8 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
          "--grid",
          [&args](const std::string& text) { args.grid = ddpm::parse_enum<ddpm::GridKind>(text); },
          "noise-level grid: " + ddpm::enum_choices<ddpm::GridKind>() +
-             " (default: evenly for ddpm/ddim, karras for the solvers; ddpm/ddim need a grid of "
+             " (default: evenly for ddpm/ddim, exponential for the solvers; ddpm/ddim need a grid "
+             "of "
              "the schedule's own steps)")
       ->check(CLI::IsMember(ddpm::enum_names<ddpm::GridKind>()));
   app.add_option("--sample-steps", args.sample_steps,

@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
            options.sampler.grid = ddpm::parse_enum<ddpm::GridKind>(text);
          },
          "noise-level grid: " + ddpm::enum_choices<ddpm::GridKind>() +
-             " (default: evenly for ddpm/ddim, karras for the solvers)")
+             " (default: evenly for ddpm/ddim, exponential for the solvers)")
       ->check(CLI::IsMember(ddpm::enum_names<ddpm::GridKind>()));
   app.add_option("--T", options.num_timesteps, "diffusion steps T of the schedule")
       ->check(CLI::Range(1, 100000))
