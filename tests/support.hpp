@@ -79,6 +79,20 @@ inline GaussianMixture three_components() {
   return m;
 }
 
+/// A Denoiser that predicts zeros and counts its calls, in and out of training mode: checks that
+/// an entry point switches a model to inference for the call and restores it.
+struct SwitchableZeroModel {
+  bool training_ = true;
+  int calls_in_training = 0, calls = 0;
+  bool training() const { return training_; }
+  void set_training(bool on) { training_ = on; }
+  void predict(const Batch<double>& x, std::span<const int>, Batch<double>& out) {
+    ++calls;
+    calls_in_training += training_ ? 1 : 0;
+    out.setZero(x.rows(), x.cols());
+  }
+};
+
 /// The elements of a batch as one span.
 template <class Real>
 std::span<Real> flat(Batch<Real>& m) {

@@ -370,20 +370,9 @@ TEST_CASE("RePaint is bitwise identical for any batch split and thread count") {
 }
 
 TEST_CASE("RePaint reports progress and runs a model with a training switch in inference mode") {
-  struct Switchable {
-    bool training_ = true;
-    int calls_in_training = 0, calls = 0;
-    bool training() const { return training_; }
-    void set_training(bool on) { training_ = on; }
-    void predict(const Batch<double>& x, std::span<const int>, Batch<double>& out) {
-      ++calls;
-      calls_in_training += training_ ? 1 : 0;
-      out.setZero(x.rows(), x.cols());
-    }
-  };
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(1000).respaced("ddim10");
   ddpm::RepaintSampler<double> sampler(ddpm::GaussianDiffusion<double>(schedule), 3, 2);
-  Switchable model;
+  ddpm::test::SwitchableZeroModel model;
   std::vector<int> seen;
   const Batch<double> y = Batch<double>::Zero(4, 2);
   (void)sampler.inpaint(model, y, y, ddpm::CounterRng(1), 0,

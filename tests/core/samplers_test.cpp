@@ -372,20 +372,9 @@ TEST_CASE("sampler arguments are validated") {
 }
 
 TEST_CASE("samplers run a model with a training switch in inference mode, then restore it") {
-  struct Switchable {
-    bool training_ = true;
-    int calls_in_training = 0, calls = 0;
-    bool training() const { return training_; }
-    void set_training(bool on) { training_ = on; }
-    void predict(const Batch<double>& x, std::span<const int>, Batch<double>& out) {
-      ++calls;
-      calls_in_training += training_ ? 1 : 0;
-      out.setZero(x.rows(), x.cols());
-    }
-  };
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(100).respaced("ddim10");
   ddpm::DdimSampler<double> sampler{ddpm::GaussianDiffusion<double>(schedule)};
-  Switchable model;
+  ddpm::test::SwitchableZeroModel model;
   (void)sampler.sample(model, 4, 2, ddpm::CounterRng(1));
   CHECK(model.calls == 10);
   CHECK(model.calls_in_training == 0);

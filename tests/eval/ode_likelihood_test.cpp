@@ -272,6 +272,24 @@ TEST_CASE("ode_likelihood: Hutchinson's estimate is unbiased") {
   }
 }
 
+/// The largest error of an input VJP `grad_x` of `model` at (x, t) against central differences of
+/// sum(predict(x, t) * cotangent) (the model in inference mode).
+template <class Model>
+double vjp_error(Model& model, const Batch<double>& x, const std::vector<double>& t,
+                 const Batch<double>& cotangent, const Batch<double>& grad_x) {
+  Batch<double> moved = x;
+  std::vector<double> numeric(static_cast<std::size_t>(x.size()));
+  ddpm::nn::numeric_gradient<double>(
+      [&] {
+        Batch<double> o;
+        model.predict(moved, t, o);
+        return (o.array() * cotangent.array()).sum();
+      },
+      ddpm::test::flat(moved), numeric);
+  return ddpm::nn::max_gradient_error<double>(
+      std::span<const double>(grad_x.data(), static_cast<std::size_t>(grad_x.size())), numeric);
+}
+
 TEST_CASE("nn::Mlp: real-valued t equals int t at integral t; the VJP matches finite differences") {
   ddpm::nn::Mlp<double> model(small_mlp());
   const Batch<double> x = ddpm::test::random_batch(4, 2, 21);
@@ -309,17 +327,7 @@ TEST_CASE("nn::Mlp: real-valued t equals int t at integral t; the VJP matches fi
     CHECK(out == b);
     model.input_vjp(cotangent, grad_x);
     for (const double g : std::as_const(model).gradient_values()) CHECK(g == 0.0);
-    Batch<double> moved = x;
-    std::vector<double> numeric(8);
-    ddpm::nn::numeric_gradient<double>(
-        [&] {
-          Batch<double> o;
-          model.predict(moved, t_real, o);
-          return (o.array() * cotangent.array()).sum();
-        },
-        ddpm::test::flat(moved), numeric);
-    CHECK(ddpm::nn::max_gradient_error<double>(std::span<const double>(grad_x.data(), 8), numeric) <
-          1e-6);
+    CHECK(vjp_error(model, x, t_real, cotangent, grad_x) < 1e-6);
   }
   SUBCASE("errors") {
     const std::vector<double> negative{0.0, -1.0, 2.0, 3.0};
@@ -358,17 +366,7 @@ TEST_CASE("nn::UNet: real-valued t equals int t; linearize has no dropout; VJP b
   model.input_vjp(cotangent, grad_x);
   for (const double g : std::as_const(model).gradient_values()) CHECK(g == 0.0);
   model.set_training(false);
-  Batch<double> moved = x;
-  std::vector<double> numeric(32);
-  ddpm::nn::numeric_gradient<double>(
-      [&] {
-        Batch<double> o;
-        model.predict(moved, t_real, o);
-        return (o.array() * cotangent.array()).sum();
-      },
-      ddpm::test::flat(moved), numeric);
-  CHECK(ddpm::nn::max_gradient_error<double>(std::span<const double>(grad_x.data(), 32), numeric) <
-        1e-5);
+  CHECK(vjp_error(model, x, t_real, cotangent, grad_x) < 1e-5);
 }
 
 TEST_CASE("ode_likelihood: bitwise the same for any batch split and thread count") {
