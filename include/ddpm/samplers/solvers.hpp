@@ -228,8 +228,6 @@ class SolverSampler : public SamplesFromPrior<SolverSampler<Real>, Real> {
     double lambda = 0;
   };
 
-  const SolverOptions& options() const noexcept { return options_; }
-
   template <class M>
   void step(M& model, Batch<Real>& x, int k, const CounterRng& rng, std::uint32_t first_sample) {
     const GridLevel& from = grid_.level(k);
