@@ -110,6 +110,7 @@ struct TrainArgs {
   ddpm::optim::LrDecay decay = ddpm::optim::LrDecay::constant;
   double grad_clip = 1.0;
   double ema = 0.999;
+  bool ema_warmup = true;  ///< EMA decay min(ema, (1 + n)/(10 + n)) at update n
   ddpm::train::TimestepSampling timesteps = ddpm::train::TimestepSampling::uniform;
   std::string resume;
   std::string init_from;
@@ -137,6 +138,10 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
       ->capture_default_str();
   app.add_option("--ema", a.ema, "EMA decay of the weights used for sampling (0: off)")
       ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
+  app.add_option("--ema-warmup", a.ema_warmup,
+                 "ramp the EMA decay as min(--ema, (1 + n)/(10 + n)) (off: --ema from the first "
+                 "step, as the DDPM reference code)")
       ->capture_default_str();
   add_choice(app, "--timesteps", a.timesteps, "timestep sampler");
   CLI::Option* resume = app.add_option(
@@ -179,6 +184,7 @@ inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint
           .final_lr = a.decay == ddpm::optim::LrDecay::constant ? 0.0 : a.lr * 0.01,
           .grad_clip = a.grad_clip,
           .ema_decay = a.ema,
+          .ema_warmup = a.ema_warmup,
           .timesteps = a.timesteps,
           .label_dropout = label_dropout,
           .offset_noise = a.offset_noise,

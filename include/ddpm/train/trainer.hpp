@@ -273,6 +273,7 @@ class Trainer {
     c.set("train.decay", std::string(ddpm::to_string(options_.decay)));
     c.set("train.grad_clip", detail::exact_number(options_.grad_clip));
     c.set("train.ema", detail::exact_number(options_.ema_decay));
+    c.set("train.ema_warmup", options_.ema_warmup ? "on" : "off");
     c.set("train.timesteps", std::string(ddpm::to_string(options_.timesteps)));
     c.set("train.label_dropout", detail::exact_number(options_.label_dropout));
     c.set("train.timestep_group", std::to_string(options_.timestep_group));
