@@ -23,4 +23,4 @@ ddpm_require_packages() {
 # What the library, examples and tests need (OpenMP comes with g++'s libgomp; python3-numpy dataset-fashion-mnist lets the
 # .npy interoperability test run instead of skipping).
 DDPM_BUILD_PACKAGES=(g++ cmake make libeigen3-dev doctest-dev libstb-dev libcli11-dev zlib1g-dev
-  libbenchmark-dev clang-format python3-numpy dataset-fashion-mnist)
+  libbenchmark-dev clang-format python3-numpy dataset-fashion-mnist nlohmann-json3-dev)
