@@ -58,44 +58,61 @@ struct DiffusionOptions {
   double snr_gamma = 5.0;  ///< g of min-SNR-g (Hang et al. use 5); > 0
 };
 
+/// The names of the ModelOutput values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<ModelOutput> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "output";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<ModelOutput>, 3> names = {
       {{ModelOutput::epsilon, "eps"}, {ModelOutput::x0, "x0"}, {ModelOutput::v, "v"}}};
+  /// Other names parse_enum accepts.
   static constexpr std::array<EnumName<ModelOutput>, 1> aliases = {
       {{ModelOutput::epsilon, "epsilon"}}};
 };
+/// The names of the VarianceKind values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<VarianceKind> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "variance";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<VarianceKind>, 4> names = {
       {{VarianceKind::fixed_small, "fixed-small"},
        {VarianceKind::fixed_large, "fixed-large"},
        {VarianceKind::learned, "learned"},
        {VarianceKind::learned_range, "learned-range"}}};
 };
+/// The names of the LossKind values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<LossKind> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "loss";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<LossKind>, 4> names = {
       {{LossKind::simple, "simple"},
        {LossKind::kl, "kl"},
        {LossKind::rescaled_kl, "rescaled-kl"},
        {LossKind::hybrid, "hybrid"}}};
+  /// Other names parse_enum accepts.
   static constexpr std::array<EnumName<LossKind>, 1> aliases = {{{LossKind::simple, "mse"}}};
 };
+/// The names of the SnrWeighting values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<SnrWeighting> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "snr-weighting";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<SnrWeighting>, 3> names = {
       {{SnrWeighting::none, "none"},
        {SnrWeighting::min_snr, "min-snr"},
        {SnrWeighting::soft_min_snr, "soft-min-snr"}}};
 };
+/// The names of the Decoder values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<Decoder> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "decoder";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<Decoder>, 2> names = {
       {{Decoder::continuous, "continuous"}, {Decoder::discretized, "discretized"}}};
 };

@@ -43,7 +43,9 @@ namespace ddpm {
 /// The shape family names of command lines and checkpoints.
 template <>
 struct EnumTable<data::ShapeFamily> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "shape family";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<data::ShapeFamily>, 8> names = {
       {{data::ShapeFamily::sphere, "sphere"},
        {data::ShapeFamily::ellipsoid, "ellipsoid"},

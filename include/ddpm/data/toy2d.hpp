@@ -40,7 +40,9 @@ namespace ddpm {
 /// The dataset names of command lines and checkpoints, e.g. "8gaussians" for eight_gaussians.
 template <>
 struct EnumTable<data::ToyDataset> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "dataset";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<data::ToyDataset>, 7> names = {
       {{data::ToyDataset::swissroll, "swissroll"},
        {data::ToyDataset::moons, "moons"},

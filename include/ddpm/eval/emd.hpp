@@ -39,9 +39,12 @@ struct EmdOptions {
 }  // namespace ddpm::eval
 
 namespace ddpm {
+/// The names of the EmdMethod values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<eval::EmdMethod> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "emd method";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<eval::EmdMethod>, 2> names{{
       {eval::EmdMethod::exact, "exact"},
       {eval::EmdMethod::auction, "auction"},

@@ -73,9 +73,12 @@ enum class Divergence {
   hutchinson,  ///< E[z^T J z], Rademacher z: `probes` passes, unbiased
 };
 
+/// The names of the Divergence values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<Divergence> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "divergence";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<Divergence>, 3> names = {
       {{Divergence::automatic, "auto"},
        {Divergence::exact, "exact"},

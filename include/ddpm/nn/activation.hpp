@@ -32,7 +32,9 @@ namespace ddpm {
 /// Names of nn::Activation for ddpm::to_string and ddpm::parse_enum, e.g. "silu".
 template <>
 struct EnumTable<nn::Activation> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "activation";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<nn::Activation>, 4> names = {
       {{nn::Activation::identity, "identity"},
        {nn::Activation::relu, "relu"},

@@ -38,9 +38,12 @@ enum class EmbeddingInjection {
 }  // namespace ddpm::nn
 
 namespace ddpm {
+/// The names of the EmbeddingInjection values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<nn::EmbeddingInjection> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "injection";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<nn::EmbeddingInjection>, 2> names = {
       {{nn::EmbeddingInjection::add, "add"}, {nn::EmbeddingInjection::scale_shift, "scale-shift"}}};
 };

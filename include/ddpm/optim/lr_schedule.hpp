@@ -26,9 +26,12 @@ enum class LrDecay {
 }  // namespace ddpm::optim
 
 namespace ddpm {
+/// The names of the LrDecay values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<optim::LrDecay> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "decay";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<optim::LrDecay>, 3> names = {
       {{optim::LrDecay::constant, "constant"},
        {optim::LrDecay::cosine, "cosine"},

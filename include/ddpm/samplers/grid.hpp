@@ -31,9 +31,12 @@ enum class GridKind {
   exponential,  ///< log s evenly spaced (the same as log-SNR uniform)
 };
 
+/// The names of the GridKind values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<GridKind> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "grid";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<GridKind>, 7> names = {{
       {GridKind::evenly, "evenly"},
       {GridKind::ddim, "ddim"},

@@ -46,9 +46,12 @@ enum class SamplerKind {
   unipc
 };
 
+/// The names of the SamplerKind values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<SamplerKind> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "sampler";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<SamplerKind>, 9> names = {{
       {SamplerKind::ancestral, "ddpm"},
       {SamplerKind::ddim, "ddim"},

@@ -40,9 +40,12 @@ enum class ScheduleKind {
 }  // namespace ddpm::train
 
 namespace ddpm {
+/// The names of the ScheduleKind values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<train::ScheduleKind> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "schedule";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<train::ScheduleKind>, 3> names = {
       {{train::ScheduleKind::linear, "linear"},
        {train::ScheduleKind::cosine, "cosine"},

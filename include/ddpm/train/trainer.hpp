@@ -46,9 +46,12 @@ enum class TimestepSampling { uniform, importance };
 }  // namespace ddpm::train
 
 namespace ddpm {
+/// The names of the TimestepSampling values, for to_string, parse_enum and command-line choices.
 template <>
 struct EnumTable<train::TimestepSampling> {
+  /// What the option is called in error messages.
   static constexpr std::string_view parameter = "timesteps";
+  /// Every value once, canonical names first.
   static constexpr std::array<EnumName<train::TimestepSampling>, 2> names = {
       {{train::TimestepSampling::uniform, "uniform"},
        {train::TimestepSampling::importance, "importance"}}};
