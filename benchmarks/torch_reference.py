@@ -18,6 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+import torch_models
+
 # 2 FLOP per multiply-add; forward 66*256 + 2*256*256 + 256*2 multiply-adds per sample; a train
 # step counts the backward as 2x the forward; a sampling step is one forward per point.
 TOY_MLP_MACS = 66 * 256 + 2 * 256 * 256 + 256 * 2
@@ -33,106 +35,21 @@ KEYS = ["toy_train_b256_ms", "toy_train_b4096_ms", "toy_ddpm1000_n10000_s", "toy
         "unet_train_b64_ms", "unet_forward_b64_ms", "point_train_s16_n2048_ms"]
 
 
-def sinusoidal_embedding(t, dim=64, max_period=10000.0):
-    """emb = [cos(t * freqs), sin(t * freqs)], freqs = exp(-ln(max_period) * i / half)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-    args = t.to(torch.float32)[:, None] * freqs[None, :]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-
-
-class ToyMlp(torch.nn.Module):
+class ToyMlp(torch_models.ToyMlp):
     """concat(x, emb64) -> Linear(66,256) -> SiLU -> Linear(256,256) -> SiLU -> Linear(256,256)
-    -> SiLU -> Linear(256,2)."""
+    -> SiLU -> Linear(256,2): torch_models.ToyMlp with nn::toy_mlp_config()'s settings."""
 
     def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(66, 256), torch.nn.SiLU(),
-            torch.nn.Linear(256, 256), torch.nn.SiLU(),
-            torch.nn.Linear(256, 256), torch.nn.SiLU(),
-            torch.nn.Linear(256, 2))
-
-    def forward(self, x, t):
-        return self.net(torch.cat([x, sinusoidal_embedding(t)], dim=1))
+        super().__init__(torch_models.TOY_MLP_CONFIG)
 
 
-class ResBlock(torch.nn.Module):
-    """GroupNorm(8, cin) -> SiLU -> conv3x3 -> + Linear(128, cout)(SiLU(temb)) -> GroupNorm(8, cout)
-    -> SiLU -> conv3x3, plus the input (through a 1x1 conv when cin != cout)."""
-
-    def __init__(self, cin, cout, emb=128):
-        super().__init__()
-        self.norm1 = torch.nn.GroupNorm(8, cin)
-        self.conv1 = torch.nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = torch.nn.Linear(emb, cout)
-        self.norm2 = torch.nn.GroupNorm(8, cout)
-        self.conv2 = torch.nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = torch.nn.Conv2d(cin, cout, 1) if cin != cout else torch.nn.Identity()
-
-    def forward(self, x, e):  # e = SiLU(temb)
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(e)[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
-
-
-class Attention(torch.nn.Module):
-    """Single head: x + proj(v softmax(q^T k / sqrt(C))^T), q, k, v = 1x1 conv of GroupNorm(x)."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.norm = torch.nn.GroupNorm(8, c)
-        self.qkv = torch.nn.Conv2d(c, 3 * c, 1)
-        self.proj = torch.nn.Conv2d(c, c, 1)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3 * c, h * w).chunk(3, dim=1)
-        a = torch.softmax(torch.bmm(q.transpose(1, 2), k) / math.sqrt(c), dim=-1)  # b x HW x HW
-        o = torch.bmm(v, a.transpose(1, 2))  # b x C x HW
-        return x + self.proj(o.reshape(b, c, h, w))
-
-
-class UNetSmall(torch.nn.Module):
+class UNetSmall(torch_models.UNet):
     """UNetSmall of BENCHMARKS.md, as ddpm::nn::unet_small_config(): channels 32, 64, 64 at 28, 14,
-    7, one ResBlock per level, attention in the middle only, time embedding 32 -> 128 -> 128."""
+    7, one ResBlock per level, attention in the middle only, time embedding 32 -> 128 -> 128
+    (torch_models.UNet with those settings; its state_dict names are ddpm's)."""
 
     def __init__(self):
-        super().__init__()
-        self.time = torch.nn.Sequential(
-            torch.nn.Linear(32, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128))
-        self.conv_in = torch.nn.Conv2d(1, 32, 3, padding=1)
-        self.down = torch.nn.ModuleList([ResBlock(32, 32), ResBlock(32, 64), ResBlock(64, 64)])
-        self.downsample = torch.nn.ModuleList(
-            [torch.nn.Conv2d(32, 32, 3, stride=2, padding=1),
-             torch.nn.Conv2d(64, 64, 3, stride=2, padding=1)])
-        self.middle = torch.nn.ModuleList([ResBlock(64, 64), Attention(64), ResBlock(64, 64)])
-        # Up levels 2, 1, 0: the input is [h, skip of that level].
-        self.up = torch.nn.ModuleList(
-            [ResBlock(64 + 64, 64), ResBlock(64 + 64, 64), ResBlock(64 + 32, 32)])
-        self.upsample_conv = torch.nn.ModuleList(
-            [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.Conv2d(64, 64, 3, padding=1)])
-        self.out_norm = torch.nn.GroupNorm(8, 32)
-        self.out_conv = torch.nn.Conv2d(32, 1, 3, padding=1)
-
-    def forward(self, x, t):
-        e = F.silu(self.time(sinusoidal_embedding(t, dim=32)))
-        h = self.conv_in(x)
-        skips = []
-        for level, block in enumerate(self.down):
-            h = block(h, e)
-            skips.append(h)
-            if level < len(self.downsample):
-                h = self.downsample[level](h)
-        h = self.middle[0](h, e)
-        h = self.middle[1](h)
-        h = self.middle[2](h, e)
-        for i, block in enumerate(self.up):
-            h = block(torch.cat([h, skips.pop()], dim=1), e)
-            if i < len(self.upsample_conv):
-                h = self.upsample_conv[i](F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        super().__init__(torch_models.UNET_SMALL_CONFIG)
 
 
 class ConcatSquashLinear(torch.nn.Module):
