@@ -2,6 +2,36 @@
 // Umbrella header of the ddpm core: schedules, Gaussian algebra, diffusion, samplers, concepts.
 #pragma once
 
+/// \namespace ddpm
+/// Denoising diffusion probabilistic models: noise schedules, the Gaussian diffusion (losses,
+/// posterior, variational bound), samplers and ODE solvers, guidance, and the concepts a user's
+/// network models (denoiser.hpp). Everything here depends only on Eigen.
+///
+/// \namespace ddpm::nn
+/// Neural networks with hand-written backward passes (checked against finite differences): the
+/// layers, the MLP, the UNet, the point-cloud networks and the classifier, all Denoisers.
+///
+/// \namespace ddpm::optim
+/// Optimizers and their helpers: Adam(W), gradient clipping, EMA weights, learning-rate schedules.
+///
+/// \namespace ddpm::train
+/// Training: the Trainer, checkpoints, run configurations of the example programs and the
+/// noisy-data classifier used for guidance.
+///
+/// \namespace ddpm::data
+/// Data sets: the 2-D toy distributions, a user's 2-D points, images (IDX/MNIST, PNG/JPEG folders,
+/// .npy) and 3-D shapes as point clouds.
+///
+/// \namespace ddpm::eval
+/// Evaluation: Frechet distances, Chamfer and earth mover's distances, point-cloud metrics, the
+/// strided variational bound and the probability-flow ODE likelihood.
+///
+/// \namespace ddpm::io
+/// Files: NPY, CSV, JSON, PNG, point clouds, crash-safe writes, plots and progress lines.
+///
+/// \namespace ddpm::viz
+/// Pictures of the diffusion: forward and reverse strips, trajectories, point-cloud renderings.
+
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/parameters.hpp"

@@ -279,8 +279,10 @@ void set_training_of(M& model, bool on) {
 template <class Real, ConditionalDenoiser<Real> M>
 class WithLabels {
  public:
+  /// Binds `labels` (not copied: it must outlive the adaptor) to `model`.
   WithLabels(M& model, std::span<const int> labels) : model_(&model), labels_(labels) {}
 
+  /// The model's prediction with the bound labels.
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
     predict_at(x_t, t, out);
   }
@@ -291,7 +293,9 @@ class WithLabels {
   }
   { predict_at(x_t, t, out); }
 
+  /// The wrapped model's training mode (false when it has no switch).
   [[nodiscard]] bool training() const { return detail::training_of(*model_); }
+  /// Sets the wrapped model's training mode, if it has the switch.
   void set_training(bool on) { detail::set_training_of(*model_, on); }
 
  private:

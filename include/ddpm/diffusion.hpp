@@ -45,10 +45,13 @@ enum class SnrWeighting { none, min_snr, soft_min_snr };
 
 /// Options of a GaussianDiffusion; the defaults are those of Ho et al. 2020 on continuous data.
 struct DiffusionOptions {
-  ModelOutput output = ModelOutput::epsilon;
-  VarianceKind variance = VarianceKind::fixed_small;
-  LossKind loss = LossKind::simple;
-  Decoder decoder = Decoder::continuous;
+  ModelOutput output =
+      ModelOutput::epsilon;  ///< what the network predicts: epsilon (Ho et al.), x0 or v
+  VarianceKind variance =
+      VarianceKind::fixed_small;  ///< fixed (beta_t or beta-tilde_t) or learned (Nichol & Dhariwal)
+  LossKind loss = LossKind::simple;       ///< the training loss; simple is Ho et al.'s MSE
+  Decoder decoder = Decoder::continuous;  ///< the decoder p(x_0 | x_1) of the bound: continuous
+                                          ///< data or 8-bit images
   /// Clip x0^ to [-1, 1] (images) in the reverse process the samplers run and the bound
   /// evaluates. Training losses never clip: a clipped x0^ has no gradient.
   bool clip_x0 = false;
@@ -234,6 +237,8 @@ struct VariationalBound {
 template <class Real>
 class GaussianDiffusion {
  public:
+  /// Throws InvalidArgument for a loss that does not fit the variance (simple with a learned one,
+  /// hybrid with a fixed one).
   explicit GaussianDiffusion(NoiseSchedule schedule, DiffusionOptions options = {})
       : schedule_(std::move(schedule)), options_(options) {
     const bool learned = learns_variance();
@@ -269,9 +274,13 @@ class GaussianDiffusion {
     }
   }
 
+  /// The (possibly respaced) noise schedule.
   [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return schedule_; }
+  /// The options it was built with.
   [[nodiscard]] const DiffusionOptions& options() const noexcept { return options_; }
+  /// The number of (kept) timesteps of the schedule.
   [[nodiscard]] int num_timesteps() const noexcept { return schedule_.size(); }
+  /// True when the model also outputs the variance (learned or learned_range): 2x columns.
   [[nodiscard]] bool learns_variance() const noexcept {
     return options_.variance == VarianceKind::learned ||
            options_.variance == VarianceKind::learned_range;
@@ -506,6 +515,7 @@ class GaussianDiffusion {
     return bound;
   }
 
+  /// The variational bound without a progress callback.
   template <class M>
   VariationalBound<Real> variational_bound(M& model, const Batch<Real>& x0, const CounterRng& rng,
                                            std::uint32_t first_sample = 0) const {

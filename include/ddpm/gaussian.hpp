@@ -20,11 +20,12 @@ Real normal_kl(Real mean1, Real log_var1, Real mean2, Real log_var2) {
 /// normal_kl and its derivatives with respect to the second Gaussian's mean and log-variance.
 template <class Real>
 struct KlWithGrad {
-  Real value;
-  Real d_mean2;
-  Real d_log_var2;
+  Real value;       ///< KL(N1 || N2), in nats
+  Real d_mean2;     ///< d KL / d mean2
+  Real d_log_var2;  ///< d KL / d log_var2
 };
 
+/// normal_kl and its derivatives with respect to mean2 and log_var2, in one pass.
 template <class Real>
 KlWithGrad<Real> normal_kl_with_grad(Real mean1, Real log_var1, Real mean2, Real log_var2) {
   const Real diff = mean1 - mean2;
@@ -45,9 +46,9 @@ Real gaussian_log_density(Real x, Real mean, Real log_var) {
 /// A negative log-likelihood and its derivatives with respect to the mean and log-variance.
 template <class Real>
 struct NllWithGrad {
-  Real value;
-  Real d_mean;
-  Real d_log_var;
+  Real value;      ///< the negative log-likelihood, in nats
+  Real d_mean;     ///< d NLL / d mean
+  Real d_log_var;  ///< d NLL / d log_var
 };
 
 /// -log N(x; mean, exp(log_var)) and its derivatives.

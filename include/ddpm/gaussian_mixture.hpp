@@ -19,7 +19,9 @@ struct GaussianMixture {
   std::vector<double> stds;     ///< K standard deviations
   std::vector<double> weights;  ///< K weights (normalized by their users)
 
+  /// The number of components K.
   [[nodiscard]] Index components() const noexcept { return means.rows(); }
+  /// The data dimension D.
   [[nodiscard]] Index dim() const noexcept { return means.cols(); }
 };
 

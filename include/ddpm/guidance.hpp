@@ -47,6 +47,7 @@ class ClassifierFreeGuidance {
                     "a value in [0, 1] (0: off; Lin et al. 2023 use 0.7)");
   }
 
+  /// The guided prediction: (1 + w) eps(x, y) - w eps(x, no label), rescaled when phi > 0.
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
     predict_at(x_t, t, out);
   }
@@ -57,9 +58,13 @@ class ClassifierFreeGuidance {
   }
   { predict_at(x_t, t, out); }
 
+  /// The guidance weight w.
   [[nodiscard]] double weight() const noexcept { return weight_; }
+  /// The rescale fraction phi (0: off).
   [[nodiscard]] double rescale() const noexcept { return rescale_; }
+  /// The wrapped model's training mode (false when it has no switch).
   [[nodiscard]] bool training() const { return detail::training_of(*model_); }
+  /// Sets the wrapped model's training mode, if it has the switch.
   void set_training(bool on) { detail::set_training_of(*model_, on); }
 
  private:
@@ -147,6 +152,7 @@ class ClassifierGuidance {
     detail::require(std::isfinite(scale), "guidance scale", scale, "a finite value (0: none)");
   }
 
+  /// The model's own prediction (the guidance enters through guidance_gradient()).
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) {
     model_->predict(x_t, t, out);
   }
@@ -167,10 +173,12 @@ class ClassifierGuidance {
     grad *= static_cast<Real>(scale_);
   }
 
+  /// The guidance scale s.
   [[nodiscard]] double scale() const noexcept { return scale_; }
   /// Forwards the training switch to the model and the classifier (both go to inference while
   /// sampling).
   [[nodiscard]] bool training() const { return detail::training_of(*model_); }
+  /// Sets the training mode of the model and of the classifier.
   void set_training(bool on) {
     detail::set_training_of(*model_, on);
     detail::set_training_of(*classifier_, on);

@@ -30,6 +30,7 @@ namespace ddpm {
 template <class Real>
 class GaussianMixtureDenoiser {
  public:
+  /// The denoiser of `mixture` under `schedule`, predicting `output` (epsilon, x0 or v).
   GaussianMixtureDenoiser(GaussianMixture mixture, const NoiseSchedule& schedule,
                           ModelOutput output = ModelOutput::epsilon)
       : mixture_(std::move(mixture)), schedule_(schedule), output_(output) {
@@ -64,6 +65,7 @@ class GaussianMixtureDenoiser {
     }
   }
 
+  /// The mixture it is exact for.
   [[nodiscard]] const GaussianMixture& mixture() const noexcept { return mixture_; }
 
   /// t: the schedule's original timesteps, or real ones (ContinuousTimeDenoiser): a fractional
@@ -71,13 +73,16 @@ class GaussianMixtureDenoiser {
   void predict(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out) const {
     predict_impl(x_t, levels_of(x_t, t), {}, out);
   }
+  /// \overload
   void predict(const Batch<Real>& x_t, std::span<const double> t, Batch<Real>& out) const {
     predict_impl(x_t, levels_of(x_t, t), {}, out);
   }
+  /// The conditional prediction: label k restricts the mixture to component k (kNoLabel: all).
   void predict(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels,
                Batch<Real>& out) const {
     predict_labeled(x_t, t, labels, out);
   }
+  /// \overload
   void predict(const Batch<Real>& x_t, std::span<const double> t, std::span<const int> labels,
                Batch<Real>& out) const {
     predict_labeled(x_t, t, labels, out);
@@ -92,6 +97,7 @@ class GaussianMixtureDenoiser {
                              Batch<Real>& jac) const {
     predict_impl(x_t, levels_of(x_t, t), {}, out, &jac);
   }
+  /// \overload
   void predict_with_jacobian(const Batch<Real>& x_t, std::span<const int> t, Batch<Real>& out,
                              Batch<Real>& jac) const {
     predict_impl(x_t, levels_of(x_t, t), {}, out, &jac);

@@ -183,6 +183,7 @@ class NoiseSchedule {
   [[nodiscard]] int size() const noexcept { return static_cast<int>(betas_.size()); }
   /// Number of steps of the schedule this one was respaced from (size() if not respaced).
   [[nodiscard]] int original_size() const noexcept { return original_size_; }
+  /// True when built by respace(): step i then stands for original timestep timestep(i).
   [[nodiscard]] bool is_respaced() const noexcept { return !timesteps_.empty(); }
 
   /// Original timestep of step i (what the model is called with).
@@ -266,6 +267,7 @@ class NoiseSchedule {
   }
 
   // Derived arrays, indexed by step i (REFERENCE.md names in comments).
+  /// beta_t
   [[nodiscard]] const std::vector<double>& betas() const noexcept { return betas_; }
   /// a_t = 1 - beta_t
   [[nodiscard]] const std::vector<double>& alphas() const noexcept { return alphas_; }
@@ -281,12 +283,15 @@ class NoiseSchedule {
   [[nodiscard]] const std::vector<double>& alphas_cumprod_next() const noexcept {
     return alphas_cumprod_next_;
   }
+  /// sqrt(ab_t)
   [[nodiscard]] const std::vector<double>& sqrt_alphas_cumprod() const noexcept {
     return sqrt_alphas_cumprod_;
   }
+  /// sqrt(1 - ab_t)
   [[nodiscard]] const std::vector<double>& sqrt_one_minus_alphas_cumprod() const noexcept {
     return sqrt_one_minus_alphas_cumprod_;
   }
+  /// log(1 - ab_t), with 1 - ab_t from expm1 so it stays accurate where ab_t is near 1
   [[nodiscard]] const std::vector<double>& log_one_minus_alphas_cumprod() const noexcept {
     return log_one_minus_alphas_cumprod_;
   }

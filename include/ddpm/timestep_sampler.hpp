@@ -31,6 +31,7 @@ inline int draw_from_cdf(const std::vector<double>& cdf, double u) {
 /// Timesteps uniform over 0..T-1, each with weight 1.
 class UniformTimestepSampler {
  public:
+  /// Throws InvalidArgument unless num_timesteps >= 1.
   explicit UniformTimestepSampler(int num_timesteps) : num_timesteps_(num_timesteps) {
     detail::require(num_timesteps >= 1, "num_timesteps", num_timesteps, "an integer >= 1");
   }
@@ -53,6 +54,7 @@ class UniformTimestepSampler {
   template <class Real>
   void update(std::span<const int>, std::span<const Real>) noexcept {}
 
+  /// T, the number of timesteps drawn from.
   [[nodiscard]] int num_timesteps() const noexcept { return num_timesteps_; }
 
  private:
@@ -65,6 +67,8 @@ class UniformTimestepSampler {
 /// unchanged. Before that it samples uniformly with weight 1.
 class LossSecondMomentSampler {
  public:
+  /// Throws InvalidArgument unless num_timesteps >= 1, history >= 1 and uniform_fraction is in (0,
+  /// 1].
   explicit LossSecondMomentSampler(int num_timesteps, int history = 10,
                                    double uniform_fraction = 0.001)
       : num_timesteps_(num_timesteps), history_(history), uniform_fraction_(uniform_fraction) {
@@ -120,7 +124,9 @@ class LossSecondMomentSampler {
   }
 
   // State for checkpoints: the loss history (T x history, oldest first per t) and counts.
+  /// The recorded losses for checkpoints: T x history values, oldest first per t.
   [[nodiscard]] const std::vector<double>& loss_history() const noexcept { return losses_; }
+  /// How many losses each t has recorded (at most history), for checkpoints.
   [[nodiscard]] const std::vector<int>& loss_counts() const noexcept { return counts_; }
   /// Restores loss_history() and loss_counts() as saved, validating every field first (they
   /// come from files): sizes, counts in 0..history, finite losses. Throws InvalidArgument and
@@ -144,6 +150,7 @@ class LossSecondMomentSampler {
     refresh();
   }
 
+  /// T, the number of timesteps drawn from.
   [[nodiscard]] int num_timesteps() const noexcept { return num_timesteps_; }
 
  private:

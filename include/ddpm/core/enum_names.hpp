@@ -16,8 +16,8 @@ namespace ddpm {
 /// One entry of an enum's name table: a value and its name on command lines and in files.
 template <class E>
 struct EnumName {
-  E value;
-  std::string_view name;
+  E value;                ///< the enumerator
+  std::string_view name;  ///< its name (lower case, words joined by '-')
 };
 
 /// Specialize for an option enum E with

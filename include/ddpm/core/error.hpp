@@ -13,6 +13,7 @@ namespace ddpm {
 /// A caller passed a bad argument: the message names the parameter, its value and what is allowed.
 class InvalidArgument : public std::invalid_argument {
  public:
+  /// The message reads "ddpm: invalid <parameter> = <value>; allowed: <allowed>".
   InvalidArgument(std::string_view parameter, std::string_view value, std::string_view allowed)
       : std::invalid_argument(compose(parameter, value, allowed)), parameter_(parameter) {}
 

@@ -17,9 +17,10 @@ namespace ddpm {
 /// The Philox4x32-10 block function of Salmon et al. 2011 ("Parallel random numbers: as easy as
 /// 1, 2, 3"): 128 random bits from a 128-bit counter and a 64-bit key.
 struct Philox4x32 {
-  using Counter = std::array<std::uint32_t, 4>;
-  using Key = std::array<std::uint32_t, 2>;
+  using Counter = std::array<std::uint32_t, 4>;  ///< the 128-bit counter, four 32-bit words
+  using Key = std::array<std::uint32_t, 2>;      ///< the 64-bit key, two 32-bit words
 
+  /// Ten Philox rounds of `ctr` under `key`: four uniformly distributed 32-bit words.
   static constexpr Counter generate(Counter ctr, Key key) {
     for (int round = 0; round < 10; ++round) {
       ctr = single_round(ctr, key);
@@ -64,9 +65,11 @@ inline constexpr std::uint32_t user = 1000;        ///< first stream free for us
 /// no state besides the seed, so it is safe to use from many threads at once.
 class CounterRng {
  public:
+  /// A generator whose every draw is a function of `seed` and the draw's address.
   explicit constexpr CounterRng(std::uint64_t seed = 0) noexcept
       : key_{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)} {}
 
+  /// The seed given at construction.
   [[nodiscard]] constexpr std::uint64_t seed() const noexcept {
     return (std::uint64_t{key_[1]} << 32) | key_[0];
   }
