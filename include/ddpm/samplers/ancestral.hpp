@@ -24,9 +24,12 @@ namespace ddpm {
 template <class Real>
 class AncestralSampler : public ReverseLoop<AncestralSampler<Real>, Real> {
  public:
+  /// The sampler of `diffusion` (Ho et al. 2020, Algorithm 2), one step per schedule step.
   explicit AncestralSampler(GaussianDiffusion<Real> diffusion) : diffusion_(std::move(diffusion)) {}
 
+  /// The diffusion it samples from.
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  /// The (possibly respaced) schedule it steps along.
   [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return diffusion_.schedule(); }
 
   /// One step from x_t to x_{t-1} given the model's output at (x_t, t). Row i draws its noise

@@ -29,6 +29,7 @@ struct SamplerProgress {
 
 /// A progress callback that does nothing (whatever it is passed).
 struct NoProgress {
+  /// Ignores its arguments.
   template <class... P>
   void operator()(const P&...) const noexcept {}
 };

@@ -28,6 +28,7 @@ namespace ddpm {
 template <class Real>
 class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
  public:
+  /// eta in [0, 1] scales the noise: 0 is the deterministic DDIM, 1 the ancestral variance.
   explicit DdimSampler(GaussianDiffusion<Real> diffusion, double eta = 0.0)
       : diffusion_(std::move(diffusion)), eta_(eta) {
     detail::require(eta >= 0.0 && eta <= 1.0, "eta", eta,
@@ -35,8 +36,11 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
                     "variance; above 1 the noise would exceed the marginal's variance)");
   }
 
+  /// The diffusion it samples from.
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  /// The (possibly respaced) schedule it steps along.
   [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return diffusion_.schedule(); }
+  /// The noise scale eta.
   [[nodiscard]] double eta() const noexcept { return eta_; }
 
   /// One step from x_t to the previous kept step given the model's output at (x_t, t):

@@ -58,7 +58,9 @@ struct GridLevel {
   bool on_schedule = true;  ///< timestep is one of the schedule's steps
   NoiseLevel<double> conversion{1, 0, 1, 0};  ///< the x0/eps conversion coefficients here
 
+  /// lambda = log(alpha / sigma) = -log s (+inf at the clean end).
   [[nodiscard]] double lambda() const { return -std::log(s); }
+  /// True at the clean end (s = 0), where x is x_0.
   [[nodiscard]] bool clean() const noexcept { return s == 0.0; }
 };
 
@@ -169,6 +171,7 @@ class NoiseGrid {
                           "trailing) for samplers that step between training timesteps");
   }
 
+  /// How the levels were chosen.
   [[nodiscard]] GridKind kind() const noexcept { return kind_; }
   /// Number of levels with a model evaluation (all but the clean end).
   [[nodiscard]] int steps() const noexcept { return static_cast<int>(levels_.size()) - 1; }
@@ -176,6 +179,7 @@ class NoiseGrid {
   [[nodiscard]] const GridLevel& level(int i) const {
     return levels_.at(static_cast<std::size_t>(i));
   }
+  /// Every level, from the noisiest to the clean end.
   [[nodiscard]] const std::vector<GridLevel>& levels() const noexcept { return levels_; }
   /// Whether every level is one of the schedule's steps.
   [[nodiscard]] bool on_schedule() const noexcept {

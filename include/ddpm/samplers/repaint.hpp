@@ -93,11 +93,15 @@ class RepaintSampler {
     }
   }
 
+  /// The diffusion it samples from.
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept {
     return ancestral_.diffusion();
   }
+  /// The (possibly respaced) schedule it steps along.
   [[nodiscard]] const NoiseSchedule& schedule() const noexcept { return ancestral_.schedule(); }
+  /// The jump length j (Lugmayr et al. 2022): how many steps each jump goes back up.
   [[nodiscard]] int jump_length() const noexcept { return jump_length_; }
+  /// The resample count r: the path goes back up r - 1 times at each jump point.
   [[nodiscard]] int resample_count() const noexcept { return resample_count_; }
 
   /// The step indices the loop visits (repaint_schedule of this schedule); the model is called at

@@ -99,17 +99,20 @@ struct EnumTable<SamplerKind> {
 
 /// Everything that picks a sampler, with the defaults of default_sample_steps and default_grid.
 struct SamplerSpec {
-  SamplerKind kind = SamplerKind::ancestral;
+  SamplerKind kind = SamplerKind::ancestral;    ///< which sampler or solver
   std::optional<GridKind> grid = std::nullopt;  ///< unset: default_grid(kind)
   int steps = 0;                                ///< 0: default_sample_steps(kind, T)
   /// DDIM's eta (default 0), or the noise of euler-a and dpm++2m-sde (default 1); others ignore it.
   std::optional<double> eta = std::nullopt;
   SolverOptions solver = {};  ///< churn, UniPC's order and the like (its eta is replaced by `eta`)
 
+  /// The grid to use: `grid`, or default_grid(kind) when unset.
   [[nodiscard]] GridKind grid_kind() const noexcept { return grid.value_or(default_grid(kind)); }
+  /// The number of levels for a schedule of T steps: `steps`, or default_sample_steps(kind, T).
   [[nodiscard]] int step_count(int T) const noexcept {
     return steps > 0 ? steps : default_sample_steps(kind, T);
   }
+  /// The eta to use: `eta`, or its default (0 for DDIM, 1 for the stochastic solvers).
   [[nodiscard]] double eta_value() const noexcept {
     return eta.value_or(kind == SamplerKind::ddim ? 0.0 : 1.0);
   }

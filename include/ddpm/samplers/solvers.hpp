@@ -39,9 +39,9 @@ struct SolverOptions {
   /// Euler/Heun churn (Karras et al. 2022, Algorithm 2): gamma = min(s_churn / N, sqrt 2 - 1) on
   /// levels in [s_tmin, s_tmax], fresh noise scaled by s_noise. s_churn = 0: the plain ODE.
   double s_churn = 0.0;
-  double s_tmin = 0.0;
-  double s_tmax = std::numeric_limits<double>::infinity();
-  double s_noise = 1.0;
+  double s_tmin = 0.0;                                      ///< lowest level s that gets churn
+  double s_tmax = std::numeric_limits<double>::infinity();  ///< highest level s that gets churn
+  double s_noise = 1.0;                                     ///< scale of the churn's fresh noise
   int unipc_order = 2;  ///< UniPC's predictor order (1..3); the corrector adds one
   /// UniPC corrects the step into the last level too, with one more network evaluation (the
   /// reference skips it to keep NFE = steps; the correction raises the order at s_min).
@@ -73,8 +73,10 @@ void for_each_element(Index n, Index dim, F&& f) {
 template <class Real>
 class LevelEvaluator {
  public:
+  /// Clipping, the output parameterization and guidance follow `options`.
   explicit LevelEvaluator(const DiffusionOptions& options) : options_(options) {}
 
+  /// x0 and eps: the model's (x0^, eps^) at `level` for the batch x.
   template <class M>
   void operator()(M& model, const Batch<Real>& x, const GridLevel& level, Batch<Real>& x0,
                   Batch<Real>& eps) {
@@ -140,7 +142,9 @@ class LevelEvaluator {
     });
   }
 
+  /// How many network evaluations operator() has made (since the last reset).
   [[nodiscard]] int evaluations() const noexcept { return evaluations_; }
+  /// Sets the evaluation count to 0.
   void reset_evaluations() noexcept { evaluations_ = 0; }
 
  private:
@@ -166,6 +170,8 @@ class LevelEvaluator {
 template <class Real>
 class SolverSampler : public SamplesFromPrior<SolverSampler<Real>, Real> {
  public:
+  /// Throws InvalidArgument for a respaced diffusion (the grid picks the levels) or an option out
+  /// of range.
   SolverSampler(GaussianDiffusion<Real> diffusion, NoiseGrid grid, SolverKind kind,
                 SolverOptions options = {})
       : diffusion_(std::move(diffusion)),
@@ -187,8 +193,11 @@ class SolverSampler : public SamplesFromPrior<SolverSampler<Real>, Real> {
                     options.unipc_order, "1, 2 or 3");
   }
 
+  /// The noise grid it steps along.
   [[nodiscard]] const NoiseGrid& grid() const noexcept { return grid_; }
+  /// The solver.
   [[nodiscard]] SolverKind kind() const noexcept { return kind_; }
+  /// The diffusion it samples from.
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
   /// Network evaluations of the last sample()/denoise() call.
   [[nodiscard]] int network_evaluations() const noexcept { return evaluate_.evaluations(); }
