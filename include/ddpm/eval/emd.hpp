@@ -30,7 +30,8 @@ enum class EmdMethod {
 
 /// Options of earth_movers_distance.
 struct EmdOptions {
-  EmdMethod method = EmdMethod::auction;
+  EmdMethod method =
+      EmdMethod::auction;  ///< exact or auction (the default: certified within relative_tolerance)
   /// Auction only: it stops when a matching's mean cost U and a dual lower bound L satisfy
   /// U − L <= relative_tolerance · L, so the returned U is within that fraction of the optimum.
   double relative_tolerance = 1e-3;
@@ -57,8 +58,8 @@ namespace ddpm::eval {
 /// What the auction returns: the mean cost of the matching it found (an upper bound on the EMD)
 /// and a lower bound from its prices (weak duality), so lower_bound <= EMD <= value.
 struct EmdBounds {
-  double value = 0.0;
-  double lower_bound = 0.0;
+  double value = 0.0;        ///< mean cost of the matching found: an upper bound on the EMD
+  double lower_bound = 0.0;  ///< dual lower bound from the auction's prices
 };
 
 namespace detail {

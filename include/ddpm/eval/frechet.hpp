@@ -17,9 +17,9 @@ namespace ddpm::eval {
 
 /// Mean and unbiased covariance of a feature set, with the number of samples they came from.
 struct GaussianStats {
-  Eigen::VectorXd mean;
-  Eigen::MatrixXd covariance;
-  Index count = 0;
+  Eigen::VectorXd mean;        ///< feature means
+  Eigen::MatrixXd covariance;  ///< unbiased (n - 1) covariance
+  Index count = 0;             ///< number of samples
 };
 
 namespace detail {

@@ -91,9 +91,10 @@ inline constexpr Index kExactDivergenceMaxDim = 16;
 
 /// Options of ode_likelihood().
 struct OdeLikelihoodOptions {
-  double rtol = 1e-5;  ///< Dormand-Prince relative tolerance, > 0
-  double atol = 1e-5;  ///< Dormand-Prince absolute tolerance, > 0
-  Divergence divergence = Divergence::automatic;
+  double rtol = 1e-5;                             ///< Dormand-Prince relative tolerance, > 0
+  double atol = 1e-5;                             ///< Dormand-Prince absolute tolerance, > 0
+  Divergence divergence = Divergence::automatic;  ///< exact (d passes) or Hutchinson; automatic:
+                                                  ///< exact up to kExactDivergenceMaxDim
   /// Hutchinson probes per evaluation (>= 1). Each row's probes are fixed along its whole path
   /// (draws of stream::probes keyed by the row's global sample index), so the ODE stays smooth.
   int probes = 1;
@@ -112,8 +113,11 @@ struct OdeLikelihood {
   double change_of_variables = 0;  ///< d log alpha(s_min): the data point is x~ = x / alpha
   std::vector<int> evaluations;    ///< drift evaluations per row (NFE; each with its divergence)
   Batch<double> x_end;             ///< the VP state x_T at s_max of each row
-  Index dim = 0;
-  double s_min = 0, s_max = 0;  ///< the noise levels integrated between
+  Index dim = 0;                   ///< data dimension d
+  ///@{
+  /// The noise levels integrated between.
+  double s_min = 0, s_max = 0;
+  ///@}
 
   /// Mean NLL in nats per dimension.
   [[nodiscard]] double mean_nll_per_dim() const {

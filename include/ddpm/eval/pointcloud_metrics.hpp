@@ -41,32 +41,33 @@ struct PointCloudEvalOptions {
 
 /// Distance matrices between the clouds of two sets: entry (i, j) is CD or EMD(a_i, b_j).
 struct CloudDistances {
-  Eigen::MatrixXd chamfer;
-  Eigen::MatrixXd emd;  // empty when the EMD was skipped
+  Eigen::MatrixXd chamfer;  ///< Chamfer distances
+  Eigen::MatrixXd emd;      ///< empty when the EMD was skipped
 };
 
 /// The six generation metrics (PointFlow's definitions), each for CD and EMD. Lower MMD is
 /// better, higher COV is better (1 at most), 1-NNA is best at 0.5.
 struct GenerationMetrics {
-  double mmd_cd = 0.0;
-  double cov_cd = 0.0;
-  double nna_cd = 0.0;
-  double mmd_emd = 0.0;
-  double cov_emd = 0.0;
-  double nna_emd = 0.0;
+  double mmd_cd = 0.0;   ///< minimum matching distance (Chamfer)
+  double cov_cd = 0.0;   ///< coverage (Chamfer)
+  double nna_cd = 0.0;   ///< 1-nearest-neighbour accuracy (Chamfer)
+  double mmd_emd = 0.0;  ///< minimum matching distance (EMD)
+  double cov_emd = 0.0;  ///< coverage (EMD)
+  double nna_emd = 0.0;  ///< 1-nearest-neighbour accuracy (EMD)
 };
 
 /// A generated set's metrics with the floor: the same metrics of a second, independent
 /// reference set against the reference (what a perfect generator would score at this size).
 struct GenerationReport {
-  GenerationMetrics generated;
-  GenerationMetrics floor;
+  GenerationMetrics generated;  ///< the generated set against the reference set
+  GenerationMetrics
+      floor;  ///< a second reference set against the first: what a perfect generator scores
 };
 
 /// Mean CD and mean EMD between paired clouds (input i vs its reconstruction i).
 struct ReconstructionMetrics {
-  double cd = 0.0;
-  double emd = 0.0;
+  double cd = 0.0;   ///< mean Chamfer distance
+  double emd = 0.0;  ///< mean earth mover's distance
 };
 
 /// MMD ("minimum matching distance", Achlioptas et al. 2018): the mean over reference clouds j

@@ -21,10 +21,14 @@ namespace ddpm::eval {
 
 /// Means over the rows of x0 (in the diffusion's unit: bits/dim for the discretized decoder).
 struct BoundEstimate {
-  Index n = 0;
-  int stride = 1;
-  std::string unit;
+  Index n = 0;       ///< rows of x0 averaged over
+  int stride = 1;    ///< KL terms taken every stride steps
+  std::string unit;  ///< "bits/dim" or "nats/dim"
+  ///@{
+  /// The bound (total), its standard error over the rows, and its terms: decoder L_0, the strided
+  /// KL sum and prior L_T.
   double total = 0, standard_error = 0, decoder = 0, kl = 0, prior = 0;
+  ///@}
 };
 
 /// The bound of each row of x0: the decoder term L_0, the KL terms at t = stride, 2 stride, ...

@@ -31,12 +31,12 @@ struct AdamOptions {
 /// Weight-decay policy of Adam: the decay is added to the gradient, g += weight_decay * p, and so
 /// passes through the moment estimates (PyTorch's torch.optim.Adam).
 struct CoupledWeightDecay {
-  static constexpr bool decoupled = false;
+  static constexpr bool decoupled = false;  ///< decay on the gradient, through the moments
 };
 /// Weight-decay policy of AdamW: p *= 1 - lr * weight_decay before the Adam update, outside the
 /// moments (PyTorch's torch.optim.AdamW).
 struct DecoupledWeightDecay {
-  static constexpr bool decoupled = true;
+  static constexpr bool decoupled = true;  ///< decay on the weights, outside the moments
 };
 
 /// Adam with bias correction, in PyTorch's arithmetic: at step t (1-based)
@@ -51,6 +51,7 @@ struct DecoupledWeightDecay {
 template <class Real, class WeightDecay>
 class AdamType {
  public:
+  /// Throws InvalidArgument for an option out of range.
   explicit AdamType(const AdamOptions& options = {}) : options_(options) { validate(options); }
 
   /// One update of `values` from `grads` (same size; the size is fixed by the first step).
@@ -72,7 +73,9 @@ class AdamType {
     });
   }
 
+  /// The options it was built with.
   [[nodiscard]] const AdamOptions& options() const noexcept { return options_; }
+  /// The base learning rate (options().learning_rate).
   [[nodiscard]] double learning_rate() const noexcept { return options_.learning_rate; }
   /// Sets the rate used by the next steps (e.g. from an LrSchedule).
   void set_learning_rate(double learning_rate) {
@@ -85,6 +88,7 @@ class AdamType {
   [[nodiscard]] std::int64_t step_count() const noexcept { return step_; }
   /// First and second moment estimates, flat, in parameter order (empty before the first step).
   [[nodiscard]] std::span<const Real> first_moment() const noexcept { return m_; }
+  /// \copydoc first_moment
   [[nodiscard]] std::span<const Real> second_moment() const noexcept { return v_; }
 
   /// Restores a state read from first_moment(), second_moment() and step_count().

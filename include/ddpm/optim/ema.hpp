@@ -40,11 +40,13 @@ struct EmaOptions {
 template <class Real>
 class Ema {
  public:
+  /// Starts the average at `params` (flat).
   Ema(std::span<const Real> params, const EmaOptions& options = {})
       : options_(options), shadow_(params.begin(), params.end()) {
     validate(options);
   }
 
+  /// Starts the average at the blocks' values, concatenated in order.
   explicit Ema(std::span<const ParameterBlock<Real>> blocks, const EmaOptions& options = {})
       : options_(options) {
     validate(options);
@@ -81,6 +83,7 @@ class Ema {
     check_size(params.size());
     std::swap_ranges(params.begin(), params.end(), shadow_.begin());
   }
+  /// \overload
   void swap(std::span<const ParameterBlock<Real>> blocks) {
     check_size(static_cast<std::size_t>(detail::checked_total_size(blocks)));
     detail::for_each_span(blocks, [&](Index offset, std::span<Real> values, std::span<Real>) {
@@ -97,6 +100,7 @@ class Ema {
   /// Swaps the averaged weights into `params` until the returned guard is destroyed.
   class ScopedSwap {
    public:
+    /// Swaps the averaged weights in; the destructor swaps them back.
     ScopedSwap(Ema& ema, std::span<Real> params) : ema_(ema), params_(params) {
       ema_.swap(params_);
     }
@@ -108,8 +112,10 @@ class Ema {
     Ema& ema_;
     std::span<Real> params_;
   };
+  /// The guard of ScopedSwap over `params`.
   [[nodiscard]] ScopedSwap swapped_in(std::span<Real> params) { return ScopedSwap(*this, params); }
 
+  /// The options it was built with.
   [[nodiscard]] const EmaOptions& options() const noexcept { return options_; }
   /// The averaged weights, flat, in parameter order.
   [[nodiscard]] std::span<const Real> shadow() const noexcept { return shadow_; }

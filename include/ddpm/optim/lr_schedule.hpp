@@ -45,7 +45,8 @@ namespace ddpm::optim {
 struct LrScheduleOptions {
   double base_lr = 1e-3;          ///< > 0: the rate after warm-up
   std::int64_t warmup_steps = 0;  ///< >= 0
-  LrDecay decay = LrDecay::constant;
+  LrDecay decay =
+      LrDecay::constant;         ///< after warm-up: constant, or cosine or linear down to final_lr
   std::int64_t total_steps = 0;  ///< end of the decay (> warmup_steps unless constant)
   double final_lr = 0.0;         ///< the floor, in [0, base_lr]; kept after total_steps
 };
@@ -64,6 +65,7 @@ struct LrScheduleOptions {
 /// \endcode
 class LrSchedule {
  public:
+  /// Throws InvalidArgument for an option out of range.
   explicit LrSchedule(const LrScheduleOptions& options) : options_(options) {
     const LrScheduleOptions& o = options;
     ddpm::detail::require(o.base_lr > 0.0 && std::isfinite(o.base_lr), "base_lr", o.base_lr,
@@ -77,6 +79,7 @@ class LrSchedule {
     }
   }
 
+  /// The options it was built with.
   [[nodiscard]] const LrScheduleOptions& options() const noexcept { return options_; }
 
   /// The rate for update number `step` (>= 0).

@@ -42,9 +42,9 @@ struct CloudStyle {
 /// Where a world point lands: continuous pixel coordinates (u to the right, v down, pixel
 /// (floor(u), floor(v)) holds it) and its depth towards the camera (larger is nearer).
 struct Projected {
-  double u = 0;
-  double v = 0;
-  double depth = 0;
+  double u = 0;      ///< pixel column, to the right
+  double v = 0;      ///< pixel row, downwards
+  double depth = 0;  ///< towards the camera; larger is nearer
 };
 
 /// The orthographic camera of `style`: it looks at the origin from the direction
@@ -130,8 +130,8 @@ template <class Derived>
 
 /// One picture of a grid: a cloud (N x 3) and its title.
 struct CloudPanel {
-  Batch<double> points;
-  std::string title;
+  Batch<double> points;  ///< N x 3
+  std::string title;     ///< shown above the picture
 };
 
 /// The grid layout render_cloud_panels uses (io::panel_layout's, with a cloud picture as the plot

@@ -51,6 +51,7 @@ std::vector<io::Panel> forward_strip(
 template <class Real>
 class ReverseStripRecorder {
  public:
+  /// For the schedule's own reverse steps (the ancestral and DDIM samplers on `schedule`).
   ReverseStripRecorder(const NoiseSchedule& schedule, io::Frame frame,
                        const std::vector<double>& fractions = default_strip_fractions())
       : ReverseStripRecorder(descending(schedule.timesteps()), schedule.original_size(), frame,
@@ -65,6 +66,7 @@ class ReverseStripRecorder {
     std::sort(levels_.begin(), levels_.end(), std::greater<>());
   }
 
+  /// Records the batch when it reaches the next level; pass by std::ref to a sampler.
   void operator()(const SamplerProgress<Real>& p) {
     // After `done` steps the batch sits at the next visited level (data after the last).
     const auto done = static_cast<std::size_t>(p.done);

@@ -24,6 +24,7 @@ namespace ddpm::viz {
 template <class Real>
 class TrajectoryRecorder {
  public:
+  /// Records `rows` samples of `dim` features at `frames` points of the reverse process.
   TrajectoryRecorder(Index rows, Index dim, int frames = 10)
       : rows_(rows), frames_(frames), recorded_(Batch<Real>::Zero(rows * frames, dim)) {
     ddpm::detail::require(rows >= 1, "rows", rows, "a number of samples to record >= 1");
@@ -31,6 +32,7 @@ class TrajectoryRecorder {
     ddpm::detail::require(frames >= 1, "frames", frames, "a number of frames >= 1");
   }
 
+  /// Records p.x when it reaches the next frame; pass by std::ref to a sampler.
   void operator()(const SamplerProgress<Real>& p) {
     ddpm::detail::require_shape(p.x.cols() == recorded_.cols(), "progress.x", p.x.rows(),
                                 p.x.cols(), [&] {
@@ -46,6 +48,7 @@ class TrajectoryRecorder {
 
   /// The recorded samples, (rows * frames) x dim: row i * frames + k is sample i at frame k.
   [[nodiscard]] const Batch<Real>& frames() const noexcept { return recorded_; }
+  /// The number of frames per sample.
   [[nodiscard]] int frame_count() const noexcept { return frames_; }
 
  private:
