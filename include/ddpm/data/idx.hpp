@@ -38,8 +38,8 @@ inline constexpr std::size_t kMaxIdxDims = 4;
 ///   const ddpm::data::IdxArray a = ddpm::data::read_idx("train-images-idx3-ubyte.gz");
 ///   // a.dims == {60000, 28, 28}, a.values.size() == 60000 * 28 * 28
 struct IdxArray {
-  std::vector<Index> dims;
-  std::vector<std::uint8_t> values;
+  std::vector<Index> dims;           ///< the size of each dimension, outermost first
+  std::vector<std::uint8_t> values;  ///< every element in C (row-major) order
 };
 
 namespace detail {

@@ -60,10 +60,10 @@ namespace ddpm::data {
 struct ImageSet {
   Batch<float> images;      ///< N x (channels * height * width)
   std::vector<int> labels;  ///< empty, or one label in [0, num_classes) per image
-  Index height = 0;
-  Index width = 0;
-  Index channels = 0;
-  int num_classes = 0;  ///< 0 when unlabeled
+  Index height = 0;         ///< pixels per column
+  Index width = 0;          ///< pixels per row
+  Index channels = 0;       ///< planes per image (1: gray, 3: RGB)
+  int num_classes = 0;      ///< 0 when unlabeled
 };
 
 /// Where the Debian package dataset-fashion-mnist installs Fashion-MNIST (MNIST-format files).
@@ -613,18 +613,21 @@ inline void sample_image_batch(const ImageSet& set, const CounterRng& rng, std::
 ///
 ///   trainer.run(ddpm::data::ImageBatches{&set, ddpm::CounterRng(seed), true}, options, annotate);
 struct LabeledImageBatches {
-  const ImageSet* set;
-  CounterRng rng;
-  bool flip = true;
+  const ImageSet* set;  ///< the images (not owned: must outlive the source)
+  CounterRng rng;       ///< the generator whose (stream, sample, step) addresses the draws
+  bool flip = true;     ///< mirror each image left-right with probability 1/2
+  /// Fills out (n x set->images.cols()) and labels with batch `step`.
   void operator()(std::int64_t step, Index n, Batch<float>& out, std::vector<int>& labels) const {
     out.resize(n, set->images.cols());
     sample_image_batch(*set, rng, static_cast<std::uint32_t>(step), flip, out, labels);
   }
 };
+/// The unlabeled data source described above LabeledImageBatches.
 struct ImageBatches {
-  const ImageSet* set;
-  CounterRng rng;
-  bool flip = true;
+  const ImageSet* set;  ///< the images (not owned: must outlive the source)
+  CounterRng rng;       ///< the generator whose (stream, sample, step) addresses the draws
+  bool flip = true;     ///< mirror each image left-right with probability 1/2
+  /// Fills out (n x set->images.cols()) with batch `step`.
   void operator()(std::int64_t step, Index n, Batch<float>& out) const {
     std::vector<int> ignored;
     LabeledImageBatches{set, rng, flip}(step, n, out, ignored);

@@ -69,7 +69,7 @@ inline Batch<double> load_points(const std::filesystem::path& path) {
 
 /// Per-column standardization: the model sees (x - mean) / scale, scale the standard deviation.
 struct Standardization {
-  std::vector<double> mean{};
+  std::vector<double> mean{};   ///< the column means (empty: identity)
   std::vector<double> scale{};  ///< the standard deviations
 
   /// The columns' means and population standard deviations; throws FormatError (naming `source`)
@@ -91,6 +91,7 @@ struct Standardization {
     }
     return s;
   }
+  /// True for the identity (no columns fitted): the model sees the data as they are.
   [[nodiscard]] bool identity() const noexcept { return mean.empty(); }
 
   /// Points in the model's units: (x - mean) / std per column.
@@ -146,8 +147,9 @@ inline Batch<double> pick_rows(const Batch<double>& points, const std::vector<In
 /// (seed, stream data, i, step), drawn with replacement, so a resumed run draws the same batches.
 template <class Real>
 struct ResampledRows {
-  const Batch<Real>* rows;
-  std::uint64_t seed;
+  const Batch<Real>* rows;  ///< the data rows (not owned: must outlive the source)
+  std::uint64_t seed;       ///< the seed of the CounterRng whose draws pick the rows
+  /// Fills out with batch `step` of n rows.
   void operator()(std::int64_t step, Index n, Batch<Real>& out) const {
     out.resize(n, rows->cols());
     const CounterRng rng(seed);

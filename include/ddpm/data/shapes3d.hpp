@@ -80,9 +80,11 @@ namespace ddpm::data {
 ///
 /// The surface of the posed shape is `rotation` applied to the surface in its own frame.
 struct Shape {
-  ShapeFamily family = ShapeFamily::sphere;
-  std::array<double, 5> size{1, 0, 0, 0, 0};
-  Eigen::Matrix3d rotation = Eigen::Matrix3d::Identity();
+  ShapeFamily family = ShapeFamily::sphere;  ///< which kind of shape
+  std::array<double, 5> size{1, 0, 0, 0,
+                             0};  ///< the family's proportions, as listed above (unused entries 0)
+  Eigen::Matrix3d rotation =
+      Eigen::Matrix3d::Identity();  ///< the pose: the shape's own frame to the world
 };
 
 /// Points per cloud in Luo & Hu 2021 (and the usual ShapeNet point-cloud benchmarks).
@@ -104,22 +106,22 @@ enum class PieceKind {
 /// One piece of a shape's surface, in the shape's own frame. Angles of tubes, disks and tori run
 /// from e_{axis+1} towards e_{axis+2} (indices mod 3).
 struct SurfacePiece {
-  PieceKind kind = PieceKind::rect;
-  int axis = 1;
-  Eigen::Vector3d center = Eigen::Vector3d::Zero();
-  double a = 0;
-  double b = 0;
-  double c = 0;
-  double phi_lo = 0;
-  double phi_hi = 2 * std::numbers::pi;
+  PieceKind kind = PieceKind::rect;  ///< what the piece is (the meaning of a, b, c below)
+  int axis = 1;  ///< 0, 1 or 2: the x, y or z axis the piece is normal to or around
+  Eigen::Vector3d center = Eigen::Vector3d::Zero();  ///< in the shape's own frame
+  double a = 0;                                      ///< first size parameter (see PieceKind)
+  double b = 0;                                      ///< second size parameter (see PieceKind)
+  double c = 0;                                      ///< third size parameter (ellipsoid only)
+  double phi_lo = 0;                                 ///< start angle (tori), radians
+  double phi_hi = 2 * std::numbers::pi;              ///< end angle (tori), radians
   double area = 0;  ///< exact, except an ellipsoid's (Thomsen's formula, within 1.1 %; it is only
                     ///< ever a piece on its own, so piece choice does not use it)
 };
 
 /// A shape's normalization: normalized = (point − shift) / scale.
 struct CloudNormalization {
-  std::array<double, 3> shift{};
-  double scale = 1;
+  std::array<double, 3> shift{};  ///< subtracted from each point first
+  double scale = 1;               ///< then divided into each point
 };
 
 namespace detail {

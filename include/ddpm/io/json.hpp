@@ -17,11 +17,15 @@ namespace ddpm::io {
 /// A JSON object built key by key: `JsonObject().add("n", 4).add("unit", "nats/dim").text()`.
 class JsonObject {
  public:
+  /// Adds a string, escaped and quoted; the key must be new.
   JsonObject& add(std::string_view key, std::string_view value) { return raw(key, quoted(value)); }
+  /// \overload
   JsonObject& add(std::string_view key, const char* value) {
     return add(key, std::string_view(value));
   }
+  /// Adds true or false.
   JsonObject& add(std::string_view key, bool value) { return raw(key, value ? "true" : "false"); }
+  /// Adds an integer, exactly.
   template <std::integral Int>
   JsonObject& add(std::string_view key, Int value) {
     return raw(key, std::to_string(value));
@@ -33,6 +37,7 @@ class JsonObject {
     std::snprintf(buffer, sizeof buffer, "%.6g", value);
     return raw(key, buffer);
   }
+  /// Adds a list of numbers, each with 6 significant digits.
   JsonObject& add(std::string_view key, const std::vector<double>& values) {
     std::string text = "[";
     for (std::size_t i = 0; i < values.size(); ++i) {
@@ -42,6 +47,7 @@ class JsonObject {
     }
     return raw(key, text + "]");
   }
+  /// Adds a nested object (on one line).
   JsonObject& add(std::string_view key, const JsonObject& nested) {
     return raw(key, nested.text(false));
   }

@@ -94,7 +94,7 @@ void copy_little_endian(const unsigned char* in, T* out, std::size_t n) {
 ///   const ddpm::io::NpyArray a = ddpm::io::read_npy("x.npy");  // e.g. shape {1000, 2}, f32
 ///   const std::vector<double> x = a.values<double>();          // exact for every dtype
 struct NpyArray {
-  NpyDtype dtype = NpyDtype::f64;
+  NpyDtype dtype = NpyDtype::f64;    ///< the element type of the file
   std::vector<std::uint64_t> shape;  ///< empty for a 0-d (scalar) array
   std::vector<unsigned char> bytes;  ///< size() * item size bytes, little-endian, C order
 
@@ -504,12 +504,14 @@ inline void write_npy(const std::filesystem::path& path, const std::vector<std::
                       std::span<const float> data) {
   detail::write_npy_elements<float>(path, shape, data);
 }
-/// \overload for float64
+/// \overload
+/// For float64 data.
 inline void write_npy(const std::filesystem::path& path, const std::vector<std::uint64_t>& shape,
                       std::span<const double> data) {
   detail::write_npy_elements<double>(path, shape, data);
 }
-/// \overload for uint8
+/// \overload
+/// For uint8 data.
 inline void write_npy(const std::filesystem::path& path, const std::vector<std::uint64_t>& shape,
                       std::span<const std::uint8_t> data) {
   detail::write_npy_elements<std::uint8_t>(path, shape, data);

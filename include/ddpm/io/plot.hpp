@@ -24,10 +24,10 @@ namespace ddpm::io {
 /// The region of the plane a panel shows. Fixed by the caller, not fitted to the data, so that
 /// pictures of different runs and steps are comparable.
 struct Frame {
-  double x_min = -4;
-  double x_max = 4;
-  double y_min = -4;
-  double y_max = 4;
+  double x_min = -4;  ///< left edge
+  double x_max = 4;   ///< right edge
+  double y_min = -4;  ///< bottom edge
+  double y_max = 4;   ///< top edge
 
   /// The square [-half, half]^2.
   [[nodiscard]] static Frame square(double half) { return {-half, half, -half, half}; }
@@ -73,11 +73,11 @@ enum class PanelKind {
 /// One square plot of 2D points with an optional title above and label below (e.g. "t=250").
 /// Points are the rows of an n x 2 matrix; rows outside the frame or not finite are not drawn.
 struct Panel {
-  Batch<double> points;
-  std::string title;
-  std::string label;
-  Frame frame{};
-  PanelKind kind = PanelKind::scatter;
+  Batch<double> points;                 ///< n x 2, one point per row
+  std::string title;                    ///< above the plot (empty: none)
+  std::string label;                    ///< below the plot, e.g. "t=250" (empty: none)
+  Frame frame{};                        ///< the region shown
+  PanelKind kind = PanelKind::scatter;  ///< scatter or density
 };
 
 /// A panel of `points` (any n x 2 Eigen matrix, copied as double).
@@ -109,18 +109,21 @@ struct PlotStyle {
 /// Where render_panels puts things: panel i sits in cell (i % columns, i / columns); its plot area
 /// is the plot_size x plot_size square whose top-left pixel is plot_origin(i).
 struct PanelLayout {
-  int columns = 1;
-  int rows = 1;
-  int cell_width = 0;
-  int cell_height = 0;
-  int plot_x = 0;  ///< plot area offset inside a cell
-  int plot_y = 0;
-  int plot_size = 0;
+  int columns = 1;       ///< cells per row of the picture
+  int rows = 1;          ///< rows of cells
+  int cell_width = 0;    ///< pixels
+  int cell_height = 0;   ///< pixels
+  int plot_x = 0;        ///< plot area offset inside a cell
+  int plot_y = 0;        ///< likewise, downwards
+  int plot_size = 0;     ///< side of the square plot area, pixels
   int title_height = 0;  ///< 0 when no panel has a title
   int label_height = 0;  ///< 0 when no panel has a label
 
+  /// The picture's width in pixels.
   [[nodiscard]] int width() const { return columns * cell_width; }
+  /// The picture's height in pixels.
   [[nodiscard]] int height() const { return rows * cell_height; }
+  /// The top-left pixel (x, y) of panel i's plot area.
   [[nodiscard]] std::array<int, 2> plot_origin(Index i) const {
     return {static_cast<int>(i % columns) * cell_width + plot_x,
             static_cast<int>(i / columns) * cell_height + plot_y};
@@ -375,15 +378,15 @@ void write_image_pngs(const std::filesystem::path& dir, const Eigen::DenseBase<D
 
 /// How render_curve draws a curve.
 struct CurveOptions {
-  int width = 640;
-  int height = 360;
+  int width = 640;      ///< picture width, pixels
+  int height = 360;     ///< picture height, pixels
   bool log_y = false;   ///< log10 y axis; values <= 0 are then not drawn
   Index smoothing = 1;  ///< centered moving-average window; > 1 also draws the raw curve faintly
   std::string title;    ///< above the plot
-  std::string x_label = "step";
+  std::string x_label = "step";  ///< below the x axis
   double x_start = 0;  ///< value i is drawn at x = x_start + i * x_step (e.g. logging interval)
-  double x_step = 1;
-  Rgb color = colors::ink;
+  double x_step = 1;   ///< x spacing of consecutive values
+  Rgb color = colors::ink;  ///< the curve's color
 };
 
 /// The centered moving average of `values` over `window` points (window 1 or 0: a copy). Near the

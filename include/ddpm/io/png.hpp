@@ -49,10 +49,10 @@ inline constexpr int kMaxImageSide = 16384;
 /// An 8-bit image: `height` rows of `width` pixels, top row first, `channels` interleaved bytes per
 /// pixel (1 = gray, 3 = RGB). A plain aggregate; `check_image` validates one built by hand.
 struct Image {
-  int width = 0;
-  int height = 0;
-  int channels = 3;
-  std::vector<std::uint8_t> pixels;
+  int width = 0;                     ///< pixels per row
+  int height = 0;                    ///< rows
+  int channels = 3;                  ///< bytes per pixel: 1 (gray) or 3 (RGB)
+  std::vector<std::uint8_t> pixels;  ///< height * width * channels bytes, row by row
 
   /// A width x height image with every byte set to `value` (255 = white).
   [[nodiscard]] static Image filled(int width, int height, int channels = 3,
@@ -68,6 +68,7 @@ struct Image {
 
   /// Byte of channel `c` of pixel (x, y); no bounds check beyond an assert in debug builds.
   [[nodiscard]] std::uint8_t& at(int x, int y, int c = 0) { return pixels[offset(x, y, c)]; }
+  /// \overload
   [[nodiscard]] std::uint8_t at(int x, int y, int c = 0) const { return pixels[offset(x, y, c)]; }
 
  private:
@@ -118,19 +119,20 @@ inline void write_png(const std::filesystem::path& path, const Image& image) {
 
 /// An RGB color.
 struct Rgb {
-  std::uint8_t r = 0;
-  std::uint8_t g = 0;
-  std::uint8_t b = 0;
+  std::uint8_t r = 0;  ///< red, 0-255
+  std::uint8_t g = 0;  ///< green, 0-255
+  std::uint8_t b = 0;  ///< blue, 0-255
+  /// Equal when all three channels are.
   friend bool operator==(const Rgb&, const Rgb&) = default;
 };
 
 /// Colors used by the plots.
 namespace colors {
-inline constexpr Rgb white{255, 255, 255};
-inline constexpr Rgb black{0, 0, 0};
-inline constexpr Rgb ink{25, 35, 70};  ///< dark blue-black for data points and curves
-inline constexpr Rgb gray{128, 128, 128};
-inline constexpr Rgb light_gray{225, 225, 225};
+inline constexpr Rgb white{255, 255, 255};       ///< background
+inline constexpr Rgb black{0, 0, 0};             ///< text
+inline constexpr Rgb ink{25, 35, 70};            ///< dark blue-black for data points and curves
+inline constexpr Rgb gray{128, 128, 128};        ///< axes and secondary marks
+inline constexpr Rgb light_gray{225, 225, 225};  ///< grid lines and frames
 }  // namespace colors
 
 /// A tiny RGB drawing surface for plots: everything is clipped to the image, coordinates are in
@@ -144,9 +146,13 @@ class Canvas {
     fill(background);
   }
 
+  /// The width in pixels.
   [[nodiscard]] int width() const noexcept { return image_.width; }
+  /// The height in pixels.
   [[nodiscard]] int height() const noexcept { return image_.height; }
+  /// The picture drawn so far.
   [[nodiscard]] const Image& image() const& noexcept { return image_; }
+  /// The picture, moved out of the canvas.
   [[nodiscard]] Image image() && noexcept { return std::move(image_); }
 
   /// Color of pixel (x, y), which must lie inside the canvas.

@@ -40,8 +40,9 @@ inline constexpr std::uintmax_t kMaxPointCloudBytes = std::uintmax_t{4} << 30;
 /// A triangle mesh: vertices (V x 3) and triangles as vertex index triples (polygons of an .off
 /// file are fan-triangulated).
 struct TriangleMesh {
-  Batch<double> vertices;
-  std::vector<std::array<Index, 3>> triangles;
+  Batch<double> vertices;  ///< V x 3 vertex positions
+  std::vector<std::array<Index, 3>>
+      triangles;  ///< vertex indices, three per triangle, counter-clockwise seen from outside
 };
 
 /// How write_ply stores the coordinates (float32 either way).

@@ -72,16 +72,16 @@ namespace ddpm::io {
 
 /// Where a ProgressBar draws.
 enum class ProgressMode {
-  automatic,  ///< in-place bar if the stream is std::cerr/std::clog/std::cout on a terminal
-  terminal,   ///< a bar redrawn in place with '\r'
+  automatic,  ///< in-place bar if the stream is `std::cerr`, `clog` or `cout` on a terminal
+  terminal,   ///< a bar redrawn in place with a carriage return
   lines,      ///< whole lines now and then, for log files and CI
 };
 
 /// Tuning for ProgressBar; the defaults suit interactive training runs.
 struct ProgressOptions {
-  ProgressMode mode = ProgressMode::automatic;
-  std::string unit = "it";          ///< what is counted, e.g. "step" or "img"
-  int bar_width = 24;               ///< characters of the bar in terminal mode
+  ProgressMode mode = ProgressMode::automatic;  ///< where and how it draws
+  std::string unit = "it";                      ///< what is counted, e.g. "step" or "img"
+  int bar_width = 24;                           ///< characters of the bar in terminal mode
   double redraw_seconds = 0.1;      ///< terminal mode: at most one redraw per this interval
   double line_fraction = 0.1;       ///< lines mode: a line each time this fraction more is done
   double line_seconds = 30;         ///< lines mode: and at least this often while work goes on
@@ -100,6 +100,7 @@ struct ProgressOptions {
 /// Lines:     "train: 420/1000 (42%)  12.3 it/s  elapsed 34s  ETA 47s  loss 0.123"
 class ProgressBar {
  public:
+  /// `total` items of work (>= 0), `label` in front of every report, drawn on `out`.
   ProgressBar(std::int64_t total, std::string label, std::ostream& out = std::cerr,
               ProgressOptions options = {})
       : total_(total), label_(std::move(label)), out_(&out), options_(std::move(options)) {
@@ -177,8 +178,11 @@ class ProgressBar {
     out_->flush();
   }
 
+  /// The amount of work to do.
   [[nodiscard]] std::int64_t total() const noexcept { return total_; }
+  /// The amount done so far (the last update()).
   [[nodiscard]] std::int64_t done() const noexcept { return done_; }
+  /// True when drawing an in-place bar, false for lines.
   [[nodiscard]] bool is_terminal_mode() const noexcept { return terminal_; }
 
  private:
