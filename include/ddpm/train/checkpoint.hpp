@@ -25,22 +25,25 @@ namespace ddpm::train {
 
 /// Layout (all integers little-endian):
 ///   "DDPMCKPT" | u32 version | u64 payload bytes | payload | u32 CRC-32 of the payload
-/// payload: u32 #metadata, then per entry u32 key bytes, key, u32 value bytes, value;
-///          u32 #tensors, then per tensor u32 name bytes, name, u8 dtype (1 f32, 2 f64, 3 i64),
+/// payload: u32 metadata count, then per entry u32 key bytes, key, u32 value bytes, value;
+///          u32 tensor count, then per tensor u32 name bytes, name, u8 dtype (1 f32, 2 f64, 3 i64),
 ///          u8 rank (<= 8), u64 dims[rank], the elements.
 inline constexpr std::array<char, 8> kCheckpointMagic = {'D', 'D', 'P', 'M', 'C', 'K', 'P', 'T'};
+/// The format version this code writes and reads.
 inline constexpr std::uint32_t kCheckpointVersion = 1;
 /// Files above this size are refused before anything is allocated.
 inline constexpr std::uintmax_t kMaxCheckpointBytes = std::uintmax_t{16} << 30;
 
 /// One tensor of a checkpoint: a shape and its elements, stored as double or int64 in memory.
 struct Tensor {
+  /// The element type on disk (its code in the file).
   enum class Type : std::uint8_t { f32 = 1, f64 = 2, i64 = 3 };
-  Type type = Type::f64;
-  std::vector<std::uint64_t> shape;
+  Type type = Type::f64;              ///< f32 and f64 load into `real`, i64 into `integer`
+  std::vector<std::uint64_t> shape;   ///< the dimensions, outermost first (rank <= 8)
   std::vector<double> real;           ///< elements of f32 / f64 tensors
   std::vector<std::int64_t> integer;  ///< elements of i64 tensors
 
+  /// The number of elements: the product of the shape.
   [[nodiscard]] std::uint64_t size() const {
     std::uint64_t n = 1;
     for (const std::uint64_t d : shape) n *= d;
@@ -51,7 +54,9 @@ struct Tensor {
 /// A checkpoint in memory: text metadata and named tensors, both kept sorted by name.
 class Checkpoint {
  public:
+  /// Sets metadata `key` to `value` (replacing an earlier value).
   void set(const std::string& key, std::string value) { metadata_[key] = std::move(value); }
+  /// True when metadata `key` is present.
   [[nodiscard]] bool has(const std::string& key) const { return metadata_.count(key) != 0; }
   /// The metadata value of `key`; throws FormatError if the file had none.
   [[nodiscard]] const std::string& get(const std::string& key) const {
@@ -72,6 +77,7 @@ class Checkpoint {
     tensor.real.assign(values.begin(), values.end());
     tensors_[name] = std::move(tensor);
   }
+  /// Stores integers as a rank-1 i64 tensor.
   void put_integers(const std::string& name, std::span<const std::int64_t> values) {
     Tensor tensor;
     tensor.type = Tensor::Type::i64;
@@ -80,7 +86,9 @@ class Checkpoint {
     tensors_[name] = std::move(tensor);
   }
 
+  /// True when tensor `name` is present.
   [[nodiscard]] bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  /// Tensor `name`; throws FormatError (naming the file) if there is none.
   [[nodiscard]] const Tensor& tensor(const std::string& name) const {
     const auto it = tensors_.find(name);
     if (it == tensors_.end()) {
@@ -99,6 +107,7 @@ class Checkpoint {
     }
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<Real>(t.real[i]);
   }
+  /// The elements of i64 tensor `name`; throws FormatError if it is missing or not i64.
   [[nodiscard]] const std::vector<std::int64_t>& integers(const std::string& name) const {
     const Tensor& t = tensor(name);
     if (t.type != Tensor::Type::i64) {
@@ -107,9 +116,11 @@ class Checkpoint {
     return t.integer;
   }
 
+  /// All metadata, sorted by key.
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
   /// Where the checkpoint was parsed from (the file name), for error messages.
   [[nodiscard]] const std::string& source() const noexcept { return source_; }
+  /// All tensors, sorted by name.
   [[nodiscard]] const std::map<std::string, Tensor>& tensors() const { return tensors_; }
 
   /// The file's bytes.
@@ -121,6 +132,7 @@ class Checkpoint {
   void save(const std::filesystem::path& path) const {
     io::write_file_atomically(path, serialize());
   }
+  /// Reads and parses a file (size-capped); throws FormatError naming the file.
   static Checkpoint load(const std::filesystem::path& path) {
     return parse(io::read_file(path, kMaxCheckpointBytes, "checkpoint"), path.string());
   }

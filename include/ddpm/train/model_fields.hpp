@@ -18,7 +18,8 @@ namespace ddpm::train {
 /// nn::Mlp: every field but the initialization seed (the weights are in the checkpoint).
 template <>
 struct ModelFields<nn::MlpConfig> {
-  static constexpr std::string_view kind = "mlp";
+  static constexpr std::string_view kind = "mlp";  ///< the checkpoint's model.kind
+  /// Writes the configuration as model.* fields.
   static void write(FieldWriter& w, const nn::MlpConfig& c) {
     w.integer("model.input_dim", c.input_dim);
     w.integer("model.output_dim", c.output_dim);
@@ -31,6 +32,7 @@ struct ModelFields<nn::MlpConfig> {
     w.boolean("model.zero_init_output", c.zero_init_output);
     w.real("model.max_period", c.max_period);
   }
+  /// Reads the model.* fields back strictly.
   static nn::MlpConfig read(const FieldReader& r) {
     nn::MlpConfig c;
     c.input_dim = r.integer<Index>("model.input_dim", 1, 1 << 20);
@@ -50,7 +52,8 @@ struct ModelFields<nn::MlpConfig> {
 /// nn::UNet: every field but the initialization seed.
 template <>
 struct ModelFields<nn::UNetConfig> {
-  static constexpr std::string_view kind = "unet";
+  static constexpr std::string_view kind = "unet";  ///< the checkpoint's model.kind
+  /// Writes the configuration as model.* fields.
   static void write(FieldWriter& w, const nn::UNetConfig& c) {
     w.integer("model.channels", c.image_channels);
     w.integer("model.height", c.height);
@@ -68,6 +71,7 @@ struct ModelFields<nn::UNetConfig> {
     w.boolean("model.zero_init", c.zero_init);
     w.real("model.max_period", c.max_period);
   }
+  /// Reads the model.* fields back strictly.
   static nn::UNetConfig read(const FieldReader& r) {
     nn::UNetConfig c;
     c.image_channels = r.integer<Index>("model.channels", 1, 1 << 16);
@@ -91,6 +95,7 @@ struct ModelFields<nn::UNetConfig> {
 
 /// The configuration of a run of the bundled MLP or UNet.
 using MlpRun = RunConfig<nn::MlpConfig>;
+/// \copydoc MlpRun
 using UNetRun = RunConfig<nn::UNetConfig>;
 
 }  // namespace ddpm::train

@@ -35,11 +35,11 @@ namespace ddpm::train {
 
 /// Options of train_noisy_classifier.
 struct NoisyClassifierOptions {
-  int steps = 3000;
-  Index batch_size = 128;
-  double learning_rate = 1e-3;
+  int steps = 3000;             ///< optimizer steps
+  Index batch_size = 128;       ///< samples per step
+  double learning_rate = 1e-3;  ///< Adam's learning rate
   double clean_fraction = 0.5;  ///< fraction of inputs at t = 0 (good clean-image features)
-  std::uint64_t seed = 0;
+  std::uint64_t seed = 0;       ///< of the noise, timestep and batch draws
 };
 
 namespace detail {
@@ -75,12 +75,17 @@ std::vector<double> softmax_rows(const Batch<Real>& logits, Batch<Real>& out) {
 template <class Real>
 class PointClassifier {
  public:
+  /// The batch type log_prob_gradient accepts without a copy (any row-major view).
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
+  /// A fresh MLP classifier of `config` (input: the data dimension, output: the classes).
   explicit PointClassifier(const nn::MlpConfig& config) : mlp_(validated(config)) {}
 
+  /// The network's configuration.
   [[nodiscard]] const nn::MlpConfig& config() const noexcept { return mlp_.config(); }
+  /// The number of classes (the MLP's outputs).
   [[nodiscard]] int num_classes() const noexcept { return static_cast<int>(mlp_.output_dim()); }
+  /// The data dimension.
   [[nodiscard]] Index input_dim() const noexcept { return mlp_.input_dim(); }
 
   /// logits (batch x num_classes) of x_t at timesteps t.
@@ -125,11 +130,14 @@ class PointClassifier {
     mlp_.backward(d_logits_, grad);
   }
 
+  /// The network's parameter blocks, for the optimizer.
   [[nodiscard]] auto parameters() { return mlp_.parameters(); }
+  /// Zeroes the accumulated parameter gradients.
   void zero_grad() { mlp_.zero_grad(); }
   /// Training on: cross_entropy() accumulates parameter gradients. The Mlp itself always keeps
   /// its activations (it has no dropout), since log_prob_gradient needs them while sampling.
   void set_training(bool on) noexcept { training_ = on; }
+  /// True while training (see set_training).
   [[nodiscard]] bool training() const noexcept { return training_; }
 
   /// The network, e.g. for its parameter count.
@@ -255,13 +263,13 @@ double noisy_accuracy(nn::Classifier<Real>& classifier, const data::ImageSet& se
 /// the optimizer. Its shape and classes come from the image set.
 struct ClassifierRunOptions {
   int T = 1000;  ///< steps of the linear schedule (Ho et al. 2020) whose noise it learns to see
-  Index base_channels = 32;
-  std::vector<Index> channel_mult = {1, 2, 2};
-  int steps = 3000;
-  Index batch_size = 128;
-  double learning_rate = 1e-3;
-  double clean_fraction = 0.5;  ///< fraction of inputs at t = 0
-  std::uint64_t seed = 0;       ///< weights and accuracy noise from seed, batches from seed + 3
+  Index base_channels = 32;                     ///< channels of the first resolution level
+  std::vector<Index> channel_mult = {1, 2, 2};  ///< channel multiplier per level
+  int steps = 3000;                             ///< optimizer steps
+  Index batch_size = 128;                       ///< samples per step
+  double learning_rate = 1e-3;                  ///< Adam's learning rate
+  double clean_fraction = 0.5;                  ///< fraction of inputs at t = 0
+  std::uint64_t seed = 0;  ///< weights and accuracy noise from seed, batches from seed + 3
 };
 
 /// The optimizer options of a run's options (ClassifierRunOptions or PointClassifierRunOptions):
@@ -299,7 +307,7 @@ template <class RunOptions>
 /// classifier_report_timesteps(T).
 template <class Real, class C = nn::Classifier<Real>>
 struct ClassifierRun {
-  C classifier;
+  C classifier;                                  ///< the trained classifier
   std::vector<std::pair<int, double>> accuracy;  ///< (t, fraction right on the test images)
 };
 
@@ -380,15 +388,16 @@ nn::Classifier<Real> load_classifier(const std::filesystem::path& path) {
 /// One run of train_point_classifier_run: the network, the schedule of the noise it sees (that of
 /// the diffusion models it will guide) and the optimizer.
 struct PointClassifierRunOptions {
-  ScheduleConfig schedule = ScheduleConfig::linear(1000);
-  Index width = 128;
-  Index depth = 3;
-  Index embedding_dim = 64;  ///< sinusoidal time-embedding size
-  int steps = 3000;
-  Index batch_size = 256;
-  double learning_rate = 1e-3;
-  double clean_fraction = 0.0;  ///< fraction of inputs at t = 0 (guidance asks at every t)
-  std::uint64_t seed = 0;       ///< weights and accuracy noise from seed, timesteps from seed + 3
+  ScheduleConfig schedule =
+      ScheduleConfig::linear(1000);  ///< the schedule of the noise it learns to see
+  Index width = 128;                 ///< hidden width of the MLP
+  Index depth = 3;                   ///< hidden layers of the MLP
+  Index embedding_dim = 64;          ///< sinusoidal time-embedding size
+  int steps = 3000;                  ///< optimizer steps
+  Index batch_size = 256;            ///< points per step
+  double learning_rate = 1e-3;       ///< Adam's learning rate
+  double clean_fraction = 0.0;       ///< fraction of inputs at t = 0 (guidance asks at every t)
+  std::uint64_t seed = 0;  ///< weights and accuracy noise from seed, timesteps from seed + 3
 };
 
 /// Builds the PointClassifier of points of dimension `dim` and `num_classes` classes shaped by
@@ -426,14 +435,14 @@ ClassifierRun<Real, PointClassifier<Real>> train_point_classifier_run(
 /// its data (e.g. "8gaussians").
 template <class Real>
 struct SavedPointClassifier {
-  PointClassifier<Real> classifier;
-  ScheduleConfig schedule;
-  std::string data;
+  PointClassifier<Real> classifier;  ///< the trained classifier
+  ScheduleConfig schedule;           ///< the schedule of the noise it was trained on
+  std::string data;                  ///< the name of its data set, e.g. "8gaussians"
 };
 
 /// Writes a PointClassifier: format kPointClassifierFormat, its network as model.* fields (as a
 /// diffusion run's Mlp), the schedule of its noise as diffusion.* fields with the betas, the data
-/// name, and its weights as classifier.<block>.
+/// name, and its weights as `classifier.<block>`.
 template <class Real>
 void save_point_classifier(const std::filesystem::path& path, PointClassifier<Real>& classifier,
                            const ScheduleConfig& schedule, const std::string& data) {

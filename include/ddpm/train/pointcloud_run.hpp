@@ -29,7 +29,8 @@ namespace ddpm::train {
 /// nn::PointCloudModel: every field but the initialization seed.
 template <>
 struct ModelFields<nn::PointCloudModelConfig> {
-  static constexpr std::string_view kind = "pointcloud";
+  static constexpr std::string_view kind = "pointcloud";  ///< the checkpoint's model.kind
+  /// Writes the configuration as model.* fields.
   static void write(FieldWriter& w, const nn::PointCloudModelConfig& c) {
     w.integer("model.latent", c.latent_dim);
     w.integer("model.points", c.points_per_shape);
@@ -39,6 +40,7 @@ struct ModelFields<nn::PointCloudModelConfig> {
     w.boolean("model.residual", c.residual);
     w.real("model.kl_weight", c.kl_weight);
   }
+  /// Reads the model.* fields back strictly.
   static nn::PointCloudModelConfig read(const FieldReader& r) {
     nn::PointCloudModelConfig c;
     c.latent_dim = r.integer<Index>("model.latent", 1, 1 << 16);
@@ -52,6 +54,7 @@ struct ModelFields<nn::PointCloudModelConfig> {
   }
 };
 
+/// The configuration of a point-cloud (PointCloudModel) run.
 using PointCloudRun = RunConfig<nn::PointCloudModelConfig>;
 
 /// The network of a point-cloud run, built for its diffusion's schedule (the decoder sees beta_t).
@@ -81,7 +84,9 @@ template <class Real>
 template <class Real>
 class PointClouds {
  public:
+  /// The seed of the generated shapes and of the held-out shuffle.
   static constexpr std::uint64_t kShapeSeed = 2021;
+  /// The index of the first generated held-out shape (far above any training index).
   static constexpr Index kHeldOutFirst = Index{1} << 31;
 
   /// `train_shapes` generated shapes of `families`, N = `points` each.
@@ -157,10 +162,15 @@ class PointClouds {
     return synthetic(std::move(families), config.rows, points);
   }
 
+  /// What the data are and how they were made or read.
   [[nodiscard]] const DataConfig& config() const noexcept { return config_; }
+  /// N, the points per cloud.
   [[nodiscard]] Index points() const noexcept { return points_; }
+  /// The training clouds, S·N x 3.
   [[nodiscard]] const Batch<Real>& train() const noexcept { return train_; }
+  /// S, the number of training clouds.
   [[nodiscard]] Index train_count() const noexcept { return train_.rows() / points_; }
+  /// True for generated shapes, false for the user's clouds.
   [[nodiscard]] bool generated() const noexcept { return !config_.from_file(); }
   /// How many held-out shapes there are (unbounded, up to 2^31, for generated shapes).
   [[nodiscard]] Index held_out_count() const noexcept {
@@ -226,7 +236,8 @@ struct ShapeBatches {
   const Batch<Real>* clouds;  ///< the training clouds, N points each
   Index cloud_points;         ///< N
   Index points;               ///< M <= N, the model's points_per_shape
-  std::uint64_t seed;
+  std::uint64_t seed;         ///< of the shape and point draws
+  /// Fills out (n x 3) with batch `step`: n / M shapes of M points each.
   void operator()(std::int64_t step, Index n, Batch<Real>& out) const {
     ddpm::detail::require(n % points == 0, "batch rows", n,
                           "a multiple of the points per shape, " + std::to_string(points));
@@ -289,7 +300,10 @@ template <class Real>
 /// Every shape's code posterior q(z | x) = N(mean, exp(log_var)), one row per shape.
 template <class Real>
 struct ShapeCodes {
+  ///@{
+  /// Means and log-variances, shapes x latent dimension.
   Batch<Real> mean, log_var;
+  ///@}
 };
 
 /// Encodes `clouds` (S·N x 3) `chunk` shapes at a time; on_chunk(done, total) after each.
@@ -319,9 +333,10 @@ template <class Real, class OnChunk>
 /// standardized units.
 template <class Real>
 struct CodeBatches {
-  const ShapeCodes<Real>* codes;
-  data::Standardization units;
-  std::uint64_t seed;
+  const ShapeCodes<Real>* codes;  ///< the encoded training shapes (not owned)
+  data::Standardization units;    ///< the prior's standardization of the codes
+  std::uint64_t seed;             ///< of the shape and eps draws
+  /// Fills out (n x latent dimension) with batch `step`.
   void operator()(std::int64_t step, Index n, Batch<Real>& out) const {
     const CounterRng rng(seed);
     const auto counter = static_cast<std::uint32_t>(step);

@@ -63,9 +63,9 @@ inline constexpr std::string_view kRunConfigFormat = "ddpm run 1";
 /// have the same value (false for facts that may change without changing the run, e.g. where a
 /// data file now lives).
 struct Field {
-  std::string key;
-  std::string text;
-  bool must_match = true;
+  std::string key;         ///< its name, e.g. "model.hidden_dim"
+  std::string text;        ///< the value as text that reads back exactly
+  bool must_match = true;  ///< a resumed run must have the same value
 };
 
 namespace detail {
@@ -92,16 +92,21 @@ std::string list_text(std::span<const Number> values) {
 /// Collects typed values as fields, each written as text that reads back exactly.
 class FieldWriter {
  public:
+  /// Adds field `key` with `value` as it is.
   void text(std::string key, std::string value, bool must_match = true) {
     fields_.push_back({std::move(key), std::move(value), must_match});
   }
+  /// Adds an integer.
   template <class Int>
     requires std::is_integral_v<Int> &&
         (!std::is_same_v<Int, bool>)void integer(std::string key, Int value) {
       text(std::move(key), std::to_string(value));
     }
+    /// Adds a real number, written so that it reads back bit for bit.
     void real(std::string key, double value) { text(std::move(key), detail::exact_text(value)); }
+    /// Adds true or false.
     void boolean(std::string key, bool value) { text(std::move(key), value ? "true" : "false"); }
+    /// Adds an option by its canonical name.
     template <NamedEnum E>
     void choice(std::string key, E value) {
       text(std::move(key), std::string(to_string(value)));
@@ -112,6 +117,7 @@ class FieldWriter {
       text(std::move(key), detail::list_text(std::span<const Number>(values)));
     }
 
+    /// The fields added, in order.
     [[nodiscard]] const std::vector<Field>& fields() const noexcept { return fields_; }
 
    private:
@@ -122,8 +128,10 @@ class FieldWriter {
 /// the file, the field and what it should hold.
 class FieldReader {
  public:
+  /// Reads from `checkpoint`, which must outlive the reader.
   explicit FieldReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
 
+  /// The text of field `key`.
   [[nodiscard]] const std::string& text(const std::string& key) const {
     if (!checkpoint_.has(key)) {
       fail(key,
@@ -132,6 +140,7 @@ class FieldReader {
     }
     return checkpoint_.get(key);
   }
+  /// Field `key` as an integer in [min, max].
   template <class Int>
   [[nodiscard]] Int integer(const std::string& key, Int min = std::numeric_limits<Int>::min(),
                             Int max = std::numeric_limits<Int>::max()) const {
@@ -144,6 +153,7 @@ class FieldReader {
     }
     return v;
   }
+  /// Field `key` as a finite real number.
   [[nodiscard]] double real(const std::string& key) const {
     const std::string& value = text(key);
     double v = 0;
@@ -154,11 +164,13 @@ class FieldReader {
     }
     return v;
   }
+  /// Field `key` as true or false.
   [[nodiscard]] bool boolean(const std::string& key) const {
     const std::string& value = text(key);
     if (value != "true" && value != "false") fail(key, "= '" + value + "' is not true or false");
     return value == "true";
   }
+  /// Field `key` as an option of E, by its canonical name.
   template <NamedEnum E>
   [[nodiscard]] E choice(const std::string& key) const {
     const std::string& value = text(key);
@@ -197,7 +209,9 @@ class FieldReader {
     return values;
   }
 
+  /// The checkpoint read from.
   [[nodiscard]] const Checkpoint& checkpoint() const noexcept { return checkpoint_; }
+  /// Throws FormatError naming the file, field `key` and `why`.
   [[noreturn]] void fail(const std::string& key, const std::string& why) const {
     throw FormatError("ddpm: checkpoint '" + checkpoint_.source() + "': field '" + key + "' " +
                       why);
@@ -212,23 +226,26 @@ class FieldReader {
 /// A noise schedule as a run describes it: its kind and parameters (or its betas), and the
 /// original timesteps it keeps when it is respaced.
 struct ScheduleConfig {
-  ScheduleKind kind = ScheduleKind::linear;
-  int num_timesteps = 1000;
-  double beta_start = 1e-4;      ///< linear: of T = 1000 (scaled by 1000 / T)
-  double beta_end = 0.02;        ///< linear
-  double cosine_s = 0.008;       ///< cosine: the offset s
-  double max_beta = 0.999;       ///< cosine: the clip of each beta
-  std::vector<double> betas{};   ///< custom: the betas, num_timesteps of them
-  std::vector<int> respacing{};  ///< kept original timesteps; empty: all (not respaced)
+  ScheduleKind kind = ScheduleKind::linear;  ///< linear, cosine or custom
+  int num_timesteps = 1000;                  ///< T, the number of steps before respacing
+  double beta_start = 1e-4;                  ///< linear: of T = 1000 (scaled by 1000 / T)
+  double beta_end = 0.02;                    ///< linear
+  double cosine_s = 0.008;                   ///< cosine: the offset s
+  double max_beta = 0.999;                   ///< cosine: the clip of each beta
+  std::vector<double> betas{};               ///< custom: the betas, num_timesteps of them
+  std::vector<int> respacing{};              ///< kept original timesteps; empty: all (not respaced)
   /// Rescaled to zero terminal SNR (NoiseSchedule::zero_terminal_snr) before respacing.
   bool zero_terminal_snr = false;
 
+  /// The linear schedule of Ho et al. 2020 with T = num_timesteps.
   static ScheduleConfig linear(int num_timesteps) {
     return {.kind = ScheduleKind::linear, .num_timesteps = num_timesteps};
   }
+  /// The cosine schedule of Nichol & Dhariwal 2021 with T = num_timesteps.
   static ScheduleConfig cosine(int num_timesteps) {
     return {.kind = ScheduleKind::cosine, .num_timesteps = num_timesteps};
   }
+  /// A schedule of the given betas.
   static ScheduleConfig custom(std::vector<double> betas) {
     const int n = static_cast<int>(betas.size());
     return {.kind = ScheduleKind::custom, .num_timesteps = n, .betas = std::move(betas)};
@@ -258,6 +275,7 @@ struct ScheduleConfig {
     return respacing.empty() ? base() : base().respaced(respacing);
   }
 
+  /// Writes the diffusion.* schedule fields.
   void write(FieldWriter& w) const {
     w.choice("diffusion.schedule", kind);
     w.integer("diffusion.T", num_timesteps);
@@ -271,6 +289,7 @@ struct ScheduleConfig {
     w.list("diffusion.respacing", respacing);
     w.boolean("diffusion.zero_terminal_snr", zero_terminal_snr);
   }
+  /// Reads the diffusion.* schedule fields back strictly.
   static ScheduleConfig read(const FieldReader& r) {
     ScheduleConfig s;
     s.kind = r.choice<ScheduleKind>("diffusion.schedule");
@@ -315,9 +334,10 @@ struct ScheduleConfig {
 
 /// The diffusion of a run: its schedule and the options of GaussianDiffusion.
 struct DiffusionConfig {
-  ScheduleConfig schedule;
-  DiffusionOptions options;
+  ScheduleConfig schedule;   ///< the noise schedule
+  DiffusionOptions options;  ///< output, variance, loss and the other options of GaussianDiffusion
 
+  /// The diffusion of the run.
   template <class Real>
   [[nodiscard]] GaussianDiffusion<Real> make() const {
     return GaussianDiffusion<Real>(schedule.make(), options);
@@ -332,11 +352,13 @@ struct DiffusionConfig {
     if (steps == 0 || steps == full.size()) return GaussianDiffusion<Real>(full, options);
     return GaussianDiffusion<Real>(full.respaced("evenly " + std::to_string(steps)), options);
   }
+  /// True when the model outputs a variance too (twice the data's columns).
   [[nodiscard]] bool learned_variance() const noexcept {
     return options.variance == VarianceKind::learned ||
            options.variance == VarianceKind::learned_range;
   }
 
+  /// Writes the diffusion.* fields.
   void write(FieldWriter& w) const {
     schedule.write(w);
     w.choice("diffusion.output", options.output);
@@ -349,6 +371,7 @@ struct DiffusionConfig {
     if (options.snr_weighting != SnrWeighting::none)
       w.real("diffusion.snr_gamma", options.snr_gamma);
   }
+  /// Reads the diffusion.* fields back strictly.
   static DiffusionConfig read(const FieldReader& r) {
     DiffusionConfig d;
     d.schedule = ScheduleConfig::read(r);
@@ -382,8 +405,10 @@ struct DataConfig {
   std::vector<double> scale{};  ///<   standardization (scale: the standard deviations)
   std::vector<double> frame{};  ///< 2-D data: the pictures' x_min, x_max, y_min, y_max (or empty)
 
+  /// True for data read from a file (false for generated data).
   [[nodiscard]] bool from_file() const noexcept { return !path.empty(); }
 
+  /// Writes the data.* fields.
   void write(FieldWriter& w) const {
     w.text("data.name", name);
     // Where the file lives may change (a moved folder); its contents may not.
@@ -394,6 +419,7 @@ struct DataConfig {
     w.list("data.std", scale);
     w.list("data.frame", frame);
   }
+  /// Reads the data.* fields back strictly.
   static DataConfig read(const FieldReader& r) {
     DataConfig d;
     d.name = r.text("data.name");
@@ -457,9 +483,9 @@ struct ModelFields;
 /// "train.*" for `info`.
 template <class ModelConfig>
 struct RunConfig {
-  DiffusionConfig diffusion;
-  ModelConfig model;
-  DataConfig data;
+  DiffusionConfig diffusion;  ///< schedule and GaussianDiffusion options
+  ModelConfig model;          ///< the network's configuration
+  DataConfig data;            ///< the training data and their standardization
 
   /// Every field, in order: diffusion.*, model.*, data.*.
   [[nodiscard]] std::vector<Field> fields() const {

@@ -62,18 +62,19 @@ namespace ddpm::train {
 
 /// Options of a Trainer. The learning rate follows optim::LrSchedule (warm-up, then decay).
 struct TrainerOptions {
-  Index batch_size = 256;
-  std::int64_t steps = 10000;  ///< total optimizer steps (the end of the lr decay)
-  optim::AdamOptions adam{};   ///< adam.learning_rate is the base rate
-  std::int64_t warmup_steps = 0;
-  optim::LrDecay decay = optim::LrDecay::constant;
-  double final_lr = 0.0;     ///< floor of the decay
-  double grad_clip = 0.0;    ///< global-norm clipping threshold; 0 disables
-  double ema_decay = 0.999;  ///< weight EMA; 0 disables it
+  Index batch_size = 256;         ///< samples per step
+  std::int64_t steps = 10000;     ///< total optimizer steps (the end of the lr decay)
+  optim::AdamOptions adam{};      ///< adam.learning_rate is the base rate
+  std::int64_t warmup_steps = 0;  ///< linear warm-up of the learning rate from 0
+  optim::LrDecay decay = optim::LrDecay::constant;  ///< what the rate does after the warm-up
+  double final_lr = 0.0;                            ///< floor of the decay
+  double grad_clip = 0.0;                           ///< global-norm clipping threshold; 0 disables
+  double ema_decay = 0.999;                         ///< weight EMA; 0 disables it
   /// EMA decay min(ema_decay, (1 + n) / (10 + n)) after n updates, so a short run's average is
   /// not dominated by the random initialization.
   bool ema_warmup = true;
-  TimestepSampling timesteps = TimestepSampling::uniform;
+  TimestepSampling timesteps =
+      TimestepSampling::uniform;  ///< uniform, or importance-sampled by the loss history
   /// With labeled data: the probability that a row's label is replaced by kNoLabel, so one model
   /// learns the conditional and the unconditional denoiser (classifier-free guidance, Ho &
   /// Salimans 2022). Drawn from (seed, stream::labels, row, step).
@@ -93,10 +94,10 @@ struct TrainerOptions {
 
 /// What one step did.
 struct StepStats {
-  std::int64_t step;  ///< number of completed steps after this one
-  double loss;        ///< the batch's mean (weighted) loss
-  double grad_norm;   ///< global gradient norm before clipping
-  double learning_rate;
+  std::int64_t step;     ///< number of completed steps after this one
+  double loss;           ///< the batch's mean (weighted) loss
+  double grad_norm;      ///< global gradient norm before clipping
+  double learning_rate;  ///< the rate this step used
 };
 
 /// The training loop. Everything random is addressed by (seed, step), so the model, the optimizer
@@ -114,6 +115,7 @@ class Trainer {
   static_assert((ddpm::detail::check_trainable_denoiser<Model, Real>(), true));
 
  public:
+  /// Trains `model` under `diffusion`; throws InvalidArgument for an option out of range.
   Trainer(Model& model, GaussianDiffusion<Real> diffusion, const TrainerOptions& options)
       : model_(&model),
         diffusion_(std::move(diffusion)),
@@ -234,11 +236,15 @@ class Trainer {
     return {step_, loss, norm, lr};
   }
 
+  /// The number of completed steps.
   [[nodiscard]] std::int64_t step_count() const noexcept { return step_; }
   /// The seed of the run's noise and timestep draws (the checkpoint's after restore()).
   [[nodiscard]] std::uint64_t seed() const noexcept { return rng_.seed(); }
+  /// The options it was built with.
   [[nodiscard]] const TrainerOptions& options() const noexcept { return options_; }
+  /// The diffusion it trains under.
   [[nodiscard]] const GaussianDiffusion<Real>& diffusion() const noexcept { return diffusion_; }
+  /// The model it trains.
   [[nodiscard]] Model& model() noexcept { return *model_; }
   /// The per-sample losses of the last step.
   [[nodiscard]] const TrainingLoss<Real>& last_loss() const noexcept { return loss_; }
@@ -246,6 +252,7 @@ class Trainer {
   /// Swaps the EMA weights into the model until the guard is destroyed (a no-op without EMA).
   class EmaWeights {
    public:
+    /// Swaps the EMA weights into the trainer's model.
     explicit EmaWeights(Trainer& trainer) : trainer_(trainer) { swap(); }
     EmaWeights(const EmaWeights&) = delete;
     EmaWeights& operator=(const EmaWeights&) = delete;
@@ -257,6 +264,7 @@ class Trainer {
     }
     Trainer& trainer_;
   };
+  /// The EmaWeights guard of this trainer.
   [[nodiscard]] EmaWeights ema_weights() { return EmaWeights(*this); }
 
   /// The whole training state, with `architecture` (a description of the model that must match
@@ -352,7 +360,7 @@ class Trainer {
     std::int64_t checkpoint_every = 1000;  ///< 0: only at the end
     std::string architecture;              ///< stored in the checkpoint
     std::filesystem::path loss_csv;        ///< "step,loss,grad_norm,lr" per step (empty: none)
-    std::string label = "train";
+    std::string label = "train";           ///< in front of each progress report
     /// Stop after this much wall-clock time (0: no limit); the run ends as at options().steps,
     /// with a checkpoint. For comparisons at a fixed time budget.
     double time_limit_seconds = 0.0;
