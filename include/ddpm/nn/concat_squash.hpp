@@ -49,7 +49,9 @@ namespace ddpm::nn {
 template <class Real>
 class ConcatSquashLinear {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
 
   /// Columns per work item of the backward reduction (items are group x column block, so the
@@ -105,9 +107,13 @@ class ConcatSquashLinear {
     fill_uniform(span(hyper_weight_, context_ * out_), bound_c, rng, layer, 4);
   }
 
+  /// Input features per row.
   [[nodiscard]] Index in_features() const noexcept { return in_; }
+  /// Output features per row.
   [[nodiscard]] Index out_features() const noexcept { return out_; }
+  /// Context features (the time embedding's width).
   [[nodiscard]] Index context_features() const noexcept { return context_; }
+  /// True when a leaky ReLU follows the layer.
   [[nodiscard]] bool leaky_relu() const noexcept { return leaky_; }
 
   /// gate = sigmoid(c W_g + b_g) and shift = c W_h for the S context rows, used by the following
@@ -134,6 +140,7 @@ class ConcatSquashLinear {
 
   /// The gate and shift rows of the last set_context() (S x out each).
   [[nodiscard]] Eigen::Map<const Batch<Real>> gate() const noexcept { return gate_.view(); }
+  /// \copydoc gate()
   [[nodiscard]] Eigen::Map<const Batch<Real>> shift() const noexcept { return shift_.view(); }
 
   /// y = f((x W + b) * gate[s] + shift[s]) for row r of group s = r / group_rows. x must have

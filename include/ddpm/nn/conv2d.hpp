@@ -54,11 +54,17 @@ namespace ddpm::nn {
 template <class Real>
 class Conv2d {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
+  /// The weight matrix (in * kernel^2 x out), viewed in place in the parameter store.
   using WeightMap = Eigen::Map<Batch<Real>>;
+  /// \copydoc WeightMap
   using ConstWeightMap = Eigen::Map<const Batch<Real>>;
+  /// The bias row (out), viewed in place in the parameter store.
   using BiasMap = Eigen::Map<RowVector<Real>>;
+  /// \copydoc BiasMap
   using ConstBiasMap = Eigen::Map<const RowVector<Real>>;
 
   /// Output pixels per im2col tile: 128 rows of a 3x3x64 patch are 288 KB of floats, which stay
@@ -117,19 +123,30 @@ class Conv2d {
     fill_uniform(b, bound, rng, layer, 1);
   }
 
+  /// Input channels.
   [[nodiscard]] Index in_channels() const noexcept { return in_; }
+  /// Output channels.
   [[nodiscard]] Index out_channels() const noexcept { return out_; }
+  /// The kernel's side (square kernels).
   [[nodiscard]] Index kernel() const noexcept { return kernel_; }
+  /// The step between output pixels, in input pixels.
   [[nodiscard]] Index stride() const noexcept { return stride_; }
+  /// Zero pixels added on each side of the input.
   [[nodiscard]] Index padding() const noexcept { return padding_; }
 
+  /// The weights (in * kernel^2 x out), one column per output channel.
   [[nodiscard]] WeightMap weight() noexcept { return WeightMap(weight_, patch(), out_); }
+  /// \copydoc weight()
   [[nodiscard]] ConstWeightMap weight() const noexcept {
     return ConstWeightMap(weight_, patch(), out_);
   }
+  /// The bias (1 x out).
   [[nodiscard]] BiasMap bias() noexcept { return BiasMap(bias_, out_); }
+  /// \copydoc bias()
   [[nodiscard]] ConstBiasMap bias() const noexcept { return ConstBiasMap(bias_, out_); }
+  /// The gradient of the weights, accumulated by backward().
   [[nodiscard]] WeightMap weight_grad() noexcept { return WeightMap(weight_grad_, patch(), out_); }
+  /// The gradient of the bias, accumulated by backward().
   [[nodiscard]] BiasMap bias_grad() noexcept { return BiasMap(bias_grad_, out_); }
 
   /// The shape of the output for input shape `in`: {batch, (H + 2p - k)/s + 1, (W + 2p - k)/s +

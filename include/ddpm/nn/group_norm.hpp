@@ -40,9 +40,13 @@ namespace ddpm::nn {
 template <class Real>
 class GroupNorm {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
+  /// A per-channel parameter row, viewed in place in the parameter store.
   using ParameterMap = Eigen::Map<RowVector<Real>>;
+  /// \copydoc ParameterMap
   using ConstParameterMap = Eigen::Map<const RowVector<Real>>;
 
   GroupNorm() = default;
@@ -76,20 +80,30 @@ class GroupNorm {
     bias().setZero();
   }
 
+  /// The number of groups the channels are split into.
   [[nodiscard]] Index groups() const noexcept { return groups_; }
+  /// The number of channels.
   [[nodiscard]] Index channels() const noexcept { return channels_; }
+  /// The activation applied after the affine map.
   [[nodiscard]] Activation activation() const noexcept { return activation_; }
+  /// The epsilon added to each group's variance.
   [[nodiscard]] double eps() const noexcept { return eps_; }
 
+  /// The per-channel scale gamma.
   [[nodiscard]] ParameterMap weight() noexcept { return ParameterMap(gamma_, channels_); }
+  /// \copydoc weight()
   [[nodiscard]] ConstParameterMap weight() const noexcept {
     return ConstParameterMap(gamma_, channels_);
   }
+  /// The per-channel shift beta.
   [[nodiscard]] ParameterMap bias() noexcept { return ParameterMap(beta_, channels_); }
+  /// \copydoc bias()
   [[nodiscard]] ConstParameterMap bias() const noexcept {
     return ConstParameterMap(beta_, channels_);
   }
+  /// The gradient of gamma, accumulated by backward().
   [[nodiscard]] ParameterMap weight_grad() noexcept { return ParameterMap(gamma_grad_, channels_); }
+  /// The gradient of beta, accumulated by backward().
   [[nodiscard]] ParameterMap bias_grad() noexcept { return ParameterMap(beta_grad_, channels_); }
 
   /// y = f(GroupNorm(x)) for x: s.pixels() x channels (any row stride); y has x's shape. With

@@ -44,11 +44,17 @@ namespace ddpm::nn {
 template <class Real>
 class Linear {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
+  /// The weight matrix (in x out), viewed in place in the parameter store.
   using WeightMap = Eigen::Map<Batch<Real>>;
+  /// \copydoc WeightMap
   using ConstWeightMap = Eigen::Map<const Batch<Real>>;
+  /// The bias row (out), viewed in place in the parameter store.
   using BiasMap = Eigen::Map<RowVector<Real>>;
+  /// \copydoc BiasMap
   using ConstBiasMap = Eigen::Map<const RowVector<Real>>;
 
   /// Rows per chunk of the parallel backward pass; bias gradients are summed per chunk in a fixed
@@ -90,17 +96,26 @@ class Linear {
     fill_uniform(b, bound, rng, layer, 1);
   }
 
+  /// Input features per row.
   [[nodiscard]] Index in_features() const noexcept { return in_; }
+  /// Output features per row.
   [[nodiscard]] Index out_features() const noexcept { return out_; }
+  /// The activation applied after the affine map.
   [[nodiscard]] Activation activation() const noexcept { return activation_; }
 
+  /// The weights W (in x out): y = x W + b.
   [[nodiscard]] WeightMap weight() noexcept { return WeightMap(weight_, in_, out_); }
+  /// \copydoc weight()
   [[nodiscard]] ConstWeightMap weight() const noexcept {
     return ConstWeightMap(weight_, in_, out_);
   }
+  /// The bias b (1 x out).
   [[nodiscard]] BiasMap bias() noexcept { return BiasMap(bias_, out_); }
+  /// \copydoc bias()
   [[nodiscard]] ConstBiasMap bias() const noexcept { return ConstBiasMap(bias_, out_); }
+  /// The gradient of the weights, accumulated by backward().
   [[nodiscard]] WeightMap weight_grad() noexcept { return WeightMap(weight_grad_, in_, out_); }
+  /// The gradient of the bias, accumulated by backward().
   [[nodiscard]] BiasMap bias_grad() noexcept { return BiasMap(bias_grad_, out_); }
 
   /// y = f(x W + b). y must be x.rows() x out and must not alias x. With `keep_for_backward`

@@ -50,9 +50,11 @@ class BoundLayers {
     layers_.bind(store_);
   }
 
+  /// Copies the store and rebinds the copied layers to the copy's parameters.
   BoundLayers(const BoundLayers& other) : store_(other.store_), layers_(other.layers_) {
     layers_.bind(store_);
   }
+  /// \copydoc BoundLayers(const BoundLayers&)
   BoundLayers& operator=(const BoundLayers& other) {
     if (this != &other) {
       BoundLayers copy(other);
@@ -66,13 +68,19 @@ class BoundLayers {
   static_assert(std::allocator_traits<typename ParameterStore<Real>::Buffer::allocator_type>::
                     propagate_on_container_move_assignment::value,
                 "BoundLayers' defaulted moves need the store's buffers to move with the store");
+  /// Moves keep the buffers, so the moved layers stay bound.
   BoundLayers(BoundLayers&&) noexcept = default;
+  /// \copydoc BoundLayers(BoundLayers&&)
   BoundLayers& operator=(BoundLayers&&) noexcept = default;
   ~BoundLayers() = default;
 
+  /// The layers, bound to store().
   [[nodiscard]] Layers& layers() noexcept { return layers_; }
+  /// \copydoc layers()
   [[nodiscard]] const Layers& layers() const noexcept { return layers_; }
+  /// The parameters and gradients the layers use.
   [[nodiscard]] ParameterStore<Real>& store() noexcept { return store_; }
+  /// \copydoc store()
   [[nodiscard]] const ParameterStore<Real>& store() const noexcept { return store_; }
 
  private:
@@ -94,13 +102,17 @@ class ModelCore {
   }
   /// All parameters, all gradients, as flat vectors (one buffer each, blocks back to back).
   [[nodiscard]] std::span<Real> parameter_values() noexcept { return bound_.store().values(); }
+  /// \copydoc parameter_values()
   [[nodiscard]] std::span<const Real> parameter_values() const noexcept {
     return bound_.store().values();
   }
+  /// \copydoc parameter_values()
   [[nodiscard]] std::span<Real> gradient_values() noexcept { return bound_.store().grads(); }
+  /// \copydoc parameter_values()
   [[nodiscard]] std::span<const Real> gradient_values() const noexcept {
     return bound_.store().grads();
   }
+  /// The number of parameters.
   [[nodiscard]] Index parameter_count() const noexcept { return bound_.store().size(); }
   /// Sets every gradient to zero.
   void zero_grad() noexcept { bound_.store().zero_grad(); }
@@ -108,13 +120,17 @@ class ModelCore {
   /// With training off, forward passes keep nothing for backward (and apply no dropout), and
   /// backward throws. On by default.
   void set_training(bool training) noexcept { training_ = training; }
+  /// True when training (see set_training).
   [[nodiscard]] bool training() const noexcept { return training_; }
 
  protected:
+  /// Builds the layers with `build`, which registers their parameters in a store.
   template <class Build>
   explicit ModelCore(Build&& build) : bound_(std::forward<Build>(build)) {}
 
+  /// The layers of the derived model.
   [[nodiscard]] Layers& layers() noexcept { return bound_.layers(); }
+  /// \copydoc layers()
   [[nodiscard]] const Layers& layers() const noexcept { return bound_.layers(); }
 
   /// Records the rows of a forward pass that kept its activations, or -1 after one that did not.

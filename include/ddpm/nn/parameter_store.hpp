@@ -51,16 +51,17 @@ class ParameterStore {
  public:
   /// Where one tensor lives: block index, element offset into the buffers, and its shape.
   struct Slot {
-    std::size_t block = 0;
-    Index offset = 0;
-    Index rows = 0;
-    Index cols = 0;
+    std::size_t block = 0;  ///< index of its ParameterBlock in blocks()
+    Index offset = 0;       ///< element offset into values() and grads()
+    Index rows = 0;         ///< the tensor's rows
+    Index cols = 0;         ///< the tensor's columns
   };
 
   /// The type of the parameter and gradient buffers.
   using Buffer = std::vector<Real, Eigen::aligned_allocator<Real>>;
 
   ParameterStore() = default;
+  /// Copies values, gradients and names, and points the copy's blocks into its own buffers.
   ParameterStore(const ParameterStore& other)
       : values_(other.values_),
         grads_(other.grads_),
@@ -70,6 +71,7 @@ class ParameterStore {
         allocated_(other.allocated_) {
     rebuild_blocks();
   }
+  /// \copydoc ParameterStore(const ParameterStore&)
   ParameterStore& operator=(const ParameterStore& other) {
     if (this != &other) {
       values_ = other.values_;
@@ -83,7 +85,9 @@ class ParameterStore {
     return *this;
   }
   // Moving a std::vector keeps its buffer, so the spans in blocks_ stay valid.
+  /// Moves keep the buffers (std::vector moves them), so the blocks stay valid.
   ParameterStore(ParameterStore&&) noexcept = default;
+  /// \copydoc ParameterStore(ParameterStore&&)
   ParameterStore& operator=(ParameterStore&&) noexcept = default;
   ~ParameterStore() = default;
 
@@ -111,6 +115,7 @@ class ParameterStore {
     rebuild_blocks();
   }
 
+  /// True after allocate().
   [[nodiscard]] bool allocated() const noexcept { return allocated_; }
 
   /// Total number of parameters.
@@ -118,18 +123,23 @@ class ParameterStore {
 
   /// Start of the parameters (or gradients) of one slot; valid after allocate().
   [[nodiscard]] Real* value_data(const Slot& slot) noexcept { return values_.data() + slot.offset; }
+  /// The start of a slot's gradients; valid after allocate().
   [[nodiscard]] Real* grad_data(const Slot& slot) noexcept { return grads_.data() + slot.offset; }
 
   /// The named views, in registration order; together they cover the buffers exactly.
   [[nodiscard]] std::span<ParameterBlock<Real>> blocks() noexcept { return blocks_; }
+  /// \copydoc blocks()
   [[nodiscard]] std::span<const ParameterBlock<Real>> blocks() const noexcept { return blocks_; }
   /// The shapes of the blocks, same order as blocks().
   [[nodiscard]] std::span<const Slot> slots() const noexcept { return slots_; }
 
   /// All parameters (all gradients) as one flat vector.
   [[nodiscard]] std::span<Real> values() noexcept { return values_; }
+  /// \copydoc values()
   [[nodiscard]] std::span<const Real> values() const noexcept { return values_; }
+  /// \copydoc values()
   [[nodiscard]] std::span<Real> grads() noexcept { return grads_; }
+  /// \copydoc values()
   [[nodiscard]] std::span<const Real> grads() const noexcept { return grads_; }
 
   /// Sets every gradient to zero.

@@ -14,6 +14,7 @@ namespace ddpm::nn {
 /// column block of either). Internal kernels use it so one code path serves all three.
 template <class Real>
 using StridedMap = Eigen::Map<Batch<Real>, Eigen::Unaligned, Eigen::OuterStride<>>;
+/// The read-only StridedMap.
 template <class Real>
 using ConstStridedMap = Eigen::Map<const Batch<Real>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
@@ -36,13 +37,18 @@ class Workspace {
   [[nodiscard]] Eigen::Map<Batch<Real>> view() noexcept {
     return Eigen::Map<Batch<Real>>(buffer_.data(), rows_, cols_);
   }
+  /// \copydoc view()
   [[nodiscard]] Eigen::Map<const Batch<Real>> view() const noexcept {
     return Eigen::Map<const Batch<Real>>(buffer_.data(), rows_, cols_);
   }
 
+  /// Rows of the current shape.
   [[nodiscard]] Index rows() const noexcept { return rows_; }
+  /// Columns of the current shape.
   [[nodiscard]] Index cols() const noexcept { return cols_; }
+  /// The first element (row-major).
   [[nodiscard]] Real* data() noexcept { return buffer_.data(); }
+  /// \copydoc data()
   [[nodiscard]] const Real* data() const noexcept { return buffer_.data(); }
   /// Elements the storage holds without reallocating.
   [[nodiscard]] std::size_t capacity() const noexcept { return buffer_.size(); }
