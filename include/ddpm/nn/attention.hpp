@@ -47,7 +47,9 @@ namespace ddpm::nn {
 template <class Real>
 class SpatialAttention {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
 
   SpatialAttention() = default;
@@ -78,13 +80,21 @@ class SpatialAttention {
     proj_.initialize(rng, first_layer + 1, zero_proj);
   }
 
+  /// The number of channels.
   [[nodiscard]] Index channels() const noexcept { return channels_; }
+  /// The number of attention heads.
   [[nodiscard]] Index heads() const noexcept { return heads_; }
+  /// The GroupNorm before the projections.
   [[nodiscard]] GroupNorm<Real>& norm() noexcept { return norm_; }
+  /// \copydoc norm()
   [[nodiscard]] const GroupNorm<Real>& norm() const noexcept { return norm_; }
+  /// The joint query, key and value projection (channels x 3 channels).
   [[nodiscard]] Linear<Real>& qkv() noexcept { return qkv_; }
+  /// \copydoc qkv()
   [[nodiscard]] const Linear<Real>& qkv() const noexcept { return qkv_; }
+  /// The output projection (channels x channels).
   [[nodiscard]] Linear<Real>& proj() noexcept { return proj_; }
+  /// \copydoc proj()
   [[nodiscard]] const Linear<Real>& proj() const noexcept { return proj_; }
 
   /// y = x + proj(attention(GroupNorm(x))) for x: s.pixels() x channels; y has x's shape and must

@@ -34,18 +34,18 @@ namespace ddpm::nn {
 
 /// Shape and options of a Classifier.
 struct ClassifierConfig {
-  Index image_channels = 1;
-  Index height = 28;  ///< divisible by 2^(levels - 1)
-  Index width = 28;   ///< divisible by 2^(levels - 1)
-  Index base_channels = 32;
-  std::vector<Index> channel_mult = {1, 2, 2};
-  Index res_blocks = 1;  ///< ResBlocks per level
-  Index groups = 8;
-  double dropout = 0.0;
-  int num_classes = 10;
-  Index feature_dim = 128;  ///< width of the penultimate layer (the Frechet-distance features)
-  std::uint64_t seed = 0;
-  double max_period = 10000.0;
+  Index image_channels = 1;                     ///< 1 (gray) or 3 (RGB)
+  Index height = 28;                            ///< divisible by 2^(levels - 1)
+  Index width = 28;                             ///< divisible by 2^(levels - 1)
+  Index base_channels = 32;                     ///< channels of level 0
+  std::vector<Index> channel_mult = {1, 2, 2};  ///< level l has base_channels * channel_mult[l]
+  Index res_blocks = 1;                         ///< ResBlocks per level
+  Index groups = 8;                             ///< GroupNorm groups everywhere
+  double dropout = 0.0;         ///< in every ResBlock, before its second convolution
+  int num_classes = 10;         ///< the number of classes it tells apart
+  Index feature_dim = 128;      ///< width of the penultimate layer (the Frechet-distance features)
+  std::uint64_t seed = 0;       ///< parameter initialization (and dropout) seed
+  double max_period = 10000.0;  ///< of the sinusoidal time embedding
 };
 
 namespace detail {
@@ -82,8 +82,11 @@ class Classifier : public ModelCore<Real, detail::ClassifierLayers<Real>> {
   using Core = ModelCore<Real, detail::ClassifierLayers<Real>>;
 
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
+  /// A classifier of `config`, initialized from config.seed; throws InvalidArgument for a bad
+  /// config.
   explicit Classifier(const ClassifierConfig& config)
       : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
         config_(config),
@@ -101,10 +104,13 @@ class Classifier : public ModelCore<Real, detail::ClassifierLayers<Real>> {
     layers().head.initialize(rng, layer++);
   }
 
+  /// The configuration it was built with.
   [[nodiscard]] const ClassifierConfig& config() const noexcept { return config_; }
+  /// Features per input row: image_channels * height * width.
   [[nodiscard]] Index input_dim() const noexcept {
     return config_.image_channels * config_.height * config_.width;
   }
+  /// The number of classes.
   [[nodiscard]] int num_classes() const noexcept { return config_.num_classes; }
 
   /// logits (batch x num_classes) of x_t at timesteps t.

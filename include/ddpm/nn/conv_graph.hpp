@@ -66,6 +66,7 @@ inline void validate_levels(Index image_channels, Index height, Index width, Ind
 template <class Real>
 class ConvGraph {
  public:
+  /// The index of a node (its position in the graph).
   using NodeId = std::size_t;
 
   /// The input node: images of height x width x channels.
@@ -132,6 +133,7 @@ class ConvGraph {
   /// The last node added.
   [[nodiscard]] NodeId last() const noexcept { return nodes_.size() - 1; }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     for (Conv2d<Real>& conv : convs_) conv.bind(store);
     for (GroupNorm<Real>& norm : norms_) norm.bind(store);

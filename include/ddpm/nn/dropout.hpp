@@ -42,6 +42,7 @@ class Dropout {
     ddpm::detail::require(p >= 0.0 && p < 1.0, "dropout", p, "a probability 0 <= p < 1");
   }
 
+  /// The probability of zeroing an element while training.
   [[nodiscard]] double p() const noexcept { return p_; }
 
   /// y = x * mask / (1 - p) when training and p > 0, else y = x. y has x's shape and may be x.

@@ -40,6 +40,7 @@ class SinusoidalEmbedding {
   /// Timesteps up to this value are cached (4 MB of floats at dim 64); larger ones are computed.
   static constexpr int kMaxCachedTimestep = 16383;
 
+  /// Embeddings of `dim` features (>= 1) with periods up to `max_period` (> 0).
   explicit SinusoidalEmbedding(Index dim = 64, double max_period = 10000.0)
       : dim_(dim), max_period_(max_period) {
     ddpm::detail::require(dim >= 1, "embedding_dim", dim, ">= 1");
@@ -47,7 +48,9 @@ class SinusoidalEmbedding {
                           "a finite value > 0");
   }
 
+  /// The embedding width.
   [[nodiscard]] Index dim() const noexcept { return dim_; }
+  /// The longest period of the sinusoids.
   [[nodiscard]] double max_period() const noexcept { return max_period_; }
 
   /// Component j of the embedding of timestep t (double precision, no cache).
@@ -154,6 +157,7 @@ class LabelEmbedding {
     slot_ = store.add(name + ".weight", Index{num_classes} + 1, dim);
   }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     table_ = store.value_data(slot_);
     grad_ = store.grad_data(slot_);
@@ -165,11 +169,15 @@ class LabelEmbedding {
                 rng, layer, 0);
   }
 
+  /// The number of classes (the table has one more row, for kNoLabel).
   [[nodiscard]] int num_classes() const noexcept { return num_classes_; }
+  /// The embedding width.
   [[nodiscard]] Index dim() const noexcept { return dim_; }
+  /// The table ((num_classes + 1) x dim); row num_classes is kNoLabel's.
   [[nodiscard]] Eigen::Map<Batch<Real>> weight() noexcept {
     return Eigen::Map<Batch<Real>>(table_, num_classes_ + 1, dim_);
   }
+  /// The gradient of the table, accumulated by backward().
   [[nodiscard]] Eigen::Map<Batch<Real>> weight_grad() noexcept {
     return Eigen::Map<Batch<Real>>(grad_, num_classes_ + 1, dim_);
   }

@@ -19,10 +19,10 @@ namespace ddpm::nn {
 /// Models exchange images with the samplers as one row per image in planar C x H x W order (the
 /// order of numpy's N x C x H x W arrays); see to_channels_last() / to_planar().
 struct ImageShape {
-  Index batch = 0;
-  Index height = 0;
-  Index width = 0;
-  Index channels = 0;
+  Index batch = 0;     ///< images
+  Index height = 0;    ///< pixel rows per image
+  Index width = 0;     ///< pixels per row
+  Index channels = 0;  ///< channels per pixel
 
   /// Rows of the channels-last matrix: batch * height * width.
   [[nodiscard]] Index pixels() const noexcept { return batch * height * width; }
@@ -30,9 +30,11 @@ struct ImageShape {
   [[nodiscard]] Index plane() const noexcept { return height * width; }
   /// Elements of one image: height * width * channels.
   [[nodiscard]] Index image_size() const noexcept { return height * width * channels; }
+  /// The same shape with `c` channels.
   [[nodiscard]] ImageShape with_channels(Index c) const noexcept {
     return {batch, height, width, c};
   }
+  /// Equal when all four sizes are.
   friend bool operator==(const ImageShape&, const ImageShape&) = default;
 };
 

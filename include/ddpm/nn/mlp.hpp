@@ -34,7 +34,7 @@ struct MlpConfig {
   Index embedding_dim = 64;  ///< sinusoidal time-embedding size (and label-embedding size)
   bool residual = false;     ///< h_k = h_{k-1} + f(h_{k-1} W_k + b_k) for hidden layers k >= 1
   int num_classes = 0;       ///< > 0: learned label embedding added to the time embedding
-  Activation activation = Activation::silu;
+  Activation activation = Activation::silu;  ///< of the hidden layers
   bool zero_init_output = false;  ///< start the last layer at zero (the model predicts 0)
   std::uint64_t seed = 0;         ///< parameter initialization seed
   double max_period = 10000.0;    ///< of the sinusoidal embedding
@@ -99,8 +99,10 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
   using Core = ModelCore<Real, detail::MlpLayers<Real>>;
 
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
+  /// An MLP of `config`, initialized from config.seed; throws InvalidArgument for a bad config.
   explicit Mlp(const MlpConfig& config)
       : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
         config_(config),
@@ -118,9 +120,13 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
     if (config_.num_classes > 0) layers().labels.initialize(rng, layer++);
   }
 
+  /// The configuration it was built with.
   [[nodiscard]] const MlpConfig& config() const noexcept { return config_; }
+  /// Features per row of x_t.
   [[nodiscard]] Index input_dim() const noexcept { return config_.input_dim; }
+  /// Features per row of the output.
   [[nodiscard]] Index output_dim() const noexcept { return config_.output_dim; }
+  /// The number of classes of the label embedding (0: unconditional).
   [[nodiscard]] int num_classes() const noexcept { return config_.num_classes; }
 
   /// out = model(x_t, t) with every label kNoLabel. out is resized to x_t.rows() x output_dim.
@@ -140,6 +146,7 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
   void predict(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
     predict_impl(x_t, t, std::span<const int>(), out, this->training());
   }
+  /// \overload
   void predict(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
                Batch<Real>& out) {
     predict_impl(x_t, t, labels, out, this->training());
@@ -151,6 +158,7 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
   void linearize(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
     predict_impl(x_t, t, std::span<const int>(), out, true);
   }
+  /// \overload
   void linearize(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
                  Batch<Real>& out) {
     predict_impl(x_t, t, labels, out, true);
@@ -177,6 +185,7 @@ class Mlp : public ModelCore<Real, detail::MlpLayers<Real>> {
 
   /// The hidden layers and the output layer, for inspection.
   [[nodiscard]] std::span<Linear<Real>> hidden_layers() noexcept { return layers().hidden; }
+  /// \copydoc hidden_layers()
   [[nodiscard]] Linear<Real>& output_layer() noexcept { return layers().output; }
 
  private:

@@ -81,6 +81,7 @@ class PointCloudModel : public ModelCore<Real, detail::PointCloudLayers<Real>> {
   using Core = ModelCore<Real, detail::PointCloudLayers<Real>>;
 
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
   /// Coordinates per point.
@@ -101,11 +102,17 @@ class PointCloudModel : public ModelCore<Real, detail::PointCloudLayers<Real>> {
     layers().encoder.initialize(rng, next);
   }
 
+  /// The configuration it was built with.
   [[nodiscard]] const PointCloudModelConfig& config() const noexcept { return config_; }
+  /// Features per point (3).
   [[nodiscard]] Index input_dim() const noexcept { return kPointDim; }
+  /// Output features per point (3: the noise of x, y, z).
   [[nodiscard]] Index output_dim() const noexcept { return kPointDim; }
+  /// The width of a shape's latent code.
   [[nodiscard]] Index latent_dim() const noexcept { return config_.latent_dim; }
+  /// Points per training shape.
   [[nodiscard]] Index points_per_shape() const noexcept { return config_.points_per_shape; }
+  /// T, the number of steps of the point diffusion's schedule.
   [[nodiscard]] int num_timesteps() const noexcept { return static_cast<int>(betas_.size()); }
 
   /// The codes predict() uses (S x latent_dim): from the last encode_clean() or set_codes().
@@ -228,6 +235,7 @@ class PointCloudModel : public ModelCore<Real, detail::PointCloudLayers<Real>> {
 
   /// The networks, for inspection.
   [[nodiscard]] PointDecoder<Real>& decoder() noexcept { return layers().decoder; }
+  /// \copydoc decoder()
   [[nodiscard]] PointEncoder<Real>& encoder() noexcept { return layers().encoder; }
 
  private:

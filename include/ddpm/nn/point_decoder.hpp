@@ -37,7 +37,9 @@ namespace ddpm::nn {
 template <class Real>
 class PointDecoder {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
 
   /// Columns of the time part [beta, sin beta, cos beta] of the context.
@@ -66,6 +68,7 @@ class PointDecoder {
     hidden_.resize(widths.size());
   }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     for (ConcatSquashLinear<Real>& layer : layers_) layer.bind(store);
   }
@@ -77,10 +80,15 @@ class PointDecoder {
     return first_layer;
   }
 
+  /// Features per point.
   [[nodiscard]] Index point_dim() const noexcept { return point_dim_; }
+  /// The width of the latent code it is conditioned on.
   [[nodiscard]] Index latent_dim() const noexcept { return latent_dim_; }
+  /// The context width: the time features plus the latent code.
   [[nodiscard]] Index context_dim() const noexcept { return kTimeFeatures + latent_dim_; }
+  /// True when the output adds x_t: out = CSL_L(h_{L-1}, c) + x_t.
   [[nodiscard]] bool residual() const noexcept { return residual_; }
+  /// The ConcatSquash layers, first to last.
   [[nodiscard]] std::span<ConcatSquashLinear<Real>> layers() noexcept { return layers_; }
 
   /// The context of the last forward(), S x (3 + latent_dim): [beta, sin beta, cos beta, z].

@@ -47,7 +47,9 @@ namespace ddpm::nn {
 template <class Real>
 class PointEncoder {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
 
   /// Rows per chunk of the bias-gradient sums (a fixed order on any thread count).
@@ -55,6 +57,8 @@ class PointEncoder {
 
   PointEncoder() = default;
 
+  /// Registers the per-point layers (`point_widths`) and the head (`head_widths`, then a last
+  /// layer giving the mean and log-variance, `latent_dim` each) with `store` under `name`.
   PointEncoder(ParameterStore<Real>& store, const std::string& name, Index point_dim,
                const std::vector<Index>& point_widths, const std::vector<Index>& head_widths,
                Index latent_dim)
@@ -86,6 +90,7 @@ class PointEncoder {
     head_out_.resize(head_.size());
   }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     for (Linear<Real>& layer : point_) layer.bind(store);
     for (Linear<Real>& layer : head_) layer.bind(store);
@@ -99,7 +104,9 @@ class PointEncoder {
     return first_layer;
   }
 
+  /// Features per point.
   [[nodiscard]] Index point_dim() const noexcept { return point_dim_; }
+  /// The width of the latent code.
   [[nodiscard]] Index latent_dim() const noexcept { return latent_dim_; }
   /// Channels of the pooled feature (the last per-point width).
   [[nodiscard]] Index channels() const noexcept { return point_.back().out_features(); }

@@ -59,7 +59,9 @@ namespace ddpm::nn {
 template <class Real>
 class ResBlock {
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
+  /// A writable row-major batch view.
   using Ref = Eigen::Ref<Batch<Real>>;
 
   /// Layer ids initialize() uses, starting at its `first_layer`.
@@ -67,6 +69,8 @@ class ResBlock {
 
   ResBlock() = default;
 
+  /// Registers the norms, convolutions, the embedding projection and (when the channels change) the
+  /// 1x1 skip convolution with `store` under `name`.
   ResBlock(ParameterStore<Real>& store, const std::string& name, Index in_channels,
            Index out_channels, Index embedding_dim, Index groups, double dropout,
            EmbeddingInjection injection = EmbeddingInjection::add)
@@ -85,6 +89,7 @@ class ResBlock {
     }
   }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     norm1_.bind(store);
     conv1_.bind(store);
@@ -105,7 +110,9 @@ class ResBlock {
     if (skip_) skip_->initialize(rng, first_layer + 3);
   }
 
+  /// Input channels.
   [[nodiscard]] Index in_channels() const noexcept { return in_; }
+  /// Output channels.
   [[nodiscard]] Index out_channels() const noexcept { return out_; }
 
   /// y = block(x, e). x: s.pixels() x in_channels, e: s.batch x embedding_dim (SiLU already

@@ -32,6 +32,8 @@ class TimeEmbedding {
   static constexpr std::uint32_t kLayerIds = 3;
 
   TimeEmbedding() = default;
+  /// Registers the two Linear layers ("<name>.0", "<name>.1") and, when num_classes > 0, the label
+  /// table ("label_embedding") with `store`.
   TimeEmbedding(ParameterStore<Real>& store, const std::string& name, Index sinusoidal_dim,
                 Index dim, int num_classes, double max_period)
       : sinusoidal_(sinusoidal_dim, max_period), dim_(dim), num_classes_(num_classes) {
@@ -41,19 +43,23 @@ class TimeEmbedding {
       labels_table_ = LabelEmbedding<Real>(store, "label_embedding", num_classes, dim);
   }
 
+  /// Points the layer at `store`'s buffers, after store.allocate() (and, for a copy, BoundLayers).
   void bind(ParameterStore<Real>& store) noexcept {
     first_.bind(store);
     second_.bind(store);
     if (num_classes_ > 0) labels_table_.bind(store);
   }
 
+  /// Initializes its layers with layer ids first_layer .. first_layer + kLayerIds - 1.
   void initialize(const CounterRng& rng, std::uint32_t first_layer) {
     first_.initialize(rng, first_layer);
     second_.initialize(rng, first_layer + 1);
     if (num_classes_ > 0) labels_table_.initialize(rng, first_layer + 2);
   }
 
+  /// The width of the embedding it outputs.
   [[nodiscard]] Index dim() const noexcept { return dim_; }
+  /// The number of classes of the label table (0: none).
   [[nodiscard]] int num_classes() const noexcept { return num_classes_; }
 
   /// Throws InvalidArgument unless labels is empty or has `rows` entries, each valid for the model

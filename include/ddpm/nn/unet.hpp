@@ -39,11 +39,13 @@ struct UNetConfig {
   /// Image sides (e.g. 14, 7) at which every ResBlock is followed by self-attention. The middle
   /// block always has attention.
   std::vector<Index> attention_resolutions = {};
-  Index attention_heads = 1;
-  Index groups = 8;      ///< GroupNorm groups everywhere
-  double dropout = 0.0;  ///< in every ResBlock, before its second convolution
-  int num_classes = 0;   ///< > 0: a learned label embedding is added to the time embedding
-  EmbeddingInjection injection = EmbeddingInjection::add;
+  Index attention_heads = 1;  ///< heads of every attention layer (channels divisible by it)
+  Index groups = 8;           ///< GroupNorm groups everywhere
+  double dropout = 0.0;       ///< in every ResBlock, before its second convolution
+  int num_classes = 0;        ///< > 0: a learned label embedding is added to the time embedding
+  EmbeddingInjection injection =
+      EmbeddingInjection::add;  ///< how ResBlocks take the time embedding: added (Ho et al.) or
+                                ///< scale-shift (Nichol & Dhariwal)
   /// Start every ResBlock's last conv, attention projection and the output conv at zero (each
   /// block starts as its skip path), as improved-diffusion does. Off in the UNetSmall reference.
   bool zero_init = false;
@@ -97,8 +99,10 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
   using Core = ModelCore<Real, detail::UNetLayers<Real>>;
 
  public:
+  /// Any row-major batch view, read without a copy.
   using ConstRef = Eigen::Ref<const Batch<Real>>;
 
+  /// A UNet of `config`, initialized from config.seed; throws InvalidArgument for a bad config.
   explicit UNet(const UNetConfig& config)
       : Core([&](ParameterStore<Real>& store) { return build(validated(config), store); }),
         config_(config),
@@ -114,6 +118,7 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
     layers().graph.initialize(rng, layer);
   }
 
+  /// The configuration it was built with.
   [[nodiscard]] const UNetConfig& config() const noexcept { return config_; }
   /// Features per row of x_t: image_channels * height * width.
   [[nodiscard]] Index input_dim() const noexcept {
@@ -123,6 +128,7 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
   [[nodiscard]] Index output_dim() const noexcept {
     return config_.output_channels * config_.height * config_.width;
   }
+  /// The number of classes of the label embedding (0: unconditional).
   [[nodiscard]] int num_classes() const noexcept { return config_.num_classes; }
 
   /// out = model(x_t, t), all labels kNoLabel.
@@ -141,6 +147,7 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
   void predict(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
     predict_impl(x_t, t, std::span<const int>(), out, this->training(), this->training());
   }
+  /// \overload
   void predict(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
                Batch<Real>& out) {
     predict_impl(x_t, t, labels, out, this->training(), this->training());
@@ -152,6 +159,7 @@ class UNet : public ModelCore<Real, detail::UNetLayers<Real>> {
   void linearize(ConstRef x_t, std::span<const double> t, Batch<Real>& out) {
     predict_impl(x_t, t, std::span<const int>(), out, true, false);
   }
+  /// \overload
   void linearize(ConstRef x_t, std::span<const double> t, std::span<const int> labels,
                  Batch<Real>& out) {
     predict_impl(x_t, t, labels, out, true, false);
