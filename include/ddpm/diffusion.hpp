@@ -28,20 +28,42 @@
 namespace ddpm {
 
 /// What the network predicts (REFERENCE.md, "Model output parameterizations").
-enum class ModelOutput { epsilon, x0, v };
+enum class ModelOutput {
+  epsilon,  ///< the noise eps of x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps (Ho et al. 2020)
+  x0,       ///< the clean data x_0
+  v         ///< v = sqrt(ab) eps - sqrt(1 - ab) x_0 (Salimans & Ho 2022)
+};
 /// The variance of p(x_{t-1} | x_t).
-enum class VarianceKind { fixed_small, fixed_large, learned, learned_range };
+enum class VarianceKind {
+  fixed_small,   ///< beta-tilde_t, the posterior variance (Ho et al.'s sigma_t^2 lower bound)
+  fixed_large,   ///< beta_t (the upper bound)
+  learned,       ///< the model outputs log sigma_t^2 directly
+  learned_range  ///< the model outputs f in [-1, 1]: log variance between log beta-tilde and log
+                 ///< beta
+};
 /// The training loss. kl is L_t in bits per dim; rescaled_kl multiplies it by T; hybrid is
 /// mse + lambda L_t with the mean's gradient stopped in the bound term (Nichol & Dhariwal 2021).
-enum class LossKind { simple, kl, rescaled_kl, hybrid };
+enum class LossKind {
+  simple,       ///< the MSE of the predicted quantity (Ho et al. 2020, eq. 14)
+  kl,           ///< the bound term L_t
+  rescaled_kl,  ///< L_t multiplied by T
+  hybrid        ///< simple + lambda L_t, the mean stopped in L_t (needs a learned variance)
+};
 /// The decoder p(x_0 | x_1): a Gaussian density for continuous data (nats/dim), or the 8-bit
 /// discretized Gaussian for images in [-1, 1] (bits/dim).
-enum class Decoder { continuous, discretized };
+enum class Decoder {
+  continuous,  ///< a Gaussian density, nats/dim
+  discretized  ///< the discretized Gaussian over 256 bins of [-1, 1], bits/dim
+};
 
 /// A weight on the simple loss per timestep (Hang et al. 2023): min-SNR-gamma weights the MSE of
 /// the predicted quantity so that every parameterization weights the x_0 error by min(SNR, g);
 /// soft-min-SNR uses SNR g / (SNR + g) instead (see snr_loss_weight).
-enum class SnrWeighting { none, min_snr, soft_min_snr };
+enum class SnrWeighting {
+  none,         ///< every timestep weighted 1
+  min_snr,      ///< min(SNR, gamma) on the x_0 error
+  soft_min_snr  ///< SNR gamma / (SNR + gamma) on the x_0 error
+};
 
 /// Options of a GaussianDiffusion; the defaults are those of Ho et al. 2020 on continuous data.
 struct DiffusionOptions {

@@ -35,15 +35,15 @@ namespace ddpm {
 /// Which reverse process draws the samples: ancestral (Ho et al. 2020, Algorithm 2; named "ddpm"),
 /// DDIM (Song et al. 2021) or one of the grid solvers of SolverSampler.
 enum class SamplerKind {
-  ancestral,
-  ddim,
-  euler,
-  euler_ancestral,
-  heun,
-  dpmpp_2m,
-  dpmpp_3m,
-  dpmpp_2m_sde,
-  unipc
+  ancestral,        ///< AncestralSampler, one step per schedule step (named "ddpm")
+  ddim,             ///< DdimSampler (eta 0 unless set)
+  euler,            ///< SolverKind::euler
+  euler_ancestral,  ///< SolverKind::euler_ancestral
+  heun,             ///< SolverKind::heun
+  dpmpp_2m,         ///< SolverKind::dpmpp_2m
+  dpmpp_3m,         ///< SolverKind::dpmpp_3m
+  dpmpp_2m_sde,     ///< SolverKind::dpmpp_2m_sde
+  unipc             ///< SolverKind::unipc
 };
 
 /// The names of the SamplerKind values, for to_string, parse_enum and command-line choices.

@@ -30,7 +30,15 @@
 namespace ddpm {
 
 /// The grid solvers of SolverSampler.
-enum class SolverKind { euler, euler_ancestral, heun, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc };
+enum class SolverKind {
+  euler,            ///< Euler on the probability-flow ODE (Karras et al. 2022)
+  euler_ancestral,  ///< Euler with ancestral noise (k-diffusion's euler_a)
+  heun,             ///< Heun's second-order method (Karras et al. 2022, Algorithm 1)
+  dpmpp_2m,         ///< DPM-Solver++(2M) (Lu et al. 2022)
+  dpmpp_3m,         ///< DPM-Solver++(3M)
+  dpmpp_2m_sde,     ///< DPM-Solver++(2M) SDE
+  unipc             ///< UniPC (Zhao et al. 2023), order unipc_order
+};
 
 /// Options of the solvers that have them; the defaults are the reference implementations'.
 struct SolverOptions {

@@ -37,7 +37,11 @@ inline constexpr std::uintmax_t kMaxCheckpointBytes = std::uintmax_t{16} << 30;
 /// One tensor of a checkpoint: a shape and its elements, stored as double or int64 in memory.
 struct Tensor {
   /// The element type on disk (its code in the file).
-  enum class Type : std::uint8_t { f32 = 1, f64 = 2, i64 = 3 };
+  enum class Type : std::uint8_t {
+    f32 = 1,  ///< 32-bit floats
+    f64 = 2,  ///< 64-bit floats
+    i64 = 3   ///< 64-bit signed integers
+  };
   Type type = Type::f64;              ///< f32 and f64 load into `real`, i64 into `integer`
   std::vector<std::uint64_t> shape;   ///< the dimensions, outermost first (rank <= 8)
   std::vector<double> real;           ///< elements of f32 / f64 tensors

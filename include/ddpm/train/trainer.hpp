@@ -41,7 +41,10 @@
 namespace ddpm::train {
 
 /// How training timesteps are drawn (names: "uniform", "importance"; see EnumTable below).
-enum class TimestepSampling { uniform, importance };
+enum class TimestepSampling {
+  uniform,    ///< t uniform over 0..T-1
+  importance  ///< LossSecondMomentSampler: t by the second moment of its loss
+};
 
 }  // namespace ddpm::train
 
