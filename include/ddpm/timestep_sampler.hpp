@@ -123,7 +123,6 @@ class LossSecondMomentSampler {
     refresh();
   }
 
-  // State for checkpoints: the loss history (T x history, oldest first per t) and counts.
   /// The recorded losses for checkpoints: T x history values, oldest first per t.
   [[nodiscard]] const std::vector<double>& loss_history() const noexcept { return losses_; }
   /// How many losses each t has recorded (at most history), for checkpoints.

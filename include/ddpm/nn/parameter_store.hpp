@@ -84,8 +84,7 @@ class ParameterStore {
     }
     return *this;
   }
-  // Moving a std::vector keeps its buffer, so the spans in blocks_ stay valid.
-  /// Moves keep the buffers (std::vector moves them), so the blocks stay valid.
+  /// Moving a std::vector keeps its buffer, so the views of blocks() stay valid.
   ParameterStore(ParameterStore&&) noexcept = default;
   /// \copydoc ParameterStore(ParameterStore&&)
   ParameterStore& operator=(ParameterStore&&) noexcept = default;
