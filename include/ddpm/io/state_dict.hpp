@@ -74,8 +74,8 @@ class StateDictError : public FormatError {
 enum class TensorLayout {
   same,    ///< the same values in the same order (biases, norms, embedding tables)
   linear,  ///< ddpm's in x out (row-major) is torch's nn.Linear.weight [out, in] transposed
-  conv,    ///< ddpm's row (ky * k + kx) * in + ci, column co is torch's Conv2d.weight [co, ci, ky,
-           ///< kx]
+  /// ddpm's row (ky * k + kx) * in + ci, column co is torch's Conv2d.weight [co, ci, ky, kx]
+  conv,
 };
 
 /// One tensor of a bundled network's state_dict: the ddpm parameter block and the PyTorch tensor
@@ -84,7 +84,7 @@ enum class TensorLayout {
 struct StateDictEntry {
   std::string name;                 ///< e.g. "down0.block0.conv1.weight", in both frameworks
   std::vector<std::int64_t> shape;  ///< torch's shape, e.g. {8, 4, 3, 3}
-  TensorLayout layout = TensorLayout::same;
+  TensorLayout layout = TensorLayout::same;  ///< where ddpm keeps each torch element
   /// Number of values (the product of `shape`).
   [[nodiscard]] std::int64_t numel() const noexcept {
     std::int64_t n = 1;
