@@ -5,9 +5,9 @@ writes.
 
 A configuration is a dict whose keys are the C++ config fields (MlpConfig, UNetConfig,
 ClassifierConfig; `seed` and `zero_init*` are ignored: weights come from a state_dict or torch's
-own initialization). Missing keys take the C++ defaults. `config_to_metadata` / `config_from_metadata`
-turn one into the safetensors `__metadata__` strings, with the `model.*` keys of ddpm's
-checkpoints (train/model_fields.hpp) plus `model.kind`.
+own initialization). Missing keys take the C++ defaults. `config_to_metadata` and
+`config_from_metadata` turn one into the safetensors `__metadata__` strings and back, with the
+`model.*` keys of ddpm's checkpoints (train/model_fields.hpp) plus `model.kind`.
 
 Every parameter name is ddpm's parameters() name: "layer0.weight", "time.0.weight",
 "down1.block0.attention.qkv.weight", ... Torch holds Linear weights as [out, in] (ddpm: in x out)
