@@ -2,6 +2,20 @@
 // Umbrella header of the ddpm core: schedules, Gaussian algebra, diffusion, samplers, concepts.
 #pragma once
 
+/// \mainpage ddpm API reference
+/// Denoising diffusion probabilistic models in header-only C++20 on Eigen. Where to start:
+///   - the concepts a network or data source models, each with its requirements and a minimal
+///     model: denoiser.hpp (ddpm::Denoiser, ddpm::TrainableDenoiser, ddpm::DataSource, ...);
+///   - the diffusion itself, its losses and bound: ddpm::NoiseSchedule, ddpm::GaussianDiffusion;
+///   - sampling: ddpm::AncestralSampler, ddpm::DdimSampler, ddpm::SolverSampler, or ddpm::sample
+///     with a ddpm::SamplerSpec; guidance: ddpm::ClassifierFreeGuidance, ddpm::ClassifierGuidance;
+///   - training: ddpm::train::Trainer and ddpm::train::Checkpoint;
+///   - the bundled networks in ddpm::nn, data sets in ddpm::data, metrics in ddpm::eval, files in
+///     ddpm::io.
+///
+/// The README and docs/*.md describe the example programs and the results they reproduce.
+/// Implementation details (the detail namespaces and folders) are left out of this reference.
+
 /// \namespace ddpm
 /// Denoising diffusion probabilistic models: noise schedules, the Gaussian diffusion (losses,
 /// posterior, variational bound), samplers and ODE solvers, guidance, and the concepts a user's
