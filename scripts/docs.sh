@@ -3,9 +3,11 @@
 # build/doxygen) and fails when doxygen reports any warning, so CI catches an undocumented public
 # entity. Usage: scripts/docs.sh [BUILD_DIR]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+source "$root/scripts/setup.sh"
+ddpm_require_packages doxygen
 build_dir=${1:-build/doxygen}
-command -v doxygen >/dev/null || { echo "docs.sh: doxygen not found (apt-get install doxygen)" >&2; exit 1; }
 mkdir -p "$build_dir/docs"
 log="$build_dir/docs/doxygen-warnings.log"
 # The Doxyfile's settings, with the output directory of this build appended (later lines win).
