@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common_options.hpp"
+#include "../common_sampling.hpp"
 #include "../common_train.hpp"
 #include "ddpm/data/images.hpp"
 #include "ddpm/ddpm.hpp"
@@ -22,6 +23,7 @@
 #include "ddpm/eval/ode_likelihood.hpp"
 #include "ddpm/eval/strided_bound.hpp"
 #include "ddpm/io/json.hpp"
+#include "ddpm/io/npy.hpp"
 #include "ddpm/io/plot.hpp"
 #include "ddpm/io/png.hpp"
 #include "ddpm/io/progress.hpp"
@@ -58,14 +60,26 @@ struct SampleArgs : ddpm_examples::SampleArgs {
   double guidance_rescale = 0.0;     // classifier-free guidance rescale phi
   std::string classifier;
   double classifier_scale = 0.0;
-  int chunk = 256;  // images per sampling batch (memory)
+  int chunk = 256;              // images per sampling batch (memory)
+  ddpm_examples::XInit x_init;  // sample: x_T from a file instead of the prior
+  bool npy_float = false;       // sample: samples.npy as float32 in the model's units
 };
 
-// Draws args.n images (planar rows in [-1, 1]) in chunks; `trajectory` (when given) records the
-// first images of the first chunk.
+// What --x-init accepts for the run's images.
+std::string x_init_shapes(const Run& run) {
+  const ddpm::nn::UNetConfig& m = run.model;
+  return "N x C x H x W (N x " + std::to_string(m.image_channels) + " x " +
+         std::to_string(m.height) + " x " + std::to_string(m.width) + " for this model) or N x " +
+         std::to_string(image_dim(run));
+}
+
+// Draws args.n images (planar rows in [-1, 1]) in chunks, from x_T = *x_init (args.n rows) when
+// given, else from the prior; `trajectory` (when given) records the first images of the first
+// chunk.
 ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& args,
                                std::uint64_t seed,
-                               ddpm::viz::TrajectoryRecorder<Real>* trajectory = nullptr) {
+                               ddpm::viz::TrajectoryRecorder<Real>* trajectory = nullptr,
+                               const ddpm::Batch<Real>* x_init = nullptr) {
   const ddpm::GaussianDiffusion<Real> diffusion = run.diffusion.make<Real>();
   const int T = diffusion.num_timesteps();
   const int classes = run.model.num_classes;
@@ -81,13 +95,13 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
       args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
   ddpm::Index images_done = 0;
-  const ddpm::Batch<Real> samples = ddpm::sample_labeled<Real>(
+  const ddpm::Batch<Real> samples = ddpm_examples::sample_labeled_or_from<Real>(
       {.sampler = args.spec(),
        .guidance = args.guidance,
        .guidance_rescale = args.guidance_rescale,
        .classifier_scale = args.classifier_scale,
        .chunk = args.chunk},
-      diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run),
+      diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run), x_init,
       ddpm::CounterRng(seed), [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
         if (p.done == p.total) images_done = std::min<ddpm::Index>(args.n, first + args.chunk);
         progress.update(
@@ -106,21 +120,41 @@ int grid_columns(ddpm::Index n) {
 // samples.png (a near-square grid) and trajectory.png (the first 8 images at 10 points of the
 // reverse process, from noise to image) in `out`; returns the samples.
 ddpm::Batch<Real> sample_pictures(Model& model, const Run& run, const SampleArgs& args,
-                                  std::uint64_t seed, const fs::path& out) {
+                                  std::uint64_t seed, const fs::path& out,
+                                  const ddpm::Batch<Real>* x_init = nullptr) {
   ddpm::viz::TrajectoryRecorder<Real> trajectory(std::min(args.n, 8), image_dim(run), 10);
-  const ddpm::Batch<Real> samples = draw_samples(model, run, args, seed, &trajectory);
+  const ddpm::Batch<Real> samples = draw_samples(model, run, args, seed, &trajectory, x_init);
   write_grid(out / "samples.png", samples, run, grid_columns(samples.rows()));
   write_grid(out / "trajectory.png", trajectory.frames(), run, trajectory.frame_count());
   return samples;
 }
 
-int sample(const SampleArgs& args, const Common& common, const std::string& png_dir) {
+int sample(SampleArgs args, const Common& common, const std::string& png_dir) {
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::UNetConfig>(args);
+  std::optional<ddpm::Batch<Real>> x_init;
+  if (args.x_init.given()) {
+    const ddpm::nn::UNetConfig& m = run.model;
+    x_init = ddpm_examples::read_x_init<Real>(
+        args.x_init.path,
+        {static_cast<std::uint64_t>(m.image_channels), static_cast<std::uint64_t>(m.height),
+         static_cast<std::uint64_t>(m.width)},
+        x_init_shapes(run));
+    args.n = ddpm_examples::samples_of(args.x_init, args.n, x_init->rows());
+  }
   const fs::path out(common.out);
   fs::create_directories(out);
-  const ddpm::Batch<Real> samples = sample_pictures(model, run, args, common.seed, out);
+  const ddpm::Batch<Real> samples =
+      sample_pictures(model, run, args, common.seed, out, x_init ? &*x_init : nullptr);
   const ddpm::nn::UNetConfig& m = run.model;
-  ddpm::data::write_samples_npy(out / "samples.npy", samples, m.image_channels, m.height, m.width);
+  if (args.npy_float) {
+    const auto u = [](ddpm::Index v) { return static_cast<std::uint64_t>(v); };
+    ddpm::io::write_npy(out / "samples.npy",
+                        {u(samples.rows()), u(m.image_channels), u(m.height), u(m.width)},
+                        std::vector<float>(samples.data(), samples.data() + samples.size()));
+  } else {
+    ddpm::data::write_samples_npy(out / "samples.npy", samples, m.image_channels, m.height,
+                                  m.width);
+  }
   if (!png_dir.empty()) {
     ddpm::io::write_image_pngs(png_dir, samples, static_cast<int>(m.image_channels),
                                static_cast<int>(m.height), static_cast<int>(m.width));
@@ -379,6 +413,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   sample_cmd->add_option("--png-dir", png_dir, "also write one PNG per sample into this folder");
+  ddpm_examples::add_x_init_option(*sample_cmd, sample_args.x_init, sample_cmd->get_option("--n"),
+                                   "N x C x H x W or N x (C H W) values");
+  sample_cmd->add_flag("--npy-float", sample_args.npy_float,
+                       "write samples.npy as float32 N x C x H x W in the model's units (x_0 as "
+                       "the sampler returns it, not rounded to bytes), e.g. to compare with "
+                       "another framework");
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
 
   EvalArgs eval_args;

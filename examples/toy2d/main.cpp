@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../common_options.hpp"
+#include "../common_sampling.hpp"
 #include "../common_train.hpp"
 #include "ddpm/data/points.hpp"
 #include "ddpm/data/toy2d.hpp"
@@ -46,6 +47,7 @@ using PointClassifier = ddpm::train::PointClassifier<Real>;
 struct SampleArgs : ddpm_examples::SampleArgs, ddpm_examples::GuidanceArgs {
   bool exact = false;  // the exact denoiser of the 8gaussians mixture instead of the network
   std::vector<double> guidance_sweep;  // sample: a strip of the same labels at these weights w
+  ddpm_examples::XInit x_init;         // sample: x_T from a file instead of the prior
 };
 
 // The run's data in the user's units: a built-in distribution, or the points of train --data (with
@@ -227,11 +229,13 @@ std::vector<int> labels_for(const Sampler& s, const SampleArgs& args, ddpm::Inde
                              args.label != ddpm::kClassesInTurn, "--");
 }
 
-// Draws one sample per label with the sampler and guidance of args, in the user's units; writes a
-// reverse-process strip when strip_path is not empty.
+// Draws one sample per label with the sampler and guidance of args, in the user's units, from
+// x_T = *x_init (one row per label) when given, else from the prior; writes a reverse-process
+// strip when strip_path is not empty.
 ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
                                const SampleArgs& args, std::span<const int> labels,
-                               std::uint64_t seed, const fs::path& strip_path) {
+                               std::uint64_t seed, const fs::path& strip_path,
+                               const ddpm::Batch<Real>* x_init = nullptr) {
   const ddpm::GaussianDiffusion<Real> diffusion = run.diffusion.make<Real>();
   const int T = diffusion.num_timesteps();
   ddpm::viz::ReverseStripRecorder<Real> strip(
@@ -244,12 +248,12 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
                                       .classifier_scale = args.classifier_scale,
                                       .chunk = static_cast<ddpm::Index>(labels.size())};
   const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {
-    return ddpm::sample_labeled<Real>(options, diffusion, denoiser, classifier, labels, 2,
-                                      ddpm::CounterRng(seed),
-                                      [&](ddpm::Index, const ddpm::SamplerProgress<Real>& p) {
-                                        progress.update(p.done);
-                                        strip(p);
-                                      });
+    return ddpm_examples::sample_labeled_or_from<Real>(
+        options, diffusion, denoiser, classifier, labels, 2, x_init, ddpm::CounterRng(seed),
+        [&](ddpm::Index, const ddpm::SamplerProgress<Real>& p) {
+          progress.update(p.done);
+          strip(p);
+        });
   });
   progress.finish();
   if (!strip_path.empty()) {
@@ -438,7 +442,14 @@ int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
   const Points points = open_points(run);
   Sampler sampler = make_sampler(model, run, args);
-  const std::vector<int> labels = labels_for(sampler, args, args.n);
+  std::optional<ddpm::Batch<Real>> x_init;
+  ddpm::Index n = args.n;
+  if (args.x_init.given()) {
+    x_init = ddpm_examples::read_x_init<Real>(args.x_init.path, {2}, "N x 2 points");
+    n = ddpm_examples::samples_of(args.x_init, args.n, x_init->rows());
+  }
+  const ddpm::Batch<Real>* x_T = x_init ? &*x_init : nullptr;
+  const std::vector<int> labels = labels_for(sampler, args, n);
   // Checked before the first sampling: each weight as --guidance would be.
   for (const double w : args.guidance_sweep) {
     SampleArgs one = args;
@@ -448,7 +459,7 @@ int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
   const fs::path out(common.out);
   fs::create_directories(out);
   const ddpm::Batch<Real> samples =
-      draw_samples(sampler, run, points, args, labels, common.seed + 2, out / "reverse.png");
+      draw_samples(sampler, run, points, args, labels, common.seed + 2, out / "reverse.png", x_T);
   write_samples(out, samples, labels, points, describe(args), common.seed);
   std::string written = "samples.csv, samples.npy, samples.png, compare.png, reverse.png";
   if (!args.guidance_sweep.empty()) {
@@ -457,9 +468,9 @@ int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
     for (const double w : args.guidance_sweep) {
       SampleArgs one = args;
       one.guidance = w;
-      panels.push_back(
-          ddpm::io::make_panel(draw_samples(sampler, run, points, one, labels, common.seed + 2, {}),
-                               "w = " + ddpm::detail::to_text(w), "", points.frame()));
+      panels.push_back(ddpm::io::make_panel(
+          draw_samples(sampler, run, points, one, labels, common.seed + 2, {}, x_T),
+          "w = " + ddpm::detail::to_text(w), "", points.frame()));
     }
     const std::vector<std::vector<int>> colors(panels.size(), labels);
     ddpm::io::write_png(out / "guidance.png",
@@ -735,6 +746,8 @@ int main(int argc, char** argv) {
                    "also draw the same labels and noise at each of these weights w into "
                    "guidance.png, e.g. 0,1,3,10")
       ->delimiter(',');
+  ddpm_examples::add_x_init_option(*sample_cmd, sample_args.x_init, sample_cmd->get_option("--n"),
+                                   "N x 2 points");
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
 
   CLI::App* eval_cmd =
