@@ -94,9 +94,10 @@ void check_rounding_exhaustively(Decode decode, Encode encode, std::uint16_t inf
       if (encode(a) != bits || encode(mid) != tie || encode(std::nextafter(mid, 0.0)) != bits ||
           encode(std::nextafter(mid, 2 * mid)) != up) {
         if (++failures <= 5) {
-          FAIL_CHECK("pattern 0x" << std::hex << bits << ": " << encode(a) << " " << encode(mid)
-                                  << " " << encode(std::nextafter(mid, 0.0)) << " "
-                                  << encode(std::nextafter(mid, 2 * mid)));
+          FAIL_CHECK("pattern " << int{bits} << ": value, midpoint, below, above encode to "
+                                << int{encode(a)} << ", " << int{encode(mid)} << ", "
+                                << int{encode(std::nextafter(mid, 0.0))} << ", "
+                                << int{encode(std::nextafter(mid, 2 * mid))});
         }
       }
     }
@@ -143,13 +144,15 @@ TEST_CASE("F16 and BF16 decode every one of the 65536 patterns as the closed for
   CHECK(bf16_failures == 0);
 }
 
-TEST_CASE("F16 and BF16 encoding rounds to nearest, ties to even, over every pattern") {
-  check_rounding_exhaustively(
-      [](std::uint16_t b) { return static_cast<double>(ddpm::io::half_bits_to_float(b)); },
-      ddpm::io::double_to_half_bits, 0x7c00);
-  check_rounding_exhaustively(
-      [](std::uint16_t b) { return static_cast<double>(ddpm::io::bfloat16_bits_to_float(b)); },
-      ddpm::io::double_to_bfloat16_bits, 0x7f80);
+TEST_CASE("F16 and BF16 encoding rounds to nearest, ties to even") {
+  SUBCASE("every pattern: values, midpoints and their neighbours") {
+    check_rounding_exhaustively(
+        [](std::uint16_t b) { return static_cast<double>(ddpm::io::half_bits_to_float(b)); },
+        ddpm::io::double_to_half_bits, 0x7c00);
+    check_rounding_exhaustively(
+        [](std::uint16_t b) { return static_cast<double>(ddpm::io::bfloat16_bits_to_float(b)); },
+        ddpm::io::double_to_bfloat16_bits, 0x7f80);
+  }
 
   SUBCASE("infinities, NaN and values far outside the range") {
     CHECK(ddpm::io::double_to_half_bits(kInf) == 0x7c00);
@@ -568,7 +571,7 @@ TEST_CASE("corrupt files are rejected with FormatError naming the file, the tens
     return raw_file("{\"w\":{" + entry + "}}", data);
   };
   struct Broken {
-    const char* name;
+    std::string name;
     std::string bytes;
     const char* message;
   };
