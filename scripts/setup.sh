@@ -20,7 +20,10 @@ ddpm_require_packages() {
   fi
 }
 
-# What the library, examples and tests need (OpenMP comes with g++'s libgomp; python3-numpy dataset-fashion-mnist lets the
-# .npy interoperability test run instead of skipping).
-DDPM_BUILD_PACKAGES=(g++ cmake make libeigen3-dev doctest-dev libstb-dev libcli11-dev zlib1g-dev
-  libbenchmark-dev clang-format python3-numpy dataset-fashion-mnist nlohmann-json3-dev)
+# What the library, examples and tests need (OpenMP comes with g++'s libgomp). python3-numpy and
+# python3-torch let the .npy and cross-framework (safetensors, DDIM) tests run instead of skipping;
+# libtorch-dev builds examples/libtorch_denoiser; pkg-config and doxygen serve the consumer test and
+# the API reference.
+DDPM_BUILD_PACKAGES=(g++ cmake make pkg-config libeigen3-dev doctest-dev libstb-dev libcli11-dev
+  zlib1g-dev libbenchmark-dev clang-format python3-numpy python3-torch libtorch-dev doxygen
+  dataset-fashion-mnist nlohmann-json3-dev)
