@@ -17,6 +17,7 @@
 #include "../common_options.hpp"
 #include "../common_sampling.hpp"
 #include "../common_train.hpp"
+#include "../common_weights.hpp"
 #include "ddpm/data/images.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/feature_frechet.hpp"
@@ -60,9 +61,10 @@ struct SampleArgs : ddpm_examples::SampleArgs {
   double guidance_rescale = 0.0;     // classifier-free guidance rescale phi
   std::string classifier;
   double classifier_scale = 0.0;
-  int chunk = 256;              // images per sampling batch (memory)
-  ddpm_examples::XInit x_init;  // sample: x_T from a file instead of the prior
-  bool npy_float = false;       // sample: samples.npy as float32 in the model's units
+  int chunk = 256;                     // images per sampling batch (memory)
+  ddpm_examples::XInit x_init;         // sample: x_T from a file instead of the prior
+  bool npy_float = false;              // sample: samples.npy as float32 in the model's units
+  ddpm_examples::WeightsArgs weights;  // sample: a safetensors file instead of a checkpoint
 };
 
 // What --x-init accepts for the run's images.
@@ -129,8 +131,10 @@ ddpm::Batch<Real> sample_pictures(Model& model, const Run& run, const SampleArgs
   return samples;
 }
 
-int sample(SampleArgs args, const Common& common, const std::string& png_dir) {
-  auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::UNetConfig>(args);
+int sample(SampleArgs args, const Common& common, const std::string& png_dir,
+           const Run& from_options) {
+  auto [run, model] =
+      ddpm_examples::load_model<Model, ddpm::nn::UNetConfig>(args, args.weights, from_options);
   std::optional<ddpm::Batch<Real>> x_init;
   if (args.x_init.given()) {
     const ddpm::nn::UNetConfig& m = run.model;
@@ -419,6 +423,33 @@ int main(int argc, char** argv) {
                        "write samples.npy as float32 N x C x H x W in the model's units (x_0 as "
                        "the sampler returns it, not rounded to bytes), e.g. to compare with "
                        "another framework");
+  ddpm_examples::add_weights_option(*sample_cmd, sample_args.weights, "torch_models.UNet");
+  // The run of a --weights file without __metadata__: UNetSmall on 1 x 28 x 28 images and train's
+  // diffusion by default.
+  Run weights_run = run;
+  weights_run.data.name = "none";
+  ddpm_examples::add_settings_options(*sample_cmd, sample_args.weights, [&] {
+    ddpm_examples::add_diffusion_options(*sample_cmd, weights_run.diffusion);
+    ddpm_examples::add_model_options(*sample_cmd, weights_run.model);
+    ddpm::nn::UNetConfig& m = weights_run.model;
+    sample_cmd->add_option("--channels", m.image_channels, "image channels")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    sample_cmd->add_option("--height", m.height, "image height")
+        ->check(CLI::Range(1, 65536))
+        ->capture_default_str();
+    sample_cmd->add_option("--width", m.width, "image width")
+        ->check(CLI::Range(1, 65536))
+        ->capture_default_str();
+    sample_cmd->add_option("--groups", m.groups, "GroupNorm groups")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    sample_cmd
+        ->add_option("--classes", m.num_classes,
+                     "classes of a class-conditional network (0: unconditional)")
+        ->check(CLI::Range(0, 1000000))
+        ->capture_default_str();
+  });
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
 
   EvalArgs eval_args;
@@ -484,6 +515,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ddpm_examples::add_common_options(*classifier_cmd, classifier_common);
 
+  ddpm_examples::ExportArgs export_args;
+  CLI::App* export_cmd = ddpm_examples::add_export_command(app, export_args, "torch_models.UNet");
+
   ddpm_examples::InfoCommand info;
   info.add(app);
 
@@ -493,7 +527,12 @@ int main(int argc, char** argv) {
       return train(run, image_args, train_args, train_common);
     }
     if (*sample_cmd) {
-      return sample(sample_args, sample_common, png_dir);
+      ddpm::nn::UNetConfig& m = weights_run.model;
+      m.output_channels = (weights_run.diffusion.learned_variance() ? 2 : 1) * m.image_channels;
+      return sample(sample_args, sample_common, png_dir, weights_run);
+    }
+    if (*export_cmd) {
+      return ddpm_examples::export_weights<Model, ddpm::nn::UNetConfig>(export_args);
     }
     if (*eval_cmd) {
       return eval(eval_args, eval_common);

@@ -19,6 +19,7 @@
 #include "../common_options.hpp"
 #include "../common_sampling.hpp"
 #include "../common_train.hpp"
+#include "../common_weights.hpp"
 #include "ddpm/data/points.hpp"
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
@@ -48,7 +49,11 @@ struct SampleArgs : ddpm_examples::SampleArgs, ddpm_examples::GuidanceArgs {
   bool exact = false;  // the exact denoiser of the 8gaussians mixture instead of the network
   std::vector<double> guidance_sweep;  // sample: a strip of the same labels at these weights w
   ddpm_examples::XInit x_init;         // sample: x_T from a file instead of the prior
+  ddpm_examples::WeightsArgs weights;  // sample: a safetensors file instead of a checkpoint
 };
+
+// The data name of a --weights run without __metadata__: no data known, samples in model units.
+constexpr const char* kNoData = "none";
 
 // The run's data in the user's units: a built-in distribution, or the points of train --data (with
 // the standardization and picture frame the checkpoint records).
@@ -93,6 +98,10 @@ struct Points {
   }
 
   [[nodiscard]] bool from_file() const { return config.from_file(); }
+  // Whether draw() has points: a built-in distribution, or a file that could be read.
+  [[nodiscard]] bool has_data() const {
+    return from_file() ? rows.rows() > 0 : config.name != kNoData;
+  }
   [[nodiscard]] ddpm::data::Standardization units() const { return {config.mean, config.scale}; }
   [[nodiscard]] ddpm::io::Frame frame() const {
     const std::vector<double>& f = config.frame;
@@ -168,7 +177,7 @@ struct Sampler {
 // The exact mixture of the run's data; `option` (--exact or --classifier) needs one.
 ddpm::GaussianMixture exact_mixture(const Run& run, const std::string& option) {
   std::optional<ddpm::GaussianMixture> mixture;
-  if (!run.data.from_file()) {
+  if (!run.data.from_file() && run.data.name != kNoData) {
     mixture = ddpm::data::toy_mixture(ddpm::parse_enum<ddpm::data::ToyDataset>(run.data.name));
   }
   ddpm::detail::require(mixture.has_value(), option, run.data.name,
@@ -331,7 +340,7 @@ void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples,
   }
   ddpm::io::write_npy(out / "samples.npy", samples);
   std::vector<ddpm::io::Panel> panels;
-  if (!points.from_file() || points.rows.rows() > 0) {
+  if (points.has_data()) {
     panels.push_back(ddpm::io::make_panel(points.draw(samples.rows(), seed + 1000003), "data", "",
                                           points.frame()));
   }
@@ -438,8 +447,10 @@ Points open_points(const Run& run) {
   }
 }
 
-int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
-  auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
+int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common,
+           const Run& from_options) {
+  auto [run, model] =
+      ddpm_examples::load_model<Model, ddpm::nn::MlpConfig>(args, args.weights, from_options);
   const Points points = open_points(run);
   Sampler sampler = make_sampler(model, run, args);
   std::optional<ddpm::Batch<Real>> x_init;
@@ -748,7 +759,24 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   ddpm_examples::add_x_init_option(*sample_cmd, sample_args.x_init, sample_cmd->get_option("--n"),
                                    "N x 2 points");
+  ddpm_examples::add_weights_option(*sample_cmd, sample_args.weights, "torch_models.ToyMlp");
+  // The run of a --weights file without __metadata__: ToyMLP and train's diffusion by default.
+  Run weights_run;
+  weights_run.model = ddpm::nn::toy_mlp_config();
+  weights_run.data.name = kNoData;
+  ddpm_examples::add_settings_options(*sample_cmd, sample_args.weights, [&] {
+    ddpm_examples::add_diffusion_options(*sample_cmd, weights_run.diffusion);
+    ddpm_examples::add_model_options(*sample_cmd, weights_run.model);
+    sample_cmd
+        ->add_option("--classes", weights_run.model.num_classes,
+                     "classes of a conditional network (0: unconditional)")
+        ->check(CLI::Range(0, 1000000))
+        ->capture_default_str();
+  });
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
+
+  ddpm_examples::ExportArgs export_args;
+  CLI::App* export_cmd = ddpm_examples::add_export_command(app, export_args, "torch_models.ToyMlp");
 
   CLI::App* eval_cmd =
       app.add_subcommand("eval",
@@ -797,7 +825,11 @@ int main(int argc, char** argv) {
       return train(run, data_file, train_args, conditional, train_sampling, train_common);
     }
     if (*sample_cmd) {
-      return sample(sample_args, sample_common);
+      weights_run.model.output_dim = weights_run.diffusion.learned_variance() ? 4 : 2;
+      return sample(sample_args, sample_common, weights_run);
+    }
+    if (*export_cmd) {
+      return ddpm_examples::export_weights<Model, ddpm::nn::MlpConfig>(export_args);
     }
     if (*eval_cmd) {
       return eval(eval_args, eval_common, bound_n, ode_tolerance);
