@@ -220,8 +220,9 @@ def main():
     if run.std:  # the data's units (Standardization::to_data)
         samples = samples * numpy.array(run.std) + numpy.array(run.mean)
     numpy.save(args.out, samples.astype(numpy.float32))
-    print(f"wrote {args.out}: {samples.shape[0]} samples, DDIM {min(args.sample_steps, len(run.betas))}"
-          f" steps (eta 0), {run.kind}, {run.output}, clip_x0 {run.clip_x0}")
+    steps = min(args.sample_steps, len(run.betas))
+    print(f"wrote {args.out}: {samples.shape[0]} samples, DDIM {steps} steps (eta 0), {run.kind}, "
+          f"{run.output}, clip_x0 {run.clip_x0}")
 
 
 if __name__ == "__main__":

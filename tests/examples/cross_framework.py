@@ -181,8 +181,10 @@ def main():
     run(args.images, "sample", "--weights", o("unet_export.safetensors"), "--x-init",
         o("x_unet.npy"), *ddim, "--npy-float", "--out", o("unet_weights"))
     compare("tiny UNet (eps, clipped) trained on PNGs, ddpm -> PyTorch", o("unet_ckpt/samples.npy"),
-            torch_samples(o("unet_export.safetensors"), o("x_unet.npy"), o("unet_export_torch.npy")))
-    with open(o("unet_ckpt/samples.npy"), "rb") as a, open(o("unet_weights/samples.npy"), "rb") as b:
+            torch_samples(o("unet_export.safetensors"), o("x_unet.npy"),
+                          o("unet_export_torch.npy")))
+    with open(o("unet_ckpt/samples.npy"), "rb") as a, \
+            open(o("unet_weights/samples.npy"), "rb") as b:
         if a.read() != b.read():
             failures.append("images sample --weights of the export != sample --checkpoint")
             print("images: sample --weights of the export differs from sample --checkpoint FAILED")
