@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Sampling from a given x_T (--x-init FILE.npy): the file read and checked against the data's
-// shape, and the reverse process of any sampler, labeled and guided as ddpm::sample_labeled,
-// started from it instead of from the prior, so that a deterministic sampler compares with another
-// framework's point for point.
+// Sampling from a given x_T (--x-init FILE.npy): the option, the file read and checked against the
+// data's shape, and the call that starts ddpm::sample_labeled_from at it instead of the prior, so
+// that a deterministic sampler compares with another framework's point for point.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -25,75 +24,6 @@
 
 namespace ddpm_examples {
 
-/// Runs the reverse process of `spec` over the FULL diffusion from the given x_T (in place) to x_0:
-/// what ddpm::sample(spec, ...) does after drawing x_T from the prior, bitwise (the same samplers,
-/// grids and noise addresses; row i is global sample first_sample + i).
-template <class Real, class M, class OnStep = ddpm::NoProgress>
-void denoise(const ddpm::SamplerSpec& spec, const ddpm::GaussianDiffusion<Real>& diffusion,
-             M& denoiser, ddpm::Batch<Real>& x, const ddpm::CounterRng& rng,
-             std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
-  ddpm::detail::require(!diffusion.schedule().is_respaced(), "diffusion", "a respaced diffusion",
-                        "the full diffusion (the sampler's grid picks the steps)");
-  if (spec.kind == ddpm::SamplerKind::ddim) {
-    ddpm::DdimSampler<Real>(ddpm::detail::respaced_for(spec, diffusion), spec.eta_value())
-        .denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
-    return;
-  }
-  if (spec.kind == ddpm::SamplerKind::ancestral) {
-    ddpm::AncestralSampler<Real>(ddpm::detail::respaced_for(spec, diffusion))
-        .denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
-    return;
-  }
-  ddpm::SolverOptions options = spec.solver;
-  options.eta = spec.eta_value();
-  const int T = diffusion.num_timesteps();
-  ddpm::SolverSampler<Real> solver(
-      diffusion, ddpm::NoiseGrid::make(diffusion.schedule(), spec.grid_kind(), spec.step_count(T)),
-      ddpm::detail::solver_kind(spec.kind), options);
-  solver.denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
-}
-
-/// ddpm::sample_labeled with x_T given: one sample per row of `x_init` (and entry of `labels`),
-/// `chunk` rows per sampler call, guided as sample_labeled guides. With x_init the prior's draw
-/// these are sample_labeled's rows bitwise.
-template <class Real, class M, class C, class OnStep = ddpm::NoProgress>
-ddpm::Batch<Real> sample_labeled_from(const ddpm::LabeledSampling& options,
-                                      const ddpm::GaussianDiffusion<Real>& diffusion, M& model,
-                                      C* classifier, std::span<const int> labels,
-                                      const ddpm::Batch<Real>& x_init, const ddpm::CounterRng& rng,
-                                      OnStep&& on_step = {}) {
-  const auto n = static_cast<ddpm::Index>(labels.size());
-  ddpm::detail::require(n >= 1, "labels.size()", n, "a number of samples >= 1");
-  ddpm::detail::require(x_init.rows() == n, "x_init rows", x_init.rows(),
-                        "one row per label (" + std::to_string(n) + ")");
-  ddpm::detail::require(options.chunk >= 1, "chunk", options.chunk, "a number of samples >= 1");
-  ddpm::Batch<Real> samples = x_init;
-  for (ddpm::Index first = 0; first < n; first += options.chunk) {
-    const ddpm::Index count = std::min(options.chunk, n - first);
-    const std::span<const int> chunk_labels =
-        labels.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(count));
-    ddpm::Batch<Real> x = samples.middleRows(first, count);
-    const auto run = [&](auto& denoiser) {
-      denoise(options.sampler, diffusion, denoiser, x, rng, static_cast<std::uint32_t>(first),
-              [&](const ddpm::SamplerProgress<Real>& p) { on_step(first, p); });
-    };
-    if (classifier != nullptr) {
-      ddpm::ClassifierGuidance<Real, M, C> denoiser(model, *classifier, chunk_labels,
-                                                    options.classifier_scale);
-      run(denoiser);
-    } else if (options.guidance != 0.0) {
-      ddpm::ClassifierFreeGuidance<Real, M> denoiser(model, chunk_labels, options.guidance,
-                                                     options.guidance_rescale);
-      run(denoiser);
-    } else {
-      ddpm::WithLabels<Real, M> denoiser(model, chunk_labels);
-      run(denoiser);
-    }
-    samples.middleRows(first, count) = x;
-  }
-  return samples;
-}
-
 /// sample_labeled_from when `x_init` is given (non-null), else ddpm::sample_labeled: the one call
 /// the programs make.
 template <class Real, class M, class C, class OnStep = ddpm::NoProgress>
@@ -108,8 +38,8 @@ ddpm::Batch<Real> sample_labeled_or_from(const ddpm::LabeledSampling& options,
   }
   ddpm::detail::require(x_init->cols() == dim, "x_init columns", x_init->cols(),
                         "the data dimension " + std::to_string(dim));
-  return sample_labeled_from<Real>(options, diffusion, model, classifier, labels, *x_init, rng,
-                                   std::forward<OnStep>(on_step));
+  return ddpm::sample_labeled_from<Real>(options, diffusion, model, classifier, labels, *x_init,
+                                         rng, std::forward<OnStep>(on_step));
 }
 
 /// --x-init FILE.npy: the x_T every sample starts from (in the model's units: the prior's

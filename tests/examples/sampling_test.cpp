@@ -38,7 +38,7 @@ struct TiltClassifier {
 }  // namespace
 
 TEST_CASE(
-    "--x-init: from the prior's own x_T every sampler and guidance gives sample_labeled's rows") {
+    "sample_labeled_from: every sampler and guidance, chunked, equals the adaptor denoised whole") {
   const ddpm::GaussianDiffusion<double> diffusion(ddpm::NoiseSchedule::linear(100),
                                                   {.output = ddpm::ModelOutput::epsilon});
   ddpm::GaussianMixtureDenoiser<double> exact(ddpm::test::three_components(), diffusion.schedule(),
@@ -60,10 +60,26 @@ TEST_CASE(
                                           .classifier_scale = guide == 2 ? 1.0 : 0.0,
                                           .chunk = 3};
       TiltClassifier* c = guide == 2 ? &classifier : nullptr;
-      const Batch<double> expected =
-          ddpm::sample_labeled<double>(options, diffusion, exact, c, labels, 2, rng);
-      const Batch<double> got = ddpm_examples::sample_labeled_from<double>(
-          options, diffusion, exact, c, labels, x_T, rng);
+      // The adaptor over the whole batch, denoised from x_T in one call.
+      Batch<double> expected = x_T;
+      const auto whole = [&](auto& denoiser) {
+        ddpm::denoise(spec, diffusion, denoiser, expected, rng);
+      };
+      if (guide == 2) {
+        ddpm::ClassifierGuidance<double, decltype(exact), TiltClassifier> guided(
+            exact, classifier, labels, options.classifier_scale);
+        whole(guided);
+      } else if (guide == 1) {
+        ddpm::ClassifierFreeGuidance<double, decltype(exact)> guided(exact, labels,
+                                                                     options.guidance);
+        whole(guided);
+      } else {
+        ddpm::WithLabels<double, decltype(exact)> labeled(exact, labels);
+        whole(labeled);
+      }
+      CHECK(ddpm::sample_labeled<double>(options, diffusion, exact, c, labels, 2, rng) == expected);
+      const Batch<double> got =
+          ddpm::sample_labeled_from<double>(options, diffusion, exact, c, labels, x_T, rng);
       REQUIRE(expected.allFinite());
       CHECK(got == expected);
       const Batch<double> through = ddpm_examples::sample_labeled_or_from<double>(
@@ -75,11 +91,11 @@ TEST_CASE(
     const ddpm::LabeledSampling options{.sampler = {.kind = ddpm::SamplerKind::ddim, .steps = 6}};
     const Batch<double> shifted = x_T.array() + 0.5;
     TiltClassifier* none = nullptr;
-    CHECK(ddpm_examples::sample_labeled_from<double>(options, diffusion, exact, none, labels,
-                                                     shifted, rng) !=
-          ddpm::sample_labeled<double>(options, diffusion, exact, none, labels, 2, rng));
-    CHECK_THROWS_WITH_AS(ddpm_examples::sample_labeled_from<double>(
-                             options, diffusion, exact, none, std::span(labels).first(6), x_T, rng),
+    CHECK(
+        ddpm::sample_labeled_from<double>(options, diffusion, exact, none, labels, shifted, rng) !=
+        ddpm::sample_labeled<double>(options, diffusion, exact, none, labels, 2, rng));
+    CHECK_THROWS_WITH_AS(ddpm::sample_labeled_from<double>(options, diffusion, exact, none,
+                                                           std::span(labels).first(6), x_T, rng),
                          doctest::Contains("x_init rows = 7; allowed: one row per label (6)"),
                          ddpm::InvalidArgument);
     CHECK_THROWS_WITH_AS(ddpm_examples::sample_labeled_or_from<double>(options, diffusion, exact,

@@ -198,9 +198,37 @@ Batch<Real> sample(SamplerKind kind, const GaussianDiffusion<Real>& diffusion, d
                                                   std::forward<OnStep>(on_step));
 }
 
-/// Draws n samples with any sampler over the FULL (not respaced) diffusion: ddpm and ddim on the
-/// spec's grid of schedule steps (karras and exponential are refused: they need a solver), the
-/// solvers on any grid. Row i is global sample first_sample + i for every sampler.
+/// Runs the reverse process of `spec` over the FULL (not respaced) diffusion from the given x_T
+/// (in place) to x_0: ddpm and ddim on the spec's grid of schedule steps (karras and exponential
+/// are refused: they need a solver), the solvers on any grid. Row i is global sample
+/// first_sample + i, whose noise draws do not depend on the other rows; with a deterministic
+/// sampler (DDIM eta = 0, the ODE solvers) x_0 is a function of x_T alone, which is how samples
+/// compare with another framework's point for point.
+template <class Real, class M, class OnStep = NoProgress>
+void denoise(const SamplerSpec& spec, const GaussianDiffusion<Real>& diffusion, M& denoiser,
+             Batch<Real>& x, const CounterRng& rng, std::uint32_t first_sample = 0,
+             OnStep&& on_step = {}) {
+  detail::require(!diffusion.schedule().is_respaced(), "diffusion", "a respaced diffusion",
+                  "the full diffusion (the sampler's grid picks the steps)");
+  if (spec.kind == SamplerKind::ddim) {
+    DdimSampler<Real>(detail::respaced_for(spec, diffusion), spec.eta_value())
+        .denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
+  } else if (spec.kind == SamplerKind::ancestral) {
+    AncestralSampler<Real>(detail::respaced_for(spec, diffusion))
+        .denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
+  } else {
+    SolverOptions options = spec.solver;
+    options.eta = spec.eta_value();
+    const int T = diffusion.num_timesteps();
+    SolverSampler<Real>(diffusion,
+                        NoiseGrid::make(diffusion.schedule(), spec.grid_kind(), spec.step_count(T)),
+                        detail::solver_kind(spec.kind), options)
+        .denoise(denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
+  }
+}
+
+/// Draws n samples with any sampler over the FULL (not respaced) diffusion: x_T from the prior,
+/// then denoise(spec, ...). Row i is global sample first_sample + i for every sampler.
 ///
 ///   const ddpm::SamplerSpec spec{.kind = ddpm::SamplerKind::dpmpp_2m, .steps = 20};
 ///   Batch<float> x = ddpm::sample(spec, diffusion, model, 64, 2, rng);  // 20 network calls
@@ -208,19 +236,9 @@ template <class Real, class M, class OnStep = NoProgress>
 Batch<Real> sample(const SamplerSpec& spec, const GaussianDiffusion<Real>& diffusion, M& denoiser,
                    Index n, Index dim, const CounterRng& rng, std::uint32_t first_sample = 0,
                    OnStep&& on_step = {}) {
-  detail::require(!diffusion.schedule().is_respaced(), "diffusion", "a respaced diffusion",
-                  "the full diffusion (the sampler's grid picks the steps)");
-  if (steps_on_schedule(spec.kind)) {
-    return sample(spec.kind, detail::respaced_for(spec, diffusion), spec.eta_value(), denoiser, n,
-                  dim, rng, first_sample, std::forward<OnStep>(on_step));
-  }
-  SolverOptions options = spec.solver;
-  options.eta = spec.eta_value();
-  const int T = diffusion.num_timesteps();
-  SolverSampler<Real> solver(
-      diffusion, NoiseGrid::make(diffusion.schedule(), spec.grid_kind(), spec.step_count(T)),
-      detail::solver_kind(spec.kind), options);
-  return solver.sample(denoiser, n, dim, rng, first_sample, std::forward<OnStep>(on_step));
+  Batch<Real> x = detail::prior_sample<Real>(n, dim, rng, first_sample);
+  denoise(spec, diffusion, denoiser, x, rng, first_sample, std::forward<OnStep>(on_step));
+  return x;
 }
 
 /// How sample_labeled samples and guides.
@@ -274,32 +292,31 @@ inline constexpr int kClassesInTurn = -2;
   return labels;
 }
 
-/// Draws one sample per entry of `labels` (kNoLabel for none) from a conditional model over the
-/// full diffusion, `chunk` samples per sampler call: with a `classifier` (non-null),
-/// ClassifierGuidance at classifier_scale; else with guidance != 0, ClassifierFreeGuidance at
-/// weight w; else WithLabels. Row i is global sample i of `rng` as in sample(), so the rows do not
-/// depend on the chunk size. on_step(first, progress) follows every step of the chunk whose first
-/// row is `first`.
-///
-///   const Batch<float> x = ddpm::sample_labeled({.sampler = {.kind = SamplerKind::ddim},
-///                                                .guidance = 2.0},
-///                                               diffusion, unet, no_classifier, labels, dim, rng);
+/// Runs the reverse process from x_init (one row per entry of `labels`, kNoLabel for none) of a
+/// conditional model over the full diffusion, `chunk` rows per sampler call: with a `classifier`
+/// (non-null), ClassifierGuidance at classifier_scale; else with guidance != 0,
+/// ClassifierFreeGuidance at weight w; else WithLabels. Row i is global sample i of `rng`, so the
+/// rows do not depend on the chunk size. on_step(first, progress) follows every step of the chunk
+/// whose first row is `first`.
 template <class Real, class M, class C, class OnStep = NoProgress>
-Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusion<Real>& diffusion,
-                           M& model, C* classifier, std::span<const int> labels, Index dim,
-                           const CounterRng& rng, OnStep&& on_step = {}) {
+Batch<Real> sample_labeled_from(const LabeledSampling& options,
+                                const GaussianDiffusion<Real>& diffusion, M& model, C* classifier,
+                                std::span<const int> labels, Batch<Real> x_init,
+                                const CounterRng& rng, OnStep&& on_step = {}) {
   const auto n = static_cast<Index>(labels.size());
   detail::require(n >= 1, "labels.size()", n, "a number of samples >= 1");
+  detail::require(x_init.rows() == n, "x_init rows", x_init.rows(),
+                  [&] { return "one row per label (" + detail::to_text(n) + ")"; });
   detail::require(options.chunk >= 1, "chunk", options.chunk, "a number of samples >= 1");
-  Batch<Real> samples(n, dim);
+  Batch<Real> x;
   for (Index first = 0; first < n; first += options.chunk) {
     const Index count = std::min(options.chunk, n - first);
     const std::span<const int> chunk_labels =
         labels.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(count));
+    x = x_init.middleRows(first, count);
     const auto run = [&](auto& denoiser) {
-      samples.middleRows(first, count) = sample(
-          options.sampler, diffusion, denoiser, count, dim, rng, static_cast<std::uint32_t>(first),
-          [&](const SamplerProgress<Real>& p) { on_step(first, p); });
+      denoise(options.sampler, diffusion, denoiser, x, rng, static_cast<std::uint32_t>(first),
+              [&](const SamplerProgress<Real>& p) { on_step(first, p); });
     };
     if (classifier != nullptr) {
       ClassifierGuidance<Real, M, C> denoiser(model, *classifier, chunk_labels,
@@ -313,8 +330,25 @@ Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusi
       WithLabels<Real, M> denoiser(model, chunk_labels);
       run(denoiser);
     }
+    x_init.middleRows(first, count) = x;
   }
-  return samples;
+  return x_init;
+}
+
+/// sample_labeled_from with x_T drawn from the prior (row i as global sample i):
+///
+///   const Batch<float> x = ddpm::sample_labeled({.sampler = {.kind = SamplerKind::ddim},
+///                                                .guidance = 2.0},
+///                                               diffusion, unet, no_classifier, labels, dim, rng);
+template <class Real, class M, class C, class OnStep = NoProgress>
+Batch<Real> sample_labeled(const LabeledSampling& options, const GaussianDiffusion<Real>& diffusion,
+                           M& model, C* classifier, std::span<const int> labels, Index dim,
+                           const CounterRng& rng, OnStep&& on_step = {}) {
+  const auto n = static_cast<Index>(labels.size());
+  detail::require(n >= 1, "labels.size()", n, "a number of samples >= 1");
+  return sample_labeled_from(options, diffusion, model, classifier, labels,
+                             detail::prior_sample<Real>(n, dim, rng, 0), rng,
+                             std::forward<OnStep>(on_step));
 }
 
 }  // namespace ddpm
