@@ -36,7 +36,7 @@ class FormatError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Training produced a non-finite loss or gradient.
+/// Training produced a non-finite loss or gradient, or a sampler a non-finite network output.
 class NonFiniteError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -35,6 +37,34 @@ struct NoProgress {
 };
 
 namespace detail {
+
+/// Throws NonFiniteError when the network output `out` has a NaN or infinity, naming where: `when`
+/// (e.g. "step 3 of 50"), the timestep, and the first bad sample (global index: first_sample +
+/// row) and value. One vectorized pass, so every sampler keeps it on: a diverged model then stops
+/// at the step that produced it instead of returning a batch of NaNs.
+template <class Real>
+void check_finite_output(const Batch<Real>& out, const std::string& when, double timestep,
+                         std::uint32_t first_sample) {
+  if (out.allFinite()) [[likely]] {
+    return;
+  }
+  for (Index i = 0; i < out.rows(); ++i) {
+    for (Index j = 0; j < out.cols(); ++j) {
+      if (!std::isfinite(out(i, j))) {
+        throw NonFiniteError("ddpm: sampling stopped at " + when + " (timestep " +
+                             to_text(timestep) + "): the network output is " + to_text(out(i, j)) +
+                             " at sample " + std::to_string(static_cast<Index>(first_sample) + i) +
+                             ", output " + std::to_string(j) +
+                             " (a diverged or untrained model, or bad input?)");
+      }
+    }
+  }
+}
+
+/// "step k of n", for check_finite_output.
+inline std::string step_of(int done, int total) {
+  return "step " + std::to_string(done) + " of " + std::to_string(total);
+}
 
 /// Draws the starting batch x_T ~ N(0, I): rows are samples first_sample, first_sample + 1, ...
 template <class Real>
@@ -88,6 +118,8 @@ class ReverseLoop : public SamplesFromPrior<Derived, Real> {
       std::fill(loop_timesteps_.begin(), loop_timesteps_.end(), timestep);
       const std::span<const int> t(loop_timesteps_);
       model.predict(x, t, loop_model_out_);
+      detail::check_finite_output(loop_model_out_, detail::step_of(total - s, total), timestep,
+                                  first_sample);
       const Batch<Real>* guidance = nullptr;
       if constexpr (GuidedDenoiser<M, Real>) {
         model.guidance_gradient(x, t, loop_guidance_);

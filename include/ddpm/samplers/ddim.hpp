@@ -110,6 +110,8 @@ class DdimSampler : public ReverseLoop<DdimSampler<Real>, Real> {
       const int evaluated_at = schedule.timestep(std::max(j - 1, 0));
       timesteps_.assign(static_cast<std::size_t>(x.rows()), evaluated_at);
       model.predict(x, std::span<const int>(timesteps_), model_out);
+      detail::check_finite_output(model_out, "inversion " + detail::step_of(j + 1, total),
+                                  evaluated_at, 0);
       diffusion_.p_mean_variance(model_out, x, timesteps_, reverse_);
       const Real x0_coef =
           static_cast<Real>(schedule.sqrt_alphas_cumprod()[static_cast<std::size_t>(j)]);

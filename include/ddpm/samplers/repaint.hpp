@@ -148,6 +148,9 @@ class RepaintSampler {
       std::fill(timesteps_.begin(), timesteps_.end(), timestep);
       const std::span<const int> t(timesteps_);
       model.predict(x, t, model_out_);
+      detail::check_finite_output(
+          model_out_, detail::step_of(static_cast<int>(p), static_cast<int>(path_.size()) - 1),
+          timestep, first_sample);
       const Batch<Real>* guidance = nullptr;
       if constexpr (GuidedDenoiser<M, Real>) {
         model.guidance_gradient(x, t, guidance_);

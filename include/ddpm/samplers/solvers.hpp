@@ -105,6 +105,8 @@ class LevelEvaluator {
     ++evaluations_;
     detail::require_shape(out_.rows() == n && out_.cols() >= dim, "model output", out_.rows(),
                           out_.cols(), "x's rows and at least x's columns");
+    detail::check_finite_output(out_, "network evaluation " + std::to_string(evaluations_),
+                                level.timestep, first_sample_);
     const Batch<Real>* guidance = nullptr;
     if constexpr (GuidedDenoiser<M, Real>) {
       int_t_.assign(static_cast<std::size_t>(n), rounded);
@@ -154,10 +156,13 @@ class LevelEvaluator {
   [[nodiscard]] int evaluations() const noexcept { return evaluations_; }
   /// Sets the evaluation count to 0.
   void reset_evaluations() noexcept { evaluations_ = 0; }
+  /// The global index of row 0 of the batches evaluated next (for error messages).
+  void set_first_sample(std::uint32_t first_sample) noexcept { first_sample_ = first_sample; }
 
  private:
   DiffusionOptions options_;
   int evaluations_ = 0;
+  std::uint32_t first_sample_ = 0;
   std::vector<int> int_t_;
   std::vector<double> real_t_;
   Batch<Real> out_, guidance_;
@@ -224,6 +229,7 @@ class SolverSampler : public SamplesFromPrior<SolverSampler<Real>, Real> {
   void advance(M& model, Batch<Real>& x, const CounterRng& rng, int until,
                std::uint32_t first_sample = 0, OnStep&& on_step = {}) {
     detail::check_denoiser<M, Real>();
+    evaluate_.set_first_sample(first_sample);
     detail::require(until >= 1 && until <= grid_.steps(), "until", until,
                     "a grid level in 1.." + std::to_string(grid_.steps()));
     detail::InferenceMode<M> inference(model);
