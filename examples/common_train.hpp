@@ -271,6 +271,7 @@ struct SampleArgs {
   double s_churn = 0.0;
   int n = 0;
   bool raw_weights = false;
+  std::optional<ddpm::VarianceKind> sample_variance;  ///< unset: the run's own variance
 
   /// The sampler, its grid, steps and noise.
   [[nodiscard]] ddpm::SamplerSpec spec() const {
@@ -322,6 +323,30 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
   app.add_option("--s-churn", args.s_churn,
                  "euler/heun churn (Karras et al. 2022): noise added back per step, 0 = the ODE")
       ->check(CLI::NonNegativeNumber);
+}
+
+/// --sample-variance, for commands that load their model through load_trained.
+inline void add_sample_variance_option(CLI::App& app, SampleArgs& args) {
+  app.add_option_function<std::string>(
+         "--sample-variance",
+         [&args](const std::string& text) {
+           args.sample_variance = ddpm::parse_enum<ddpm::VarianceKind>(text);
+         },
+         "the reverse-process variance of a model trained with a fixed one: fixed-small "
+         "(posterior beta~_t) or fixed-large (beta_t); L_simple does not train it, so it is a "
+         "sampling choice (default: the run's)")
+      ->check(CLI::IsMember({"fixed-small", "fixed-large"}));
+}
+
+/// --sample-variance: the fixed variance the run is sampled (and its bound evaluated) with.
+template <class ModelConfig>
+void apply_sample_variance(ddpm::train::RunConfig<ModelConfig>& run, const SampleArgs& args) {
+  if (!args.sample_variance) return;
+  ddpm::detail::require(!run.diffusion.learned_variance(), "--sample-variance",
+                        ddpm::to_string(*args.sample_variance),
+                        "only for a model trained with a fixed variance (this one learned it: its "
+                        "variance output is what the sampler uses)");
+  run.diffusion.options.variance = *args.sample_variance;
 }
 
 /// The labels and guidance of sampling a class-conditional model or with a noisy classifier (the
@@ -397,7 +422,8 @@ struct Trained {
 template <class Model, class ModelConfig>
 Trained<Model, ModelConfig> load_trained(const SampleArgs& args) {
   const ddpm::train::Checkpoint c = ddpm::train::Checkpoint::load(args.checkpoint);
-  const auto run = ddpm::train::RunConfig<ModelConfig>::from_checkpoint(c);
+  auto run = ddpm::train::RunConfig<ModelConfig>::from_checkpoint(c);
+  apply_sample_variance(run, args);
   Trained<Model, ModelConfig> trained{run, Model(run.model)};
   ddpm::train::load_weights(c, trained.model, args.weights());
   return trained;

@@ -187,6 +187,7 @@ Trained<Model, ModelConfig> load_model(const SampleArgs& args, const WeightsArgs
   } else {
     run = from_options;
   }
+  apply_sample_variance(*run, args);
   Trained<Model, ModelConfig> trained{*run, Model(run->model)};
   ddpm::io::load_state_dict(file, trained.model);
   return trained;

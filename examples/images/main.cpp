@@ -331,6 +331,7 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
   args.sampler = ddpm::SamplerKind::ddim;
   args.n = 64;
   ddpm_examples::add_sample_options(app, args, true);
+  ddpm_examples::add_sample_variance_option(app, args);
   app.add_option("--label", args.label,
                  "class of every sample (-1: none; default: the classes in turn for a "
                  "class-conditional model)");

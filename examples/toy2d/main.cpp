@@ -690,6 +690,7 @@ void add_toy_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoin
       ->check(CLI::Range(2, 10000000))
       ->capture_default_str();
   if (!with_checkpoint) return;
+  ddpm_examples::add_sample_variance_option(app, args);
   ddpm_examples::add_guidance_options(
       app, args,
       "classifier.ckpt from train-classifier (classifier guidance of the model's unconditional "

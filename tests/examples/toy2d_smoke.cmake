@@ -95,6 +95,28 @@ if(NOT unit STREQUAL "nats/dim")
   message(FATAL_ERROR "nll_bound unit is ${unit}")
 endif()
 
+# --sample-variance: the model (trained with toy2d's fixed-small) sampled with beta_t gives other
+# samples; naming its own variance changes nothing; a model that learned its variance refuses it.
+run_ok(sample --checkpoint ${OUT}/train/model.ckpt --n 100 --sample-steps 20 --out ${OUT}/small)
+run_ok(sample --checkpoint ${OUT}/train/model.ckpt --n 100 --sample-steps 20
+       --sample-variance fixed-large --out ${OUT}/large)
+run_ok(sample --checkpoint ${OUT}/train/model.ckpt --n 100 --sample-steps 20
+       --sample-variance fixed-small --out ${OUT}/small_again)
+file(READ ${OUT}/small/samples.csv small_csv)
+file(READ ${OUT}/large/samples.csv large_csv)
+file(READ ${OUT}/small_again/samples.csv small_again_csv)
+if(small_csv STREQUAL large_csv OR NOT small_csv STREQUAL small_again_csv)
+  message(FATAL_ERROR "--sample-variance: fixed-large must change the samples, fixed-small not")
+endif()
+run_ok(train --dataset moons --steps 5 ${small} --variance learned-range --loss hybrid
+       --out ${OUT}/learned)
+expect_refusal("--sample-variance = fixed-small; allowed: only for a model trained with a fixed"
+               sample --checkpoint ${OUT}/learned/model.ckpt --n 10 --sample-variance fixed-small
+               --out ${OUT}/bad)
+expect_refusal("--sample-variance: learned-range not in"
+               sample --checkpoint ${OUT}/train/model.ckpt --sample-variance learned-range
+               --out ${OUT}/bad)
+
 # The training options of issue 13: v on a zero-terminal-SNR schedule with soft-min-SNR weighting
 # and offset noise trains, samples from SNR = 0 (the evenly spaced steps visit T-1; dpm++2m starts
 # its grid there) and records the options; eps there is refused.
