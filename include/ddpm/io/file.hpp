@@ -46,10 +46,12 @@ inline void write_file_atomically(const std::filesystem::path& path, std::string
   if (ec) fail(ec.message());
 }
 
-/// Reads a whole file, refusing files larger than `max_bytes` before allocating anything.
-/// Throws FormatError naming the file when it cannot be opened or is too large.
-inline std::string read_file(const std::filesystem::path& path, std::uintmax_t max_bytes,
-                             std::string_view what = "file") {
+/// Reads a whole file into a `Bytes` (std::string, or a vector of std::byte), refusing files larger
+/// than `max_bytes` before allocating anything. Throws FormatError naming the file (as `what`) when
+/// it cannot be opened or is too large.
+template <class Bytes = std::string>
+Bytes read_file(const std::filesystem::path& path, std::uintmax_t max_bytes,
+                std::string_view what = "file") {
   std::error_code ec;
   const std::uintmax_t size = std::filesystem::file_size(path, ec);
   if (ec) {
@@ -62,8 +64,8 @@ inline std::string read_file(const std::filesystem::path& path, std::uintmax_t m
                       std::to_string(max_bytes));
   }
   std::ifstream in(path, std::ios::binary);
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  if (!in || !in.read(bytes.data(), static_cast<std::streamsize>(size))) {
+  Bytes bytes(static_cast<std::size_t>(size), typename Bytes::value_type{});
+  if (!in || !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
     throw FormatError("ddpm: " + std::string(what) + " '" + path.string() + "' cannot be read");
   }
   return bytes;

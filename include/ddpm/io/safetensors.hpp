@@ -22,7 +22,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -30,7 +29,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -381,22 +379,8 @@ class SafetensorsFile {
   /// safetensors file.
   [[nodiscard]] static SafetensorsFile load(const std::filesystem::path& path) {
     const std::string source = path.string();
-    std::error_code ec;
-    const std::uintmax_t size = std::filesystem::file_size(path, ec);
-    if (ec)
-      throw FormatError("ddpm: safetensors file '" + source +
-                        "' cannot be opened: " + ec.message());
-    if (size > kMaxSafetensorsFileBytes) {
-      throw FormatError("ddpm: safetensors file '" + source + "' has " + std::to_string(size) +
-                        " bytes, more than the limit of " +
-                        std::to_string(kMaxSafetensorsFileBytes));
-    }
-    std::vector<std::byte> bytes(static_cast<std::size_t>(size));
-    std::ifstream in(path, std::ios::binary);
-    if (!in ||
-        !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
-      throw FormatError("ddpm: safetensors file '" + source + "' cannot be read");
-    }
+    std::vector<std::byte> bytes =
+        read_file<std::vector<std::byte>>(path, kMaxSafetensorsFileBytes, "safetensors file");
     return parse(std::move(bytes), source);
   }
 
