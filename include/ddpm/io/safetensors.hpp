@@ -805,7 +805,9 @@ class SafetensorsWriter {
         break;
     }
     if constexpr (std::is_integral_v<T>) {
-      const auto [low, high] = detail::integer_range(stored);
+      // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+      const std::pair<std::int64_t, std::int64_t> range = detail::integer_range(stored);
+      const std::int64_t low = range.first, high = range.second;
       const auto v = static_cast<std::int64_t>(value);
       ddpm::detail::require(v >= low && v <= high, "value", v, [&] {
         return "an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "] for " +
