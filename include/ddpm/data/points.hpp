@@ -57,8 +57,11 @@ inline Batch<double> load_points(const std::filesystem::path& path) {
     const Index cx = has_xy ? table.column_index("x") : 0;
     const Index cy = has_xy ? table.column_index("y") : 1;
     points.resize(table.values.rows(), 2);
-    points.col(0) = table.values.col(cx);
-    points.col(1) = table.values.col(cy);
+    // A table without rows has no storage: taking its columns would offset a null pointer.
+    if (points.rows() > 0) {
+      points.col(0) = table.values.col(cx);
+      points.col(1) = table.values.col(cy);
+    }
   }
   if (points.rows() < 4 || points.rows() > (Index{1} << 31)) {
     throw FormatError(what + "has " + std::to_string(points.rows()) +

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+// Regression tests for what fuzzing the data readers found (tests/fuzz; the crashers themselves
+// are replayed from tests/fuzz/regressions/).
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "ddpm/data/images.hpp"
+#include "ddpm/data/points.hpp"
+#include "support.hpp"
+
+namespace {
+
+/// A JPEG that ends after one DHT segment whose 16 code counts are all `count`.
+std::string jpeg_with_table(unsigned char count) {
+  std::string bytes = "\xFF\xD8\xFF\xC4";
+  const unsigned length = 2 + 17 + 16u * count;
+  bytes += static_cast<char>(length >> 8);
+  bytes += static_cast<char>(length & 0xFF);
+  bytes += '\0';  // class 0 (DC), table 0
+  bytes.append(16, static_cast<char>(count));
+  bytes.append(16u * count, '\x01');
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("load_points: a CSV header without rows is 'has 0 points' (fuzz: csv)") {
+  // Found under UBSan: the columns of the empty table were copied from a null pointer.
+  const ddpm::test::TempDir dir;
+  for (const std::string header : {"a,b\n", "x,y,z\n", "x,y"}) {
+    CAPTURE(header);
+    const auto file = dir.write("points.csv", header);
+    CHECK_THROWS_WITH_AS((void)ddpm::data::load_points(file),
+                         doctest::Contains("has 0 points; between 4 and 2^31 are needed"),
+                         ddpm::FormatError);
+  }
+}
+
+TEST_CASE("images: a JPEG Huffman table of more than 256 codes is refused (fuzz: image)") {
+  // stb_image 2.27 wrote past its tables for it (ASan: index 257 out of bounds), already while
+  // reading the header for stbi_info.
+  const ddpm::test::TempDir dir;
+  const auto file = dir.write("bad.jpg", jpeg_with_table(17));  // 16 x 17 = 272 codes
+  ddpm::data::detail::ImageInfo info;
+  CHECK_THROWS_WITH_AS(
+      (void)ddpm::data::detail::read_image_file(file, info),
+      doctest::Contains("bad.jpg': corrupt JPEG: the Huffman table at byte 2 declares 272 codes"),
+      ddpm::FormatError);
+  std::vector<float> planar;
+  CHECK_THROWS_WITH_AS(ddpm::data::detail::decode_image(file, jpeg_with_table(17), 3, planar),
+                       doctest::Contains("declares 272 codes (at most 256)"), ddpm::FormatError);
+  CHECK_THROWS_WITH_AS((void)ddpm::data::read_image_folder(dir.path),
+                       doctest::Contains("declares 272 codes"), ddpm::FormatError);
+  // 16 x 16 = 256 codes is allowed by the check; stb then refuses the truncated file itself.
+  const auto edge = dir.write("bad.jpg", jpeg_with_table(16));
+  try {
+    (void)ddpm::data::detail::read_image_file(edge, info);
+    FAIL("a JPEG without a frame must not decode");
+  } catch (const ddpm::FormatError& e) {
+    CHECK(std::string(e.what()).find("Huffman") == std::string::npos);
+  }
+}
