@@ -373,7 +373,9 @@ class Trainer {
   /// atomic checkpoints and the loss log. `annotate(checkpoint)` may add metadata to every
   /// checkpoint written. If the loss or a gradient becomes non-finite, the loss log is written
   /// and NonFiniteError is rethrown with the last good checkpoint named; that checkpoint is kept.
-  /// Returns the loss of every step run.
+  /// A checkpoint that cannot be written (a full disk) throws io::WriteError naming the file and
+  /// the step; the previous checkpoint stays intact (io::write_file_atomically), so a kill -9 or
+  /// a full disk loses at most `checkpoint_every` steps. Returns the loss of every step run.
   template <class Data, class Annotate>
   std::vector<double> run(Data&& data, const RunOptions& run, Annotate&& annotate) {
     std::vector<double> losses;
@@ -387,7 +389,15 @@ class Trainer {
       if (run.checkpoint.empty()) return;
       Checkpoint c = checkpoint(run.architecture);
       annotate(c);
-      c.save(run.checkpoint);
+      try {
+        c.save(run.checkpoint);
+      } catch (const io::WriteError& e) {  // a full disk: say where the run stopped
+        throw io::WriteError(std::string(e.what()) + "; training stopped at step " +
+                             std::to_string(step_) +
+                             (last_saved >= 0 ? " (the last checkpoint this run wrote is step " +
+                                                    std::to_string(last_saved) + ")"
+                                              : std::string()));
+      }
       last_saved = step_;
     };
     const auto write_log = [&] {
