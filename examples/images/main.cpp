@@ -180,6 +180,8 @@ struct ImageArgs {
 
 int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& args,
           const Common& common) {
+  const fs::path out(common.out);
+  ddpm_examples::check_output_folder(out);  // before the images are read or anything is trained
   const ddpm::data::ImageSet set = ddpm::data::load_training_images(image_args.data);
   ddpm::train::fit_to_images(run, set, image_args.data, image_args.class_conditional);
   const ddpm::nn::UNetConfig& m = run.model;
@@ -191,14 +193,14 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
   Model model(m);
   std::printf("UNet: %lld parameters (%s)\n", static_cast<long long>(model.parameter_count()),
               run.describe_model().c_str());
+  ddpm_examples::check_output_folder(
+      out, ddpm_examples::checkpoint_bytes_estimate(model.parameter_count()));
   if (!args.init_from.empty()) ddpm_examples::init_from(args.init_from, run, model);
   ddpm::train::Trainer<Real, Model> trainer(
       model, run.diffusion.make<Real>(),
       ddpm_examples::trainer_options(
           args, common.seed, m.num_classes > 0 ? image_args.label_dropout : 0.0, m.image_channels));
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
-  const fs::path out(common.out);
-  fs::create_directories(out);
   const ddpm::CounterRng data_rng(common.seed + 1);
   if (m.num_classes > 0) {
     ddpm_examples::run_training(trainer,
@@ -226,8 +228,14 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
 
 int train_classifier(const std::string& data, const ddpm::train::ClassifierRunOptions& options,
                      const Common& common) {
+  const fs::path out(common.out);
+  ddpm_examples::check_output_folder(out);  // before the images are read or anything is trained
   const ddpm::data::ImageSet set = ddpm::data::load_training_images(data);
   ddpm::detail::require(set.num_classes >= 2, "--data", data, "labeled images");
+  ddpm_examples::check_output_folder(
+      out, ddpm_examples::checkpoint_bytes_estimate(
+               ddpm::nn::Classifier<Real>(ddpm::train::classifier_config(set, options))
+                   .parameter_count()));
   bool held_out = false;
   const ddpm::data::ImageSet test = ddpm::data::load_held_out_images(data, held_out);
   ddpm::io::ProgressBar progress(options.steps, "train-classifier", std::cerr, {.unit = "step"});
@@ -238,8 +246,6 @@ int train_classifier(const std::string& data, const ddpm::train::ClassifierRunOp
         progress.update(step, line);
       });
   progress.finish();
-  const fs::path out(common.out);
-  fs::create_directories(out);
   ddpm::train::save_classifier(out / "classifier.ckpt", run.classifier, options.T);
   std::printf("wrote %s; accuracy on %s images:", (out / "classifier.ckpt").string().c_str(),
               held_out ? "held-out test" : "training");

@@ -255,12 +255,14 @@ void train_prior(Model& model, const Clouds& clouds, PriorArgs prior, const fs::
 int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& args, PriorArgs prior,
           const SampleArgs& preview, const Common& common) {
   const fs::path out(common.out);
-  fs::create_directories(out);
+  ddpm_examples::check_output_folder(out);  // before the clouds are read or anything is trained
   const Clouds clouds = make_clouds(data_args, data_args.points);
   run.data = clouds.config();
   Model model = ddpm::train::make_point_cloud_model<Real>(run);
   std::printf("model: %lld parameters (%s)\n", static_cast<long long>(model.parameter_count()),
               run.describe_model().c_str());
+  ddpm_examples::check_output_folder(
+      out, ddpm_examples::checkpoint_bytes_estimate(model.parameter_count()));
   if (!args.init_from.empty()) ddpm_examples::init_from(args.init_from, run, model);
   ddpm::train::TrainerOptions options = ddpm_examples::trainer_options(args, common.seed);
   options.batch_size = args.batch * run.model.points_per_shape;  // --batch counts shapes

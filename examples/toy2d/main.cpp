@@ -358,7 +358,7 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
           const ConditionalArgs& conditional, const SampleArgs& sample_args,
           const ddpm_examples::CommonOptions& common) {
   const fs::path out(common.out);
-  fs::create_directories(out);
+  ddpm_examples::check_output_folder(out);  // before the data are read or anything is trained
   const Points points = data_file.empty() ? Points{run.data, {}} : Points::from_file(data_file);
   run.data = points.config;
   run.model.output_dim = run.diffusion.learned_variance() ? 4 : 2;
@@ -369,6 +369,8 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
     run.model.num_classes = points.classes();
   }
   Model model(run.model);
+  ddpm_examples::check_output_folder(
+      out, ddpm_examples::checkpoint_bytes_estimate(model.parameter_count()));
   if (!args.init_from.empty()) ddpm_examples::init_from(args.init_from, run, model);
   ddpm::train::Trainer<Real, Model> trainer(
       model, run.diffusion.make<Real>(),
@@ -661,6 +663,15 @@ int train_classifier(ddpm::data::ToyDataset dataset,
                      const ddpm_examples::CommonOptions& common) {
   ddpm::data::require_labeled(dataset, "--dataset");
   const int classes = ddpm::data::toy_classes(dataset);
+  const fs::path out(common.out);
+  ddpm::nn::MlpConfig net;  // the classifier's size, for the space its checkpoint needs
+  net.input_dim = 2;
+  net.output_dim = classes;
+  net.width = options.width;
+  net.depth = options.depth;
+  net.embedding_dim = options.embedding_dim;
+  ddpm_examples::check_output_folder(out, ddpm_examples::checkpoint_bytes_estimate(
+                                              PointClassifier(net).network().parameter_count()));
   std::vector<int> test_labels;
   const ddpm::Batch<Real> test =
       ddpm::data::sample_toy2d_labeled<Real>(dataset, 5000, common.seed + 999, test_labels);
@@ -671,8 +682,6 @@ int train_classifier(ddpm::data::ToyDataset dataset,
       },
       test, test_labels, 2, classes, options, ddpm_examples::loss_progress(progress));
   progress.finish();
-  const fs::path out(common.out);
-  fs::create_directories(out);
   ddpm::train::save_point_classifier(out / "classifier.ckpt", run.classifier, options.schedule,
                                      std::string(ddpm::to_string(dataset)));
   std::printf("wrote %s; accuracy on 5000 fresh points:",
