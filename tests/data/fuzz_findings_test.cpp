@@ -61,3 +61,21 @@ TEST_CASE("images: a JPEG Huffman table of more than 256 codes is refused (fuzz:
     CHECK(std::string(e.what()).find("Huffman") == std::string::npos);
   }
 }
+
+TEST_CASE("images: a PNG chunk longer than the file is refused before stb allocates it (fuzz)") {
+  // stb_image reallocated an IDAT chunk's declared length (here 2 GB) before reading it.
+  std::string png = "\x89PNG\r\n\x1a\n";
+  png += std::string("\0\0\0\x0dIHDR\0\0\0\x01\0\0\0\x01\x08\x00\0\0\0", 21);
+  png += std::string("\0\0\0\0", 4);  // IHDR's CRC (stb does not check it)
+  png += std::string("\x7f\xff\xff\xffIDATxyz", 11);
+  const ddpm::test::TempDir dir;
+  const auto file = dir.write("huge.png", png);
+  ddpm::data::detail::ImageInfo info;
+  CHECK_THROWS_WITH_AS((void)ddpm::data::detail::read_image_file(file, info),
+                       doctest::Contains("huge.png': corrupt PNG: the chunk at byte 33 declares "
+                                         "2147483647 bytes but only 3 follow"),
+                       ddpm::FormatError);
+  std::vector<float> planar;
+  CHECK_THROWS_WITH_AS(ddpm::data::detail::decode_image(file, png, 1, planar),
+                       doctest::Contains("declares 2147483647 bytes"), ddpm::FormatError);
+}

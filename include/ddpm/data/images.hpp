@@ -204,10 +204,66 @@ struct ImageInfo {
   int channels = 0;
 };
 
+/// Refuses a JPEG whose Huffman table (a DHT segment) declares more than 256 codes. stb_image 2.27
+/// (Debian 12's) writes past its 257-entry tables for such a file (fixed upstream in 2.28), while
+/// merely reading the header, so this runs before stb sees the bytes. Every "FF C4" is taken for a
+/// DHT marker: a stray one in other data can at worst refuse a file, never let one through.
+inline void refuse_oversized_jpeg_tables(const std::filesystem::path& file,
+                                         std::string_view bytes) {
+  if (bytes.size() < 2 || static_cast<unsigned char>(bytes[0]) != 0xFF ||
+      static_cast<unsigned char>(bytes[1]) != 0xD8) {
+    return;  // not a JPEG
+  }
+  const auto at = [&](std::size_t i) -> unsigned {
+    return i < bytes.size() ? static_cast<unsigned char>(bytes[i])
+                            : 0u;  // stb reads 0 past the end
+  };
+  for (std::size_t m = bytes.find("\xFF\xC4"); m != std::string_view::npos;
+       m = bytes.find("\xFF\xC4", m + 2)) {
+    // As stb reads it: a 16-bit length, then tables of 1 + 16 + n bytes while length remains.
+    long remaining = static_cast<long>(at(m + 2) << 8 | at(m + 3)) - 2;
+    std::size_t p = m + 4;
+    while (remaining > 0 && p < bytes.size()) {
+      unsigned codes = 0;
+      for (std::size_t i = 0; i < 16; ++i) codes += at(p + 1 + i);
+      if (codes > 256) {
+        throw FormatError("ddpm: image '" + file.string() +
+                          "': corrupt JPEG: the Huffman table at byte " + std::to_string(m) +
+                          " declares " + std::to_string(codes) + " codes (at most 256)");
+      }
+      p += 17 + codes;
+      remaining -= 17 + static_cast<long>(codes);
+    }
+  }
+}
+
+/// Refuses a PNG with a chunk longer than the rest of the file: stb_image allocates an IDAT
+/// chunk's declared length (up to 2 GB) before it finds the data missing, so a 100-byte file
+/// could claim gigabytes.
+inline void refuse_oversized_png_chunks(const std::filesystem::path& file, std::string_view bytes) {
+  if (!bytes.starts_with("\x89PNG\r\n\x1a\n")) return;
+  std::size_t p = 8;
+  while (bytes.size() - p >= 8) {
+    std::uint64_t length = 0;
+    for (std::size_t i = 0; i < 4; ++i)
+      length = length << 8 | static_cast<unsigned char>(bytes[p + i]);
+    if (length > bytes.size() - p - 8) {
+      throw FormatError("ddpm: image '" + file.string() + "': corrupt PNG: the chunk at byte " +
+                        std::to_string(p) + " declares " + std::to_string(length) +
+                        " bytes but only " + std::to_string(bytes.size() - p - 8) + " follow");
+    }
+    if (bytes.substr(p + 4, 4) == "IEND") return;
+    p += 12 + static_cast<std::size_t>(length);  // length, type, data, CRC
+    if (p > bytes.size()) return;                // the last chunk's CRC is cut off: stb says so
+  }
+}
+
 /// The bytes of the PNG/JPEG file `file`, with its size and channel count in `info`; FormatError
 /// naming it if it is unreadable or not a PNG/JPEG that stb_image recognises.
 inline std::string read_image_file(const std::filesystem::path& file, ImageInfo& info) {
   std::string bytes = io::read_file(file, kMaxImageFileBytes, "image");
+  refuse_oversized_jpeg_tables(file, bytes);
+  refuse_oversized_png_chunks(file, bytes);
   if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
                             static_cast<int>(bytes.size()), &info.width, &info.height,
                             &info.channels) == 0) {
@@ -221,6 +277,8 @@ inline std::string read_image_file(const std::filesystem::path& file, ImageInfo&
 /// pixel and stores it planar, scaled to [-1, 1], in `planar` (channels x height x width).
 inline void decode_image(const std::filesystem::path& file, const std::string& bytes, int channels,
                          std::vector<float>& planar) {
+  refuse_oversized_jpeg_tables(file, bytes);
+  refuse_oversized_png_chunks(file, bytes);
   int width = 0, height = 0, stored = 0;
   const std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
