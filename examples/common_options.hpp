@@ -6,7 +6,9 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -47,6 +49,51 @@ inline CLI::Validator thread_count() {
         return {};
       },
       "1.." + std::to_string(max_threads()), "thread count");
+}
+
+/// A CLI11 check that the value is a finite number accepted by `ok`; refusals read "invalid value
+/// <text>; allowed: <allowed>" (CLI11 puts the option's name in front). CLI11's own PositiveNumber
+/// prints its range as "0.000000 to <a 309-digit number>" and its Range lets NaN through.
+template <class Ok>
+CLI::Validator number_check(Ok ok, const std::string& allowed, const std::string& name) {
+  return CLI::Validator(
+      [ok, allowed](const std::string& text) -> std::string {
+        std::size_t end = 0;
+        double value = 0.0;
+        try {
+          value = std::stod(text, &end);
+        } catch (const std::exception&) {
+          end = 0;
+        }
+        if (end == 0 || end != text.size() || !std::isfinite(value) || !ok(value)) {
+          return "invalid value " + text + "; allowed: " + allowed;
+        }
+        return {};
+      },
+      name, name);
+}
+
+/// A finite number > 0.
+inline CLI::Validator positive() {
+  return number_check([](double v) { return v > 0.0; }, "a finite number > 0", "POSITIVE");
+}
+
+/// A finite number >= 0.
+inline CLI::Validator non_negative() {
+  return number_check([](double v) { return v >= 0.0; }, "a finite number >= 0", "NONNEGATIVE");
+}
+
+/// A finite number.
+inline CLI::Validator finite() {
+  return number_check([](double) { return true; }, "a finite number", "FINITE");
+}
+
+/// A finite number in [low, high].
+inline CLI::Validator range(double low, double high) {
+  std::ostringstream bounds;
+  bounds << "[" << low << ", " << high << "]";
+  return number_check([low, high](double v) { return v >= low && v <= high; },
+                      "a number in " + bounds.str(), bounds.str());
 }
 
 struct CommonOptions {

@@ -56,7 +56,7 @@ inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d
              "min-SNR weighting of the simple loss (Hang et al. 2023; min(SNR, gamma) on the x0 "
              "error for every --output)");
   app.add_option("--snr-gamma", d.options.snr_gamma, "gamma of --snr-weighting")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   app.add_flag("--zero-terminal-snr", d.schedule.zero_terminal_snr,
                "rescale the schedule to zero terminal SNR (Lin et al. 2023): x_T is pure noise; "
@@ -97,7 +97,7 @@ inline void add_model_options(CLI::App& app, ddpm::nn::UNetConfig& m) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--dropout", m.dropout, "ResBlock dropout")
-      ->check(CLI::Range(0.0, 0.99))
+      ->check(ddpm_examples::range(0.0, 0.99))
       ->capture_default_str();
   app.add_flag_callback(
       "--scale-shift", [&m] { m.injection = ddpm::nn::EmbeddingInjection::scale_shift; },
@@ -179,17 +179,17 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   app.add_option("--lr", a.lr, "Adam learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   app.add_option("--warmup", a.warmup, "learning-rate warm-up steps")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   add_choice(app, "--decay", a.decay, "learning-rate decay after warm-up (to 1% of --lr)");
   app.add_option("--grad-clip", a.grad_clip, "global gradient-norm clip (0: off)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   app.add_option("--ema", a.ema, "EMA decay of the weights used for sampling (0: off)")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(ddpm_examples::range(0.0, 0.999999))
       ->capture_default_str();
   app.add_option("--ema-warmup", a.ema_warmup,
                  "ramp the EMA decay as min(--ema, (1 + n)/(10 + n)) (off: --ema from the first "
@@ -207,11 +207,11 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
       ->excludes(resume);
   app.add_option("--checkpoint-every", a.checkpoint_every,
                  "steps between checkpoints (0: only at the end)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   app.add_option("--minutes", a.minutes,
                  "stop after this much wall time (0: no limit), checkpointing as at the end")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
 }
 
 /// --offset-noise, for programs whose rows have channels (`per` says what one offset covers).
@@ -219,7 +219,7 @@ inline void add_offset_noise_option(CLI::App& app, TrainArgs& a, const std::stri
   app.add_option("--offset-noise", a.offset_noise,
                  "offset noise k: the training noise is z + k z_c with one z_c ~ N(0, 1) " + per +
                      " (0: off; e.g. 0.1)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
 }
 
@@ -366,15 +366,15 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
   app.add_option("--sample-steps", args.sample_steps,
                  "sampling steps, one network evaluation each (Heun: two; default: T for ddpm, "
                  "50 for ddim/euler/euler-a, 25 for heun, 20 for dpm++/unipc)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   app.add_option_function<double>(
          "--eta", [&args](double value) { args.eta = value; },
          "noise: DDIM eta (default 0: deterministic; 1 ancestral-like), euler-a and dpm++2m-sde "
          "(default 1; 0 gives euler and dpm++2m)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   app.add_option("--s-churn", args.s_churn,
                  "euler/heun churn (Karras et al. 2022): noise added back per step, 0 = the ODE")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
 }
 
 /// --sample-variance, for commands that load their model through load_trained.
@@ -419,14 +419,15 @@ inline void add_guidance_options(CLI::App& app, GuidanceArgs& args,
                  "class-conditional model)");
   app.add_option("--guidance", args.guidance,
                  "classifier-free guidance weight w: (1 + w) eps(x, y) - w eps(x), any finite w "
-                 "(0: conditional, -1: unconditional; eps_u + s (eps_c - eps_u) with s = 1 + w)");
+                 "(0: conditional, -1: unconditional; eps_u + s (eps_c - eps_u) with s = 1 + w)")
+      ->check(ddpm_examples::finite());
   app.add_option("--guidance-rescale", args.guidance_rescale,
                  "classifier-free guidance rescale phi in [0, 1] (Lin et al. 2023): the guided "
                  "output's per-sample std pulled back to the conditional one's")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(ddpm_examples::range(0.0, 1.0));
   app.add_option("--classifier", args.classifier, classifier_help);
   app.add_option("--classifier-scale", args.classifier_scale, "classifier guidance scale s")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
 }
 
 /// --steps, --batch, --lr and --clean-fraction of a train-classifier command, into the fields
@@ -441,10 +442,10 @@ void add_classifier_train_options(CLI::App& app, Options& options) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_option("--lr", options.learning_rate, "Adam learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   app.add_option("--clean-fraction", options.clean_fraction, "fraction of training inputs at t = 0")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(ddpm_examples::range(0.0, 1.0))
       ->capture_default_str();
 }
 

@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
                  "sampling steps, one network evaluation each (Heun: two); 0: the sampler's "
                  "default (T for ddpm, 50 for ddim/euler/euler-a, 25 for heun, 20 for "
                  "dpm++/unipc)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   app.add_option("--schedule", options.schedule, "linear or cosine")
       ->check(CLI::IsMember({"linear", "cosine"}))
@@ -241,9 +241,9 @@ int main(int argc, char** argv) {
   app.add_option_function<double>(
          "--eta", [&options](double value) { options.sampler.eta = value; },
          "noise: DDIM eta (default 0), euler-a and dpm++2m-sde (default 1)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   app.add_option("--s-churn", options.sampler.solver.s_churn, "euler/heun churn (0: the ODE)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   app.add_option("--n", options.n, "number of samples")
       ->check(CLI::Range(1, 10000000))
       ->capture_default_str();
@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
   likelihood_cmd
       ->add_option("--tolerance", likelihood_options.tolerance,
                    "Dormand-Prince rtol = atol of the ODE solve")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   likelihood_cmd->add_option("--out", likelihood_options.out, "output folder")
       ->capture_default_str();
@@ -287,10 +287,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   inpaint_cmd->add_option("--jump", inpaint_options.jump, "RePaint jump length j")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   inpaint_cmd->add_option("--resample", inpaint_options.resample, "RePaint resampling count U")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   inpaint_cmd->add_option("--seed", inpaint_options.seed, "random seed")->capture_default_str();
   inpaint_cmd->add_option("--out", inpaint_options.out, "output folder")->capture_default_str();

@@ -345,16 +345,17 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
                  "classifier-free guidance weight w: (1 + w) eps(x, y) - w "
                  "eps(x), any finite w "
                  "(0: conditional, -1: unconditional; eps_u + s (eps_c - "
-                 "eps_u) with s = 1 + w)");
+                 "eps_u) with s = 1 + w)")
+      ->check(ddpm_examples::finite());
   app.add_option("--guidance-rescale", args.guidance_rescale,
                  "classifier-free guidance rescale phi in [0, 1] (Lin et al. 2023)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(ddpm_examples::range(0.0, 1.0));
   app.add_option("--classifier", args.classifier,
                  "classifier.ckpt from train-classifier: classifier guidance "
                  "(sample) or the "
                  "Frechet-distance features (eval)");
   app.add_option("--classifier-scale", args.classifier_scale, "classifier guidance scale s")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   app.add_option("--chunk", args.chunk, "images per sampling batch (bounds memory)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -399,14 +400,14 @@ int main(int argc, char** argv) {
       ->add_option("--label-dropout", image_args.label_dropout,
                    "probability a label is dropped in training "
                    "(classifier-free guidance)")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(ddpm_examples::range(0.0, 1.0))
       ->capture_default_str();
   train_cmd->add_option("--flip", image_args.flip, "random horizontal flips")
       ->capture_default_str();
   train_cmd
       ->add_option("--preview", image_args.preview,
                    "DDIM-50 samples drawn at the end into samples.png (0: none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
   ddpm_examples::add_offset_noise_option(*train_cmd, train_args, "per image channel");
@@ -485,7 +486,7 @@ int main(int argc, char** argv) {
   eval_cmd
       ->add_option("--ode-tolerance", eval_args.ode_tolerance,
                    "rtol = atol of the ODE bits/dim (Dormand-Prince)")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
 
@@ -503,7 +504,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   classifier_cmd->add_option("--lr", classifier_args.learning_rate, "Adam learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   classifier_cmd->add_option("--T", classifier_args.T, "diffusion steps of the noise it sees")
       ->check(CLI::Range(1, 100000))
@@ -511,7 +512,7 @@ int main(int argc, char** argv) {
   classifier_cmd
       ->add_option("--clean-fraction", classifier_args.clean_fraction,
                    "fraction of training inputs at t = 0")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(ddpm_examples::range(0.0, 1.0))
       ->capture_default_str();
   classifier_cmd->add_option("--base", classifier_args.base_channels, "base channels")
       ->check(CLI::Range(1, 1024))

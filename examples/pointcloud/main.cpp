@@ -509,7 +509,7 @@ int main(int argc, char** argv) {
   train_cmd
       ->add_option("--held-out", data_args.held_out,
                    "--data: clouds kept aside for evaluation (default: 10 %)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ddpm_examples::non_negative());
   train_cmd->add_option("--points", data_args.points, "points per shape (N) of the data")
       ->check(CLI::Range(2, 1 << 20))
       ->capture_default_str();
@@ -523,7 +523,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   train_cmd->add_option("--kl-weight", run.model.kl_weight, "weight of the code's KL term")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   train_cmd->add_option("--decoder", run.model.decoder_widths, "decoder widths, e.g. 128,256,128")
       ->delimiter(',')
@@ -541,7 +541,7 @@ int main(int argc, char** argv) {
   ddpm_examples::add_train_options(*train_cmd, train_args);
   train_cmd->get_option("--batch")->description("shapes per step");
   train_cmd->add_option("--prior-steps", prior.train.steps, "latent-prior steps (0: none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   train_cmd->add_option("--prior-width", prior.model.width, "latent-prior MLP width")
       ->check(CLI::Range(1, 8192))
@@ -555,7 +555,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume-prior", prior.resume, "continue this prior.ckpt's run")
       ->check(CLI::ExistingFile);
   train_cmd->add_option("--preview", preview.n, "shapes sampled at the end (0: none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   ddpm_examples::add_common_options(*train_cmd, train_common);
 

@@ -752,7 +752,7 @@ int main(int argc, char** argv) {
   train_cmd
       ->add_option("--label-dropout", conditional.label_dropout,
                    "probability a label is dropped in training (classifier-free guidance)")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(ddpm_examples::range(0.0, 1.0))
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
   ddpm_examples::add_offset_noise_option(*train_cmd, train_args, "per sample");
@@ -766,7 +766,8 @@ int main(int argc, char** argv) {
       ->add_option("--guidance-sweep", sample_args.guidance_sweep,
                    "also draw the same labels and noise at each of these weights w into "
                    "guidance.png, e.g. 0,1,3,10")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(ddpm_examples::finite());
   ddpm_examples::add_x_init_option(*sample_cmd, sample_args.x_init, sample_cmd->get_option("--n"),
                                    "N x 2 points");
   ddpm_examples::add_weights_option(*sample_cmd, sample_args.weights, "torch_models.ToyMlp");
@@ -802,7 +803,7 @@ int main(int argc, char** argv) {
   eval_cmd
       ->add_option("--ode-tolerance", ode_tolerance,
                    "rtol = atol of the probability-flow ODE NLL (Dormand-Prince)")
-      ->check(CLI::PositiveNumber)
+      ->check(ddpm_examples::positive())
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
 

@@ -45,8 +45,10 @@ inline void validate_levels(Index image_channels, Index height, Index width, Ind
       "a positive multiple of 2^(levels - 1) = " + ddpm::detail::to_text(factor);
   ddpm::detail::require(height >= 1 && height % factor == 0, "height", height, divisible);
   ddpm::detail::require(width >= 1 && width % factor == 0, "width", width, divisible);
-  ddpm::detail::require(groups >= 1 && base_channels % groups == 0, "groups", groups,
-                        "a divisor of base_channels (and so of every level's channels)");
+  ddpm::detail::require(groups >= 1 && base_channels % groups == 0, "groups", groups, [&] {
+    return "a divisor of base_channels = " + ddpm::detail::to_text(base_channels) +
+           " (and so of every level's channels)";
+  });
   ddpm::detail::require(dropout >= 0.0 && dropout < 1.0, "dropout", dropout, "[0, 1)");
 }
 
