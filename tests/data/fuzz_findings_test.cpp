@@ -52,6 +52,10 @@ TEST_CASE("images: a JPEG Huffman table of more than 256 codes is refused (fuzz:
                        doctest::Contains("declares 272 codes (at most 256)"), ddpm::FormatError);
   CHECK_THROWS_WITH_AS((void)ddpm::data::read_image_folder(dir.path),
                        doctest::Contains("declares 272 codes"), ddpm::FormatError);
+  // stb skips fill bytes before the SOI marker, so the check must too.
+  const auto filled = dir.write("bad.jpg", "\xFF\xFF" + jpeg_with_table(17));
+  CHECK_THROWS_WITH_AS((void)ddpm::data::detail::read_image_file(filled, info),
+                       doctest::Contains("table at byte 4 declares 272 codes"), ddpm::FormatError);
   // 16 x 16 = 256 codes is allowed by the check; stb then refuses the truncated file itself.
   const auto edge = dir.write("bad.jpg", jpeg_with_table(16));
   try {

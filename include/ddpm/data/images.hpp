@@ -210,9 +210,10 @@ struct ImageInfo {
 /// DHT marker: a stray one in other data can at worst refuse a file, never let one through.
 inline void refuse_oversized_jpeg_tables(const std::filesystem::path& file,
                                          std::string_view bytes) {
-  if (bytes.size() < 2 || static_cast<unsigned char>(bytes[0]) != 0xFF ||
-      static_cast<unsigned char>(bytes[1]) != 0xD8) {
-    return;  // not a JPEG
+  // What stb takes for a JPEG: the SOI marker FF D8, after any number of FF fill bytes.
+  const std::size_t soi = bytes.find_first_not_of('\xFF');
+  if (soi == 0 || soi == std::string_view::npos || static_cast<unsigned char>(bytes[soi]) != 0xD8) {
+    return;
   }
   const auto at = [&](std::size_t i) -> unsigned {
     return i < bytes.size() ? static_cast<unsigned char>(bytes[i])
