@@ -86,8 +86,8 @@ for t in "${targets[@]}"; do
   ((jobs > 1)) && options+=(-fork="$jobs")
   rc=0
   (cd "$work" && "$build/$t" "${options[@]}" corpus >"$work/log" 2>&1) || rc=$?
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | awk '{s+=$2} END {print s+0}')
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$work/log" | awk '{s+=$2} END {print s+0}')
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/log" | awk '{s+=$2} END {print s+0}')
+  rate=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$work/log" | awk '{s+=$2} END {print s+0}')
   if ((jobs > 1)); then  # -fork prints "#N: cov: C ft: F corp: ... exec/s: E ..." lines
     last=$(grep -E '^#[0-9]+: cov:' "$work/log" | tail -1 || true)
     execs=$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$last")
