@@ -176,7 +176,7 @@ def main():
     print(f"uninterrupted run: {duration:.2f} s, of which start-up {startup:.2f} s and "
           f"{args.steps} steps {training:.2f} s", flush=True)
 
-    # Each kill comes at a uniform delay in (0, S + 2 D / kills) after the start, S the start-up
+    # Each kill comes at a uniform delay in (0, S + 2.5 D / kills) after the start, S the start-up
     # and D the training time: kills land in the start-up, between steps and in checkpoint
     # writes; once the steps are done (about when the kills are), in the final writes.
     rng = random.Random(args.seed)
@@ -191,7 +191,7 @@ def main():
         if checkpoint.exists():
             command += ["--resume", str(checkpoint)]
         before = {p.name: p.stat().st_mtime_ns for p in killed.glob("*")} if killed.exists() else {}
-        delay = rng.uniform(0.0, startup + 2.0 * training / args.kills)
+        delay = rng.uniform(0.0, startup + 2.5 * training / args.kills)
         process, fd = spawn(command)
         text, ended = read_until(process, fd, time.monotonic() + delay)
         if not ended:
