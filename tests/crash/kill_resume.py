@@ -116,9 +116,10 @@ def last_reported_step(text, label):
     """The highest step the run's progress reports show (the bar counts from the resume step)."""
     resumed = re.search(r"resumed from .* at step (\d+)", text)
     first = int(resumed.group(1)) if resumed else 0
-    done = [int(m.group(1)) for m in re.finditer(re.escape(label) + r"\S*[^\n\r]*?\s(\d+)/\d+\s",
-                                                  text)]
-    finished = re.search(re.escape(label) + r"\S*: finished (\d+)/", text)
+    # "LABEL [####....]  420/1000 ..." on a terminal, "LABEL: 420/1000 (42%) ..." otherwise.
+    bar = re.escape(label) + r"(?: \[|:)[^\n\r]*?\s(\d+)/\d+\s"
+    done = [int(m.group(1)) for m in re.finditer(bar, text)]
+    finished = re.search(re.escape(label) + r": finished (\d+)/", text)
     if finished:
         done.append(int(finished.group(1)))
     return first + max(done) if done else None
