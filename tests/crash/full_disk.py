@@ -14,7 +14,6 @@ Exits 0 on success, 1 on a failed check, 77 (skip) without resource limits.
 """
 
 import argparse
-import os
 import re
 import shutil
 import signal
