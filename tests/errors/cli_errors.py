@@ -79,7 +79,8 @@ def help_options(path, cwd):
                 if name in ("--help", "-h"):
                     continue
                 kind = head[len(head.split()[0]):].strip()
-                kind = kind if re.match(r"^[A-Z]", kind) else "FLAG"
+                kind = "FLAG" if not re.match(r"^[A-Z]", kind) or kind.startswith(
+                    ("Excludes", "Needs")) else kind
                 options[name] = kind
         if options or command != TOP:
             out[command] = options
@@ -89,14 +90,14 @@ def help_options(path, cwd):
 def command_of(arguments):
     """The row's command: its first word, or TOP for the program's own options."""
     first = arguments.split()[0]
-    return TOP if first.startswith("-") else first
+    return TOP if re.match(r"^--?[A-Za-z]", first) else first
 
 
 def option_of(arguments):
     """The option a row exercises: its last option token (--name or --name=value), else the
     positional the command refused."""
     tokens = arguments.split()
-    named = [t for t in tokens if t.startswith("-")]
+    named = [t for t in tokens if re.match(r"^--?[A-Za-z]", t)]  # not a value such as -1
     if named:
         option = named[-1].split("=")[0]
         rest = tokens[tokens.index(named[-1]) + 1:]
@@ -141,7 +142,11 @@ def main():
     parser.add_argument("--write", action="store_true", help="print candidate rows and exit")
     args = parser.parse_args()
     programs = dict(p.split("=", 1) for p in args.program)
-    work = tempfile.mkdtemp(prefix="ddpm-cli-errors-")
+    with tempfile.TemporaryDirectory(prefix="ddpm-cli-errors-") as work:
+        return check_all(args, programs, work)
+
+
+def check_all(args, programs, work):
     helps = {name: help_options(path, work) for name, path in programs.items()}
 
     if args.write:
