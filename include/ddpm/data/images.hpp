@@ -42,6 +42,13 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_MAX_DIMENSIONS 16384  // as ddpm::io::kMaxImageSide; bounds what one file can allocate
+// stb_image checks some invariants of a corrupt file with assert(): a crash in a debug build and
+// nothing in a release one. Here a failed check is recorded instead, in every build, and the file
+// is refused after stb returns (no exception crosses stb's C code, which would leak its buffers).
+namespace ddpm::data::detail {
+inline thread_local bool stb_check_failed = false;
+}  // namespace ddpm::data::detail
+#define STBI_ASSERT(x) ((x) ? (void)0 : (void)(::ddpm::data::detail::stb_check_failed = true))
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -259,15 +266,28 @@ inline void refuse_oversized_png_chunks(const std::filesystem::path& file, std::
   }
 }
 
+/// Throws FormatError if stb_image's own consistency checks failed while it read `file`.
+inline void refuse_failed_stb_checks(const std::filesystem::path& file) {
+  if (stb_check_failed) {
+    stb_check_failed = false;
+    throw FormatError("ddpm: image '" + file.string() +
+                      "': corrupt (stb_image's consistency check failed, e.g. an inconsistent "
+                      "JPEG Huffman code)");
+  }
+}
+
 /// The bytes of the PNG/JPEG file `file`, with its size and channel count in `info`; FormatError
 /// naming it if it is unreadable or not a PNG/JPEG that stb_image recognises.
 inline std::string read_image_file(const std::filesystem::path& file, ImageInfo& info) {
   std::string bytes = io::read_file(file, kMaxImageFileBytes, "image");
   refuse_oversized_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
-  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                            static_cast<int>(bytes.size()), &info.width, &info.height,
-                            &info.channels) == 0) {
+  stb_check_failed = false;
+  const int known = stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                          static_cast<int>(bytes.size()), &info.width,
+                                          &info.height, &info.channels);
+  refuse_failed_stb_checks(file);
+  if (known == 0) {
     throw FormatError("ddpm: image '" + file.string() + "': cannot be decoded (" +
                       stbi_failure_reason() + "); expected a PNG or JPEG file");
   }
@@ -281,10 +301,12 @@ inline void decode_image(const std::filesystem::path& file, const std::string& b
   refuse_oversized_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
   int width = 0, height = 0, stored = 0;
+  stb_check_failed = false;
   const std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
                             static_cast<int>(bytes.size()), &width, &height, &stored, channels),
       &stbi_image_free);
+  refuse_failed_stb_checks(file);
   if (pixels == nullptr) {
     throw FormatError("ddpm: image '" + file.string() + "': cannot be decoded (" +
                       stbi_failure_reason() + ")");
