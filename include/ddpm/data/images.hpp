@@ -284,8 +284,8 @@ inline std::string read_image_file(const std::filesystem::path& file, ImageInfo&
   refuse_oversized_png_chunks(file, bytes);
   stb_check_failed = false;
   const int known = stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                                          static_cast<int>(bytes.size()), &info.width,
-                                          &info.height, &info.channels);
+                                          static_cast<int>(bytes.size()), &info.width, &info.height,
+                                          &info.channels);
   refuse_failed_stb_checks(file);
   if (known == 0) {
     throw FormatError("ddpm: image '" + file.string() + "': cannot be decoded (" +
