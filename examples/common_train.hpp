@@ -2,7 +2,8 @@
 // What ddpm-toy2d and ddpm-images share: the diffusion, training and sampling options, starting a
 // run fresh, from another checkpoint's weights (--init-from) or where a checkpoint stopped
 // (--resume, refused with every differing field named), the training run with its loss curve, and
-// the `info` subcommand.
+// the `info` subcommand. (check_output_folder, which train commands run first, is in
+// common_options.hpp.)
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -110,47 +111,6 @@ inline void add_model_options(CLI::App& app, ddpm::nn::UNetConfig& m) {
 inline std::uintmax_t checkpoint_bytes_estimate(std::int64_t parameters) {
   return static_cast<std::uintmax_t>(std::max<std::int64_t>(parameters, 0)) * 4 * 8 +
          (std::uintmax_t{1} << 20);
-}
-
-/// Refuses an output folder a `train` command could not write, before it loads data or trains
-/// (not after an hour): creates `out` with its parents, writes and removes a probe file in it,
-/// and, when `bytes_needed` > 0 (checkpoint_bytes_estimate, once the model's size is known),
-/// checks that its file system has that much space available. Throws ddpm::InvalidArgument
-/// naming --out, the path and the reason.
-inline void check_output_folder(const std::filesystem::path& out, std::uintmax_t bytes_needed = 0) {
-  const auto refuse = [&](const std::string& reason) {
-    ddpm::detail::require(false, "--out", "'" + out.string() + "'",
-                          "a folder that can be created and written (" + reason + ")");
-  };
-  std::error_code ec;
-  if (std::filesystem::exists(out, ec) && !std::filesystem::is_directory(out, ec)) {
-    refuse("'" + out.string() + "' exists and is not a folder");
-  }
-  std::filesystem::create_directories(out, ec);
-  if (ec) refuse("cannot create '" + out.string() + "': " + ec.message());
-  // A real write, since root passes permission bits. Not synced (it only has to be possible);
-  // its name ends in .tmp like every file being written, so a kill here leaves nothing else.
-  const std::filesystem::path probe = out / ".ddpm-write-probe.tmp";
-  int error = 0;
-  if (std::FILE* file = std::fopen(probe.string().c_str(), "wb"); file == nullptr) {
-    error = errno;
-  } else {
-    if (std::fputs("ddpm", file) < 0) error = errno;
-    if (std::fclose(file) != 0 && error == 0) error = errno;
-  }
-  if (error != 0) {
-    std::filesystem::remove(probe, ec);
-    refuse("cannot write '" + probe.string() +
-           "' in it: " + std::generic_category().message(error));
-  }
-  std::filesystem::remove(probe, ec);
-  if (bytes_needed == 0) return;
-  const std::filesystem::space_info space = std::filesystem::space(out, ec);
-  if (ec) return;  // unknown (some file systems): the atomic writes still fail cleanly
-  if (space.available < bytes_needed) {
-    refuse("its file system has " + std::to_string(space.available) +
-           " bytes available; the first checkpoint needs about " + std::to_string(bytes_needed));
-  }
 }
 
 /// Options of `train` that may change on resume.

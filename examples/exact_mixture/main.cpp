@@ -58,6 +58,7 @@ struct LikelihoodOptions {
 };
 
 int likelihood(const LikelihoodOptions& options) {
+  ddpm_examples::check_output_folder(options.out);  // before any work
   const ddpm::NoiseSchedule schedule = options.schedule == "cosine"
                                            ? ddpm::NoiseSchedule::cosine(options.num_timesteps)
                                            : ddpm::NoiseSchedule::linear(options.num_timesteps);
@@ -113,6 +114,7 @@ struct InpaintOptions {
 };
 
 int inpaint(const InpaintOptions& options) {
+  ddpm_examples::check_output_folder(options.out);  // before any work
   const ddpm::NoiseSchedule full = ddpm::NoiseSchedule::linear(1000);
   const ddpm::GaussianMixture mixture = ddpm::eight_gaussians_mixture();
   ddpm::GaussianMixtureDenoiser<double> model(mixture, full);
@@ -159,6 +161,7 @@ int inpaint(const InpaintOptions& options) {
 }
 
 int run(const Options& options) {
+  ddpm_examples::check_output_folder(options.out);  // before any work
   const ddpm::NoiseSchedule full = options.schedule == "cosine"
                                        ? ddpm::NoiseSchedule::cosine(options.num_timesteps)
                                        : ddpm::NoiseSchedule::linear(options.num_timesteps);
@@ -227,13 +230,13 @@ int main(int argc, char** argv) {
              " (default: evenly for ddpm/ddim, exponential for the solvers)")
       ->check(CLI::IsMember(ddpm::enum_names<ddpm::GridKind>()));
   app.add_option("--T", options.num_timesteps, "diffusion steps T of the schedule")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
   app.add_option("--steps", options.sampler.steps,
                  "sampling steps, one network evaluation each (Heun: two); 0: the sampler's "
                  "default (T for ddpm, 50 for ddim/euler/euler-a, 25 for heun, 20 for "
                  "dpm++/unipc)")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   app.add_option("--schedule", options.schedule, "linear or cosine")
       ->check(CLI::IsMember({"linear", "cosine"}))
@@ -245,9 +248,11 @@ int main(int argc, char** argv) {
   app.add_option("--s-churn", options.sampler.solver.s_churn, "euler/heun churn (0: the ODE)")
       ->check(ddpm_examples::non_negative());
   app.add_option("--n", options.n, "number of samples")
-      ->check(CLI::Range(1, 10000000))
+      ->check(ddpm_examples::integer_range(1, 10000000))
       ->capture_default_str();
-  app.add_option("--seed", options.seed, "random seed")->capture_default_str();
+  app.add_option("--seed", options.seed, "random seed")
+      ->check(ddpm_examples::seed_value())
+      ->capture_default_str();
   app.add_option("--out", options.out, "output folder")->capture_default_str();
 
   LikelihoodOptions likelihood_options;
@@ -256,12 +261,13 @@ int main(int argc, char** argv) {
       "probability-flow ODE NLL of fresh mixture points beside the exact NLL and the variational "
       "bound; writes likelihood.csv (x, y, nll_ode in nats per point)");
   likelihood_cmd->add_option("--n", likelihood_options.n, "number of points")
-      ->check(CLI::Range(1, 10000000))
+      ->check(ddpm_examples::integer_range(1, 10000000))
       ->capture_default_str();
   likelihood_cmd->add_option("--seed", likelihood_options.seed, "random seed")
+      ->check(ddpm_examples::seed_value())
       ->capture_default_str();
   likelihood_cmd->add_option("--T", likelihood_options.num_timesteps, "diffusion steps T")
-      ->check(CLI::Range(2, 100000))
+      ->check(ddpm_examples::integer_range(2, 100000))
       ->capture_default_str();
   likelihood_cmd->add_option("--schedule", likelihood_options.schedule, "linear or cosine")
       ->check(CLI::IsMember({"linear", "cosine"}))
@@ -281,18 +287,20 @@ int main(int argc, char** argv) {
   inpaint_cmd->add_option("--x", inpaint_options.x, "the known x of every sample")
       ->capture_default_str();
   inpaint_cmd->add_option("--n", inpaint_options.n, "number of samples")
-      ->check(CLI::Range(1, 10000000))
+      ->check(ddpm_examples::integer_range(1, 10000000))
       ->capture_default_str();
   inpaint_cmd->add_option("--steps", inpaint_options.steps, "kept steps of the T = 1000 schedule")
-      ->check(CLI::Range(1, 1000))
+      ->check(ddpm_examples::integer_range(1, 1000))
       ->capture_default_str();
   inpaint_cmd->add_option("--jump", inpaint_options.jump, "RePaint jump length j")
-      ->check(ddpm_examples::positive())
+      ->check(ddpm_examples::integer_at_least(1))
       ->capture_default_str();
   inpaint_cmd->add_option("--resample", inpaint_options.resample, "RePaint resampling count U")
-      ->check(ddpm_examples::positive())
+      ->check(ddpm_examples::integer_at_least(1))
       ->capture_default_str();
-  inpaint_cmd->add_option("--seed", inpaint_options.seed, "random seed")->capture_default_str();
+  inpaint_cmd->add_option("--seed", inpaint_options.seed, "random seed")
+      ->check(ddpm_examples::seed_value())
+      ->capture_default_str();
   inpaint_cmd->add_option("--out", inpaint_options.out, "output folder")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
