@@ -383,10 +383,10 @@ int main(int argc, char** argv) {
                    "network-evaluation budgets, e.g. 5,10,20,50 (Heun takes N steps with "
                    "2N - 1 <= NFE)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1000))
+      ->check(ddpm_examples::integer_range(1, 1000))
       ->capture_default_str();
   compare_cmd->add_option("--n", options.n, "samples per row (and reference points)")
-      ->check(CLI::Range(2, 1000000))
+      ->check(ddpm_examples::integer_range(2, 1000000))
       ->capture_default_str();
   compare_cmd->add_option("--checkpoint", options.checkpoint,
                           "a ddpm-toy2d model.ckpt instead of the exact 8gaussians denoiser");
@@ -400,21 +400,27 @@ int main(int argc, char** argv) {
   compare_cmd
       ->add_option("--repeats", options.repeats,
                    "independent sample and reference sets per row; the table shows the means")
-      ->check(CLI::Range(1, 100))
+      ->check(ddpm_examples::integer_range(1, 100))
       ->capture_default_str();
   compare_cmd
       ->add_option("--floor-pairs", options.floor_pairs,
                    "independent data-vs-data pairs behind the floor's mean and sd")
-      ->check(CLI::Range(2, 100))
+      ->check(ddpm_examples::integer_range(2, 100))
       ->capture_default_str();
   compare_cmd
       ->add_option("--picture-nfe", options.picture_nfe,
                    "the NFE budget samplers.png shows (one of --nfe)")
-      ->check(CLI::Range(1, 1000))
+      ->check(ddpm_examples::integer_range(1, 1000))
       ->capture_default_str();
   ddpm_examples::add_common_options(*compare_cmd, common);
   CLI11_PARSE(app, argc, argv);
   try {
+    // Before any sampling: a missing checkpoint or an unwritable --out is refused at once.
+    if (!options.checkpoint.empty()) {
+      ddpm_examples::check_input_file("--checkpoint", options.checkpoint,
+                                      "an existing ddpm-toy2d checkpoint file");
+    }
+    ddpm_examples::check_output_folder(common.out);
     if (options.checkpoint.empty()) return compare_exact(options, common);
     return compare_checkpoint(options, common);
   } catch (const std::exception& e) {
