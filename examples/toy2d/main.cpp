@@ -358,7 +358,11 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
           const ConditionalArgs& conditional, const SampleArgs& sample_args,
           const ddpm_examples::CommonOptions& common) {
   const fs::path out(common.out);
-  ddpm_examples::check_output_folder(out);  // before the data are read or anything is trained
+  // Before the data are read or anything is trained.
+  ddpm_examples::check_input_files({{"--resume", args.resume, ddpm_examples::kCheckpointFile},
+                                    {"--init-from", args.init_from, ddpm_examples::kCheckpointFile},
+                                    {"--data", data_file, "an existing CSV or .npy file"}});
+  ddpm_examples::check_output_folder(out);
   const Points points = data_file.empty() ? Points{run.data, {}} : Points::from_file(data_file);
   run.data = points.config;
   run.model.output_dim = run.diffusion.learned_variance() ? 4 : 2;
@@ -449,8 +453,20 @@ Points open_points(const Run& run) {
   }
 }
 
+// What sample and eval check before they load or sample anything: their input files and --out.
+void check_files(const SampleArgs& args, const ddpm_examples::CommonOptions& common) {
+  ddpm_examples::check_input_files(
+      {{"--checkpoint", args.checkpoint, ddpm_examples::kCheckpointFile},
+       {"--weights", args.weights.path, "an existing .safetensors file"},
+       {"--classifier", args.classifier == "exact" ? std::string() : args.classifier,
+        "an existing train-classifier checkpoint file, or exact"},
+       {"--x-init", args.x_init.path, "an existing .npy file of N x 2 points"}});
+  ddpm_examples::check_output_folder(common.out);
+}
+
 int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common,
            const Run& from_options) {
+  check_files(args, common);
   auto [run, model] =
       ddpm_examples::load_model<Model, ddpm::nn::MlpConfig>(args, args.weights, from_options);
   const Points points = open_points(run);
@@ -552,6 +568,7 @@ ddpm::io::JsonObject eval_classes(Sampler& sampler, const Run& run, const Points
 
 int eval(const SampleArgs& args, const ddpm_examples::CommonOptions& common, int bound_n,
          double ode_tolerance) {
+  check_files(args, common);
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::MlpConfig>(args);
   const Points points = Points::open(run.data);
   Sampler sampler = make_sampler(model, run, args);
@@ -696,7 +713,7 @@ void add_toy_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoin
   args.n = 5000;
   ddpm_examples::add_sample_options(app, args, with_checkpoint);
   app.add_option("--n", args.n, "number of samples (eval: also per class)")
-      ->check(CLI::Range(2, 10000000))
+      ->check(ddpm_examples::integer_range(2, 10000000))
       ->capture_default_str();
   if (!with_checkpoint) return;
   ddpm_examples::add_sample_variance_option(app, args);
@@ -781,7 +798,7 @@ int main(int argc, char** argv) {
     sample_cmd
         ->add_option("--classes", weights_run.model.num_classes,
                      "classes of a conditional network (0: unconditional)")
-        ->check(CLI::Range(0, 1000000))
+        ->check(ddpm_examples::integer_range(0, 1000000))
         ->capture_default_str();
   });
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
@@ -797,7 +814,7 @@ int main(int argc, char** argv) {
                          "8gaussians, the exact posterior share of the class) and data.csv");
   add_toy_sample_options(*eval_cmd, eval_args, true);
   eval_cmd->add_option("--bound-n", bound_n, "held-out points for the NLL bound and ODE NLL")
-      ->check(CLI::Range(1, 1000000))
+      ->check(ddpm_examples::integer_range(1, 1000000))
       ->capture_default_str();
   double ode_tolerance = 1e-3;  // 1e-5 costs ~12x the NFE on a trained MLP for 2e-4 nats/dim
   eval_cmd
@@ -840,6 +857,9 @@ int main(int argc, char** argv) {
       return sample(sample_args, sample_common, weights_run);
     }
     if (*export_cmd) {
+      ddpm_examples::check_input_files(
+          {{"--checkpoint", export_args.checkpoint, ddpm_examples::kCheckpointFile}});
+      ddpm_examples::check_output_file(export_args.out);
       return ddpm_examples::export_weights<Model, ddpm::nn::MlpConfig>(export_args);
     }
     if (*eval_cmd) {
