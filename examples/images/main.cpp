@@ -131,8 +131,20 @@ ddpm::Batch<Real> sample_pictures(Model& model, const Run& run, const SampleArgs
   return samples;
 }
 
+// What sample and eval check before they load or sample anything: their input files and --out.
+void check_files(const SampleArgs& args, const Common& common) {
+  ddpm_examples::check_input_files(
+      {{"--checkpoint", args.checkpoint, ddpm_examples::kCheckpointFile},
+       {"--weights", args.weights.path, "an existing .safetensors file"},
+       {"--classifier", args.classifier, "an existing train-classifier checkpoint file"},
+       {"--x-init", args.x_init.path, "an existing .npy file"}});
+  ddpm_examples::check_output_folder(common.out);
+}
+
 int sample(SampleArgs args, const Common& common, const std::string& png_dir,
            const Run& from_options) {
+  check_files(args, common);
+  if (!png_dir.empty()) ddpm_examples::check_output_folder(png_dir, 0, "--png-dir");
   auto [run, model] =
       ddpm_examples::load_model<Model, ddpm::nn::UNetConfig>(args, args.weights, from_options);
   std::optional<ddpm::Batch<Real>> x_init;
@@ -181,7 +193,11 @@ struct ImageArgs {
 int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& args,
           const Common& common) {
   const fs::path out(common.out);
-  ddpm_examples::check_output_folder(out);  // before the images are read or anything is trained
+  // Before the images are read or anything is trained.
+  ddpm_examples::check_input_files(
+      {{"--resume", args.resume, ddpm_examples::kCheckpointFile},
+       {"--init-from", args.init_from, ddpm_examples::kCheckpointFile}});
+  ddpm_examples::check_output_folder(out);
   const ddpm::data::ImageSet set = ddpm::data::load_training_images(image_args.data);
   ddpm::train::fit_to_images(run, set, image_args.data, image_args.class_conditional);
   const ddpm::nn::UNetConfig& m = run.model;
@@ -266,6 +282,7 @@ struct EvalArgs {
 };
 
 int eval(const EvalArgs& args, const Common& common) {
+  check_files(args.sampling, common);
   auto [run, model] = ddpm_examples::load_trained<Model, ddpm::nn::UNetConfig>(args.sampling);
   const fs::path out(common.out);
   fs::create_directories(out);
@@ -357,7 +374,7 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
   app.add_option("--classifier-scale", args.classifier_scale, "classifier guidance scale s")
       ->check(ddpm_examples::non_negative());
   app.add_option("--chunk", args.chunk, "images per sampling batch (bounds memory)")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
 }
 
@@ -407,7 +424,7 @@ int main(int argc, char** argv) {
   train_cmd
       ->add_option("--preview", image_args.preview,
                    "DDIM-50 samples drawn at the end into samples.png (0: none)")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   ddpm_examples::add_train_options(*train_cmd, train_args);
   ddpm_examples::add_offset_noise_option(*train_cmd, train_args, "per image channel");
@@ -422,7 +439,7 @@ int main(int argc, char** argv) {
                                             "trajectory.png and samples.npy (uint8)");
   add_sample_options(*sample_cmd, sample_args);
   sample_cmd->add_option("--n", sample_args.n, "number of samples")
-      ->check(CLI::Range(1, 1000000))
+      ->check(ddpm_examples::integer_range(1, 1000000))
       ->capture_default_str();
   sample_cmd->add_option("--png-dir", png_dir, "also write one PNG per sample into this folder");
   ddpm_examples::add_x_init_option(*sample_cmd, sample_args.x_init, sample_cmd->get_option("--n"),
@@ -441,21 +458,21 @@ int main(int argc, char** argv) {
     ddpm_examples::add_model_options(*sample_cmd, weights_run.model);
     ddpm::nn::UNetConfig& m = weights_run.model;
     sample_cmd->add_option("--channels", m.image_channels, "image channels")
-        ->check(CLI::Range(1, 4096))
+        ->check(ddpm_examples::integer_range(1, 4096))
         ->capture_default_str();
     sample_cmd->add_option("--height", m.height, "image height")
-        ->check(CLI::Range(1, 65536))
+        ->check(ddpm_examples::integer_range(1, 65536))
         ->capture_default_str();
     sample_cmd->add_option("--width", m.width, "image width")
-        ->check(CLI::Range(1, 65536))
+        ->check(ddpm_examples::integer_range(1, 65536))
         ->capture_default_str();
     sample_cmd->add_option("--groups", m.groups, "GroupNorm groups")
-        ->check(CLI::Range(1, 4096))
+        ->check(ddpm_examples::integer_range(1, 4096))
         ->capture_default_str();
     sample_cmd
         ->add_option("--classes", m.num_classes,
                      "classes of a class-conditional network (0: unconditional)")
-        ->check(CLI::Range(0, 1000000))
+        ->check(ddpm_examples::integer_range(0, 1000000))
         ->capture_default_str();
   });
   ddpm_examples::add_common_options(*sample_cmd, sample_common);
@@ -467,21 +484,21 @@ int main(int argc, char** argv) {
                                           "distance of samples; writes metrics.json");
   add_sample_options(*eval_cmd, eval_args.sampling);
   eval_cmd->add_option("--bound-n", eval_args.bound_n, "held-out images for bits/dim")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
   eval_cmd
       ->add_option("--bound-stride", eval_args.bound_stride,
                    "KL terms at every k-th timestep, scaled by k (1: the exact bound)")
-      ->check(CLI::Range(1, 1000))
+      ->check(ddpm_examples::integer_range(1, 1000))
       ->capture_default_str();
   eval_cmd->add_option("--fid-n", eval_args.fid_n, "samples (and real images) for the distance")
-      ->check(CLI::Range(2, 100000))
+      ->check(ddpm_examples::integer_range(2, 100000))
       ->capture_default_str();
   eval_cmd
       ->add_option("--ode-n", eval_args.ode_n,
                    "of the bound's images, how many get the probability-flow ODE bits/dim (0: "
                    "none)")
-      ->check(CLI::Range(0, 100000))
+      ->check(ddpm_examples::integer_range(0, 100000))
       ->capture_default_str();
   eval_cmd
       ->add_option("--ode-tolerance", eval_args.ode_tolerance,
@@ -498,16 +515,16 @@ int main(int argc, char** argv) {
                                                 "classifier.ckpt");
   classifier_cmd->add_option("--data", classifier_data, "labeled images (as train --data)");
   classifier_cmd->add_option("--steps", classifier_args.steps, "Adam steps")
-      ->check(CLI::Range(1, 10000000))
+      ->check(ddpm_examples::integer_range(1, 10000000))
       ->capture_default_str();
   classifier_cmd->add_option("--batch", classifier_args.batch_size, "batch size")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
   classifier_cmd->add_option("--lr", classifier_args.learning_rate, "Adam learning rate")
       ->check(ddpm_examples::positive())
       ->capture_default_str();
   classifier_cmd->add_option("--T", classifier_args.T, "diffusion steps of the noise it sees")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
   classifier_cmd
       ->add_option("--clean-fraction", classifier_args.clean_fraction,
@@ -515,11 +532,11 @@ int main(int argc, char** argv) {
       ->check(ddpm_examples::range(0.0, 1.0))
       ->capture_default_str();
   classifier_cmd->add_option("--base", classifier_args.base_channels, "base channels")
-      ->check(CLI::Range(1, 1024))
+      ->check(ddpm_examples::integer_range(1, 1024))
       ->capture_default_str();
   classifier_cmd->add_option("--mult", classifier_args.channel_mult, "channel multiplier per level")
       ->delimiter(',')
-      ->check(CLI::Range(1, 64))
+      ->check(ddpm_examples::integer_range(1, 64))
       ->capture_default_str();
   ddpm_examples::add_common_options(*classifier_cmd, classifier_common);
 
@@ -540,6 +557,9 @@ int main(int argc, char** argv) {
       return sample(sample_args, sample_common, png_dir, weights_run);
     }
     if (*export_cmd) {
+      ddpm_examples::check_input_files(
+          {{"--checkpoint", export_args.checkpoint, ddpm_examples::kCheckpointFile}});
+      ddpm_examples::check_output_file(export_args.out);
       return ddpm_examples::export_weights<Model, ddpm::nn::UNetConfig>(export_args);
     }
     if (*eval_cmd) {
