@@ -255,7 +255,12 @@ void train_prior(Model& model, const Clouds& clouds, PriorArgs prior, const fs::
 int train(Run run, const DataArgs& data_args, const ddpm_examples::TrainArgs& args, PriorArgs prior,
           const SampleArgs& preview, const Common& common) {
   const fs::path out(common.out);
-  ddpm_examples::check_output_folder(out);  // before the clouds are read or anything is trained
+  // Before the clouds are read or anything is trained.
+  ddpm_examples::check_input_files(
+      {{"--resume", args.resume, ddpm_examples::kCheckpointFile},
+       {"--init-from", args.init_from, ddpm_examples::kCheckpointFile},
+       {"--resume-prior", prior.resume, ddpm_examples::kCheckpointFile}});
+  ddpm_examples::check_output_folder(out);
   const Clouds clouds = make_clouds(data_args, data_args.points);
   run.data = clouds.config();
   Model model = ddpm::train::make_point_cloud_model<Real>(run);
@@ -306,7 +311,22 @@ Clouds open_clouds(const Run& run, ddpm::Index points) {
   return clouds;
 }
 
+// What sample, reconstruct and eval check before they load or sample anything: their input files
+// (a given --prior; when `uses_prior` also the default one beside --checkpoint) and output
+// folders.
+void check_files(const SampleArgs& args, const Common& common, bool uses_prior) {
+  const std::string prior =
+      args.prior.empty() && uses_prior ? prior_path_of(args.checkpoint).string() : args.prior;
+  ddpm_examples::check_input_files(
+      {{"--checkpoint", args.checkpoint, ddpm_examples::kCheckpointFile},
+       {"--prior", prior,
+        "an existing prior checkpoint file: by default prior.ckpt beside --checkpoint"}});
+  ddpm_examples::check_output_folder(common.out);
+  if (!args.ply_dir.empty()) ddpm_examples::check_output_folder(args.ply_dir, 0, "--ply-dir");
+}
+
 int sample(const SampleArgs& args, const Common& common) {
+  check_files(args, common, true);
   auto [run, model] = load_model(args.checkpoint, args.weights());
   TrainedPrior prior = load_prior(
       args.prior.empty() ? prior_path_of(args.checkpoint) : fs::path(args.prior), args.weights());
@@ -329,6 +349,7 @@ ddpm::Batch<Real> mean_codes(Model& model, const ddpm::Batch<Real>& clouds, ddpm
 }
 
 int reconstruct(const SampleArgs& args, const Common& common) {
+  check_files(args, common, false);
   auto [run, model] = load_model(args.checkpoint, args.weights());
   const ddpm::Index points = args.points;
   const Clouds clouds = open_clouds(run, points);
@@ -369,6 +390,7 @@ int reconstruct(const SampleArgs& args, const Common& common) {
 }
 
 int eval(const SampleArgs& args, const Common& common, int emd_points) {
+  check_files(args, common, true);
   auto [run, model] = load_model(args.checkpoint, args.weights());
   TrainedPrior prior = load_prior(
       args.prior.empty() ? prior_path_of(args.checkpoint) : fs::path(args.prior), args.weights());
@@ -433,13 +455,13 @@ void add_sample_options(CLI::App& app, SampleArgs& args, int n) {
   ddpm_examples::add_sample_options(app, args, true);
   app.add_option("--prior", args.prior, "prior.ckpt (default: beside --checkpoint)");
   app.add_option("--n", args.n, "number of shapes")
-      ->check(CLI::Range(1, 1000000))
+      ->check(ddpm_examples::integer_range(1, 1000000))
       ->capture_default_str();
   app.add_option("--points", args.points, "points per shape (N) drawn and compared")
-      ->check(CLI::Range(2, 1 << 20))
+      ->check(ddpm_examples::integer_range(2, 1 << 20))
       ->capture_default_str();
   app.add_option("--chunk", args.chunk, "shapes per sampler call (bounds memory)")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
 }
 
@@ -504,58 +526,58 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingPath)
       ->excludes(shapes_option);
   train_cmd->add_option("--train-shapes", data_args.train_shapes, "generated training shapes")
-      ->check(CLI::Range(1, 1000000))
+      ->check(ddpm_examples::integer_range(1, 1000000))
       ->capture_default_str();
   train_cmd
       ->add_option("--held-out", data_args.held_out,
                    "--data: clouds kept aside for evaluation (default: 10 %)")
-      ->check(ddpm_examples::non_negative());
+      ->check(ddpm_examples::integer_at_least(0));
   train_cmd->add_option("--points", data_args.points, "points per shape (N) of the data")
-      ->check(CLI::Range(2, 1 << 20))
+      ->check(ddpm_examples::integer_range(2, 1 << 20))
       ->capture_default_str();
   train_cmd
       ->add_option("--train-points", run.model.points_per_shape,
                    "points of each shape one training step shows the model (M <= N, drawn anew "
                    "every step; more shapes and timesteps per step for the same cost)")
-      ->check(CLI::Range(2, 1 << 20))
+      ->check(ddpm_examples::integer_range(2, 1 << 20))
       ->capture_default_str();
   train_cmd->add_option("--latent", run.model.latent_dim, "size of the shape code z")
-      ->check(CLI::Range(1, 4096))
+      ->check(ddpm_examples::integer_range(1, 4096))
       ->capture_default_str();
   train_cmd->add_option("--kl-weight", run.model.kl_weight, "weight of the code's KL term")
       ->check(ddpm_examples::non_negative())
       ->capture_default_str();
   train_cmd->add_option("--decoder", run.model.decoder_widths, "decoder widths, e.g. 128,256,128")
       ->delimiter(',')
-      ->check(CLI::Range(1, 8192))
+      ->check(ddpm_examples::integer_range(1, 8192))
       ->capture_default_str();
   train_cmd->add_option("--encoder", run.model.encoder_widths, "encoder point-MLP widths")
       ->delimiter(',')
-      ->check(CLI::Range(1, 8192))
+      ->check(ddpm_examples::integer_range(1, 8192))
       ->capture_default_str();
   train_cmd->add_option("--head", run.model.head_widths, "encoder head widths (after the max-pool)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 8192))
+      ->check(ddpm_examples::integer_range(1, 8192))
       ->capture_default_str();
   ddpm_examples::add_diffusion_options(*train_cmd, run.diffusion);
   ddpm_examples::add_train_options(*train_cmd, train_args);
   train_cmd->get_option("--batch")->description("shapes per step");
   train_cmd->add_option("--prior-steps", prior.train.steps, "latent-prior steps (0: none)")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   train_cmd->add_option("--prior-width", prior.model.width, "latent-prior MLP width")
-      ->check(CLI::Range(1, 8192))
+      ->check(ddpm_examples::integer_range(1, 8192))
       ->capture_default_str();
   train_cmd->add_option("--prior-depth", prior.model.depth, "latent-prior MLP hidden layers")
-      ->check(CLI::Range(1, 64))
+      ->check(ddpm_examples::integer_range(1, 64))
       ->capture_default_str();
   train_cmd->add_option("--prior-T", prior.T, "latent-prior diffusion steps")
-      ->check(CLI::Range(21, 100000))
+      ->check(ddpm_examples::integer_range(21, 100000))
       ->capture_default_str();
   train_cmd->add_option("--resume-prior", prior.resume, "continue this prior.ckpt's run")
       ->check(CLI::ExistingFile);
   train_cmd->add_option("--preview", preview.n, "shapes sampled at the end (0: none)")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   ddpm_examples::add_common_options(*train_cmd, train_common);
 
@@ -582,7 +604,7 @@ int main(int argc, char** argv) {
   eval_cmd
       ->add_option("--emd-points", emd_points,
                    "points per cloud for the EMD (an even subset; CD uses all N)")
-      ->check(CLI::Range(2, 1 << 20))
+      ->check(ddpm_examples::integer_range(2, 1 << 20))
       ->capture_default_str();
   ddpm_examples::add_common_options(*eval_cmd, eval_common);
 
