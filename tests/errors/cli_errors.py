@@ -10,6 +10,8 @@ cli-unchecked markers); a row there for an option the program does not have fail
 
   cli_errors.py --doc docs/errors.md --program ddpm-toy2d=PATH ...          check
   cli_errors.py --doc docs/errors.md --program ddpm-toy2d=PATH ... --write  print candidate rows
+  cli_errors.py --doc docs/errors.md --program ddpm-toy2d=PATH ... --update rewrite, in the doc,
+      the message of each row whose excerpt the program no longer prints (review the diff)
 """
 import argparse
 import concurrent.futures
@@ -23,8 +25,9 @@ TOP = "(none)"  # the command column of a program's own options (no subcommand)
 TIMEOUT = 30  # seconds; a row's program exits during option parsing or its first file read
 
 
-def table(doc, name, columns):
-    """The rows between <!-- NAME:begin --> and <!-- NAME:end -->, as lists of cells."""
+def table(doc, name, columns, required=True):
+    """The rows between <!-- NAME:begin --> and <!-- NAME:end -->, as lists of cells (none
+    only where not `required`)."""
     rows, inside = [], False
     for line in open(doc, encoding="utf-8"):
         if f"<!-- {name}:begin -->" in line:
@@ -32,13 +35,11 @@ def table(doc, name, columns):
         elif f"<!-- {name}:end -->" in line:
             inside = False
         elif inside and line.startswith("| `"):
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-            cells = [c[1:-1] if len(c) >= 2 and c[0] == "`" and c[-1] == "`" else c for c in cells]
-            cells = [c.replace("\\|", "|") for c in cells]
+            cells = table_cells(line)
             if len(cells) != columns:
                 raise SystemExit(f"{doc}: a {name} row needs {columns} cells: {line.strip()}")
             rows.append(cells)
-    if not rows:
+    if not rows and required:
         raise SystemExit(f"{doc}: no rows between the {name} markers")
     return rows
 
@@ -108,6 +109,9 @@ def option_of(arguments):
 
 def candidate(kind):
     """An invalid value for an option of help type `kind`, or None (any text is accepted)."""
+    m = re.search(r":(-?\d+)\.\.", kind)  # the programs' integer_range, seed and thread checks
+    if m:
+        return str(int(m.group(1)) - 1)
     m = re.search(r"in \[(-?[\d.e+]+) - (-?[\d.e+]+)\]", kind)
     if m:
         return str(int(float(m.group(1))) - 1) if kind.startswith(("INT", "UINT")) else "2"
@@ -122,8 +126,6 @@ def candidate(kind):
         return "-1"
     if "FINITE" in kind:
         return "nan"
-    if ":1.." in kind:
-        return "0"
     if ":FILE" in kind or ":PATH" in kind:
         return "/nonexistent/file"
     if kind.startswith(("INT", "UINT", "FLOAT", "BOOLEAN")):
@@ -140,13 +142,58 @@ def main():
     parser.add_argument("--doc", required=True)
     parser.add_argument("--program", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--write", action="store_true", help="print candidate rows and exit")
+    parser.add_argument("--update", action="store_true",
+                        help="rewrite the stale messages of the doc's rows and exit")
     args = parser.parse_args()
     programs = dict(p.split("=", 1) for p in args.program)
     with tempfile.TemporaryDirectory(prefix="ddpm-cli-errors-") as work:
         return check_all(args, programs, work)
 
 
+def first_line(output, code):
+    """A row's message: the output's first line, without the machine's thread counts."""
+    first = output.strip().splitlines()[0] if output.strip() else f"(exit {code})"
+    first = re.sub(r"(allowed: 1\.\.)\d+ \(at most 4 x .*", r"\1", first)  # per machine
+    return first.replace("|", "\\|")
+
+
+def update(args, programs, work):
+    """Rewrites the message cell of every cli-rows row whose excerpt is no longer printed."""
+    lines = open(args.doc, encoding="utf-8").read().split("\n")
+    inside, jobs = False, []
+    for i, line in enumerate(lines):
+        if "<!-- cli-rows:begin -->" in line:
+            inside = True
+        elif "<!-- cli-rows:end -->" in line:
+            inside = False
+        elif inside and line.startswith("| `"):
+            name, arguments = table_cells(line)[:2]
+            if name in programs:
+                jobs.append((i, name, arguments, line))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda j: run([programs[j[1]]] + j[2].split(), work), jobs))
+    changed = 0
+    for (i, name, arguments, line), (code, output) in zip(jobs, results):
+        excerpt = table_cells(line)[2]
+        if excerpt in output:
+            continue
+        lines[i] = f"| `{name}` | `{arguments}` | `{first_line(output, code)}` |"
+        changed += 1
+    open(args.doc, "w", encoding="utf-8").write("\n".join(lines))
+    print(f"{changed} of {len(jobs)} rows rewritten in {args.doc}")
+    return 0
+
+
+def table_cells(line):
+    """The cells of a table row, as table() reads them."""
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+    cells = [c[1:-1] if len(c) >= 2 and c[0] == "`" and c[-1] == "`" else c for c in cells]
+    return [c.replace("\\|", "|") for c in cells]
+
+
 def check_all(args, programs, work):
+    if args.update:
+        return update(args, programs, work)
     helps = {name: help_options(path, work) for name, path in programs.items()}
 
     if args.write:
@@ -168,20 +215,19 @@ def check_all(args, programs, work):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda j: run([programs[j[0]]] + j[1].split(), work), jobs))
         for (name, arguments), (code, output) in zip(jobs, results):
-            first = output.strip().splitlines()[0] if output.strip() else f"(exit {code})"
             option, value = option_of(arguments)
             if code in (None, 0) or (option and option.lstrip("-") not in output) or \
                     value.lstrip("=") not in output:
                 command = command_of(arguments)
-                print(f"| `{name}` | `{command}` | `{option}` | TODO: {first} |", file=sys.stderr)
+                print(f"| `{name}` | `{command}` | `{option}` | TODO: {first_line(output, code)} |",
+                      file=sys.stderr)
                 continue
-            first = re.sub(r"(allowed: 1\.\.)\d+ \(at most 4 x .*", r"\1", first)  # per machine
-            first = first.replace("|", "\\|")
-            print(f"| `{name}` | `{arguments}` | `{first}` |")
+            print(f"| `{name}` | `{arguments}` | `{first_line(output, code)}` |")
         return 0
 
     rows = [r for r in table(args.doc, "cli-rows", 3) if r[0] in programs]
-    unchecked = [r for r in table(args.doc, "cli-unchecked", 4) if r[0] in programs]
+    unchecked = [r for r in table(args.doc, "cli-unchecked", 4, required=False)
+                 if r[0] in programs]
     failures = []
     missing = set(programs) - {r[0] for r in rows}
     if missing:
