@@ -250,18 +250,24 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
   ddpm::viz::ReverseStripRecorder<Real> strip(
       ddpm::sampling_timesteps(args.spec(), diffusion.schedule()), T, points.frame());
   std::printf("sampling %zu points: %s\n", labels.size(), args.describe(T).c_str());
-  ddpm::io::ProgressBar progress(args.steps(T), args.sampler_name() + " sampling");
+  // Chunks bound memory (the network's activations grow with the rows of one call) without
+  // changing a sample; the strip shows the first chunk.
+  constexpr ddpm::Index kChunk = 8192;
+  const auto n = static_cast<ddpm::Index>(labels.size());
+  const ddpm::Index steps = args.steps(T);
+  ddpm::io::ProgressBar progress(steps * ((n + kChunk - 1) / kChunk),
+                                 args.sampler_name() + " sampling");
   const ddpm::LabeledSampling options{.sampler = args.spec(),
                                       .guidance = args.guidance,
                                       .guidance_rescale = args.guidance_rescale,
                                       .classifier_scale = args.classifier_scale,
-                                      .chunk = static_cast<ddpm::Index>(labels.size())};
+                                      .chunk = kChunk};
   const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {
     return ddpm_examples::sample_labeled_or_from<Real>(
         options, diffusion, denoiser, classifier, labels, 2, x_init, ddpm::CounterRng(seed),
-        [&](ddpm::Index, const ddpm::SamplerProgress<Real>& p) {
-          progress.update(p.done);
-          strip(p);
+        [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
+          progress.update(first / kChunk * steps + p.done);
+          if (first == 0) strip(p);
         });
   });
   progress.finish();
