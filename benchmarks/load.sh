@@ -5,8 +5,9 @@
 # short spin) and thread counts. Prints a Markdown table of medians and of the slowdown under load
 # against the quiet 2-thread run with the default policy (issue 14: at most about 2.5x).
 #
-#   benchmarks/load.sh [--repeats R] [--only KEY,...] [--build-dir DIR] [--small]
+#   benchmarks/load.sh [--repeats R] [--only KEY,...] [--build-dir DIR] [--bench PATH] [--small]
 #
+# --bench: time this ddpm-bench binary instead of building one.
 # Rounds interleave the configurations, so a drift in the machine's speed hits all of them alike.
 # Run it on otherwise idle cores: any other load is counted as the hog's.
 set -euo pipefail
@@ -17,28 +18,35 @@ repeats=3
 only="unet_train_b64_ms,toy_train_b256_ms"
 build_dir="$repo/build/bench-release"
 small=()
+bench=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --repeats) repeats="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
+    --bench) bench="$2"; shift 2 ;;
     --small) small=(--small); shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-cmake -S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DDDPM_BUILD_BENCHMARKS=ON \
-  -DDDPM_BUILD_TESTS=OFF -DDDPM_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build_dir" --target ddpm-bench -j 2 >/dev/null
-bench="$build_dir/benchmarks/ddpm-bench"
+if [[ -z $bench ]]; then
+  cmake -S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DDDPM_BUILD_BENCHMARKS=ON \
+    -DDDPM_BUILD_TESTS=OFF -DDDPM_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build "$build_dir" --target ddpm-bench -j 2 >/dev/null
+  bench="$build_dir/benchmarks/ddpm-bench"
+fi
 
 # name | threads | environment (OMP_WAIT_POLICY and GOMP_SPINCOUNT are unset unless given here)
 configs=("2 threads, libgomp defaults|2|" "2 threads, OMP_WAIT_POLICY=active|2|OMP_WAIT_POLICY=active"
          "2 threads, OMP_WAIT_POLICY=passive|2|OMP_WAIT_POLICY=passive"
          "2 threads, GOMP_SPINCOUNT=10000|2|GOMP_SPINCOUNT=10000" "1 thread|1|")
 hog_pid=""
-stop_hog() { [[ -n $hog_pid ]] && kill "$hog_pid" 2>/dev/null && wait "$hog_pid" 2>/dev/null; hog_pid=""; }
+stop_hog() {
+  if [[ -n $hog_pid ]]; then kill "$hog_pid" 2>/dev/null; wait "$hog_pid" 2>/dev/null || true; fi
+  hog_pid=""
+}
 trap stop_hog EXIT
 
 out_dir="$build_dir/load-runs"
