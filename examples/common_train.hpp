@@ -43,7 +43,7 @@ inline void add_schedule_options(CLI::App& app, ddpm::train::ScheduleConfig& sch
       ->check(CLI::IsMember(schedules))
       ->default_str(std::string(ddpm::to_string(schedule.kind)));
   app.add_option("--T", schedule.num_timesteps, "diffusion steps")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
 }
 
@@ -67,13 +67,13 @@ inline void add_diffusion_options(CLI::App& app, ddpm::train::DiffusionConfig& d
 /// --width, --depth, --embedding of the MLP denoiser.
 inline void add_model_options(CLI::App& app, ddpm::nn::MlpConfig& m) {
   app.add_option("--width", m.width, "hidden units per layer")
-      ->check(CLI::Range(1, 8192))
+      ->check(ddpm_examples::integer_range(1, 8192))
       ->capture_default_str();
   app.add_option("--depth", m.depth, "hidden layers")
-      ->check(CLI::Range(1, 64))
+      ->check(ddpm_examples::integer_range(1, 64))
       ->capture_default_str();
   app.add_option("--embedding", m.embedding_dim, "time-embedding size")
-      ->check(CLI::Range(2, 4096))
+      ->check(ddpm_examples::integer_range(2, 4096))
       ->capture_default_str();
 }
 
@@ -81,21 +81,21 @@ inline void add_model_options(CLI::App& app, ddpm::nn::MlpConfig& m) {
 /// image size and output channels come from the data and the diffusion).
 inline void add_model_options(CLI::App& app, ddpm::nn::UNetConfig& m) {
   app.add_option("--base", m.base_channels, "UNet base channels")
-      ->check(CLI::Range(1, 1024))
+      ->check(ddpm_examples::integer_range(1, 1024))
       ->capture_default_str();
   app.add_option("--mult", m.channel_mult, "channel multiplier per level, e.g. 1,2,2")
       ->delimiter(',')
-      ->check(CLI::Range(1, 64))
+      ->check(ddpm_examples::integer_range(1, 64))
       ->capture_default_str();
   app.add_option("--res-blocks", m.res_blocks, "ResBlocks per level")
-      ->check(CLI::Range(1, 16))
+      ->check(ddpm_examples::integer_range(1, 16))
       ->capture_default_str();
   app.add_option("--attention", m.attention_resolutions,
                  "image sides with attention after every ResBlock, e.g. 14,7 (the middle always "
                  "has attention)")
       ->delimiter(',');
   app.add_option("--heads", m.attention_heads, "attention heads")
-      ->check(CLI::Range(1, 64))
+      ->check(ddpm_examples::integer_range(1, 64))
       ->capture_default_str();
   app.add_option("--dropout", m.dropout, "ResBlock dropout")
       ->check(ddpm_examples::range(0.0, 0.99))
@@ -133,16 +133,16 @@ struct TrainArgs {
 
 inline void add_train_options(CLI::App& app, TrainArgs& a) {
   app.add_option("--steps", a.steps, "optimizer steps (the total, counting a resumed run's)")
-      ->check(CLI::Range(1, 100000000))
+      ->check(ddpm_examples::integer_range(1, 100000000))
       ->capture_default_str();
   app.add_option("--batch", a.batch, "batch size")
-      ->check(CLI::Range(1, 1000000))
+      ->check(ddpm_examples::integer_range(1, 1000000))
       ->capture_default_str();
   app.add_option("--lr", a.lr, "Adam learning rate")
       ->check(ddpm_examples::positive())
       ->capture_default_str();
   app.add_option("--warmup", a.warmup, "learning-rate warm-up steps")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   add_choice(app, "--decay", a.decay, "learning-rate decay after warm-up (to 1% of --lr)");
   app.add_option("--grad-clip", a.grad_clip, "global gradient-norm clip (0: off)")
@@ -167,7 +167,7 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
       ->excludes(resume);
   app.add_option("--checkpoint-every", a.checkpoint_every,
                  "steps between checkpoints (0: only at the end)")
-      ->check(ddpm_examples::non_negative())
+      ->check(ddpm_examples::integer_at_least(0))
       ->capture_default_str();
   app.add_option("--minutes", a.minutes,
                  "stop after this much wall time (0: no limit), checkpointing as at the end")
@@ -326,7 +326,7 @@ inline void add_sample_options(CLI::App& app, SampleArgs& args, bool with_checkp
   app.add_option("--sample-steps", args.sample_steps,
                  "sampling steps, one network evaluation each (Heun: two; default: T for ddpm, "
                  "50 for ddim/euler/euler-a, 25 for heun, 20 for dpm++/unipc)")
-      ->check(ddpm_examples::non_negative());
+      ->check(ddpm_examples::integer_at_least(0));
   app.add_option_function<double>(
          "--eta", [&args](double value) { args.eta = value; },
          "noise: DDIM eta (default 0: deterministic; 1 ancestral-like), euler-a and dpm++2m-sde "
@@ -396,10 +396,10 @@ inline void add_guidance_options(CLI::App& app, GuidanceArgs& args,
 template <class Options>
 void add_classifier_train_options(CLI::App& app, Options& options) {
   app.add_option("--steps", options.steps, "Adam steps")
-      ->check(CLI::Range(1, 10000000))
+      ->check(ddpm_examples::integer_range(1, 10000000))
       ->capture_default_str();
   app.add_option("--batch", options.batch_size, "batch size")
-      ->check(CLI::Range(1, 100000))
+      ->check(ddpm_examples::integer_range(1, 100000))
       ->capture_default_str();
   app.add_option("--lr", options.learning_rate, "Adam learning rate")
       ->check(ddpm_examples::positive())

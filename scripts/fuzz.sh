@@ -72,20 +72,20 @@ if ((${#stale[@]})); then
 fi
 ((build_only)) && exit 0
 
-status=0
-printf '%-12s %12s %9s %8s %8s  %s\n' target executions exec/s cov ft findings
-for t in "${targets[@]}"; do
-  work=$build/work/$t
+# One target per core at a time (each libFuzzer process is single-threaded); rows print in order.
+fuzz_one() {
+  local t=$1 work=$build/work/$1
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"
   cp -r "$fuzz_dir/corpus/$t/." "$work/corpus/" 2>/dev/null || true
   if [[ -d $fuzz_dir/regressions/$t ]]; then cp -r "$fuzz_dir/regressions/$t/." "$work/corpus/"; fi
-  options=(-rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -max_total_time="$seconds"
-           -print_final_stats=1 -artifact_prefix="$work/artifacts/")
+  local options=(-rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -max_total_time="$seconds"
+                 -print_final_stats=1 -artifact_prefix="$work/artifacts/")
   [[ -f $fuzz_dir/dict/$t.dict ]] && options+=(-dict="$fuzz_dir/dict/$t.dict")
   ((jobs > 1)) && options+=(-fork="$jobs")
-  rc=0
+  local rc=0
   (cd "$work" && "$build/$t" "${options[@]}" corpus >"$work/log" 2>&1) || rc=$?
+  local execs rate last cov ft found verdict
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/log" | awk '{s+=$2} END {print s+0}')
   rate=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$work/log" | awk '{s+=$2} END {print s+0}')
   if ((jobs > 1)); then  # -fork prints "#N: cov: C ft: F corp: ... exec/s: E ..." lines
@@ -98,11 +98,21 @@ for t in "${targets[@]}"; do
   found=$(find "$work/artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
             -o -name 'oom-*' \) | wc -l)
   verdict=$found
-  if ((rc != 0 || found != 0)); then
-    status=1
-    verdict="$found (exit $rc; see $work/log, artifacts in $work/artifacts)"
-  fi
+  ((rc != 0 || found != 0)) && verdict="$found (exit $rc; see $work/log, artifacts in $work/artifacts)"
   printf '%-12s %12s %9s %8s %8s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" \
-    "$verdict"
+    "$verdict" >"$work.row"
+  ((rc == 0 && found == 0))
+}
+
+parallel=$(( $(nproc) / jobs > 0 ? $(nproc) / jobs : 1 ))
+pids=()
+for t in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
+  fuzz_one "$t" &
+  pids+=($!)
 done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+printf '%-12s %12s %9s %8s %8s  %s\n' target executions exec/s cov ft findings
+for t in "${targets[@]}"; do cat "$build/work/$t.row"; done
 exit $status

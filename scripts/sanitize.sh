@@ -4,7 +4,8 @@
 #   scripts/sanitize.sh [--tsan] [AREA ...]
 #
 # Default: AddressSanitizer + UndefinedBehaviorSanitizer (GCC, -O1 -g, every finding fatal) over the
-# test areas given (default: all areas of tests/<area>/). --tsan: ThreadSanitizer over the OpenMP
+# test areas given (default: all areas of tests/<area>/; "fuzz": the fuzz targets replaying their
+# corpora and regressions). --tsan: ThreadSanitizer over the OpenMP
 # paths, built with clang and LLVM's OpenMP runtime, whose barriers and tasks TSan understands through
 # the Archer tool (GCC's libgomp is not instrumented, so under it every OpenMP region would report
 # false races).
@@ -49,8 +50,16 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS
 targets=()
 pattern=""
 for area in "${areas[@]}"; do
-  targets+=(--target "ddpm_tests_$area")
-  pattern+="${pattern:+|}^$area: "
+  if [[ $area == fuzz ]]; then  # the fuzz targets replaying their corpora and regressions
+    for source in "$root"/tests/fuzz/*.cpp; do
+      name=$(basename "$source" .cpp)
+      [[ $name == replay_main || $name == make_corpus ]] || targets+=(--target "ddpm_fuzz_replay_$name")
+    done
+    pattern+="${pattern:+|}^fuzz replay: "
+  else
+    targets+=(--target "ddpm_tests_$area")
+    pattern+="${pattern:+|}^$area: "
+  fi
 done
 # Only the test executables: the examples and header checks add build time and no coverage.
 cmake --build "$build" -j"$(nproc)" "${targets[@]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the API reference (no doxygen warnings allowed) and everything else (warnings are
-# errors), and runs the whole test suite through CTest.
+# errors), runs the whole test suite through CTest, fuzzes every parser briefly and runs the file
+# handling areas under sanitizers.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/scripts/setup.sh"
@@ -12,3 +13,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDDPM_WERROR=ON -DDDPM_
 cmake --build "$build" -j"$(nproc)"
 # One test process at a time: each already uses every core through OpenMP.
 ctest --test-dir "$build" --output-on-failure --timeout 900
+# Hostile input (issue 14): every parser fuzzed for a short while from its seed corpus, then the
+# areas that read and write files under AddressSanitizer + UndefinedBehaviorSanitizer.
+bash "$root/scripts/fuzz.sh" --seconds 30
+bash "$root/scripts/sanitize.sh" io data train fuzz

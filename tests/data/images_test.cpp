@@ -370,7 +370,12 @@ TEST_CASE("read_image_folder refuses broken files, empty folders and bad argumen
   }
   SUBCASE("a truncated PNG, naming it") {
     const std::vector<std::uint8_t> bytes = ddpm::io::encode_png(good);
+    // Cut inside a chunk: refused before stb sees it (the chunk is longer than the file).
     const fs::path bad = dir.write("b.png", std::string(bytes.begin(), bytes.begin() + 60));
+    check_format_error([&] { (void)ddpm::data::read_image_folder(dir.path); },
+                       {"'" + bad.string() + "'", "corrupt PNG: the chunk at byte 33"});
+    // Cut after the header chunk (8 + 25 bytes): whole chunks, so stb itself refuses it.
+    dir.write("b.png", std::string(bytes.begin(), bytes.begin() + 33));
     check_format_error([&] { (void)ddpm::data::read_image_folder(dir.path); },
                        {"'" + bad.string() + "'", "cannot be decoded"});
   }
