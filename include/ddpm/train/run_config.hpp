@@ -502,7 +502,8 @@ struct RunConfig {
     FieldWriter w;
     ModelFields<ModelConfig>::write(w, model);
     std::string text(ModelFields<ModelConfig>::kind);
-    for (const Field& f : w.fields()) text += " " + f.key.substr(6) + "=" + f.text;
+    // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on the operator+ chain.
+    for (const Field& f : w.fields()) text.append(" ").append(f.key, 6).append("=").append(f.text);
     return text;
   }
 
