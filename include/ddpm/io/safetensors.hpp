@@ -580,6 +580,9 @@ class SafetensorsFile {
     } catch (const nlohmann::json::parse_error& e) {
       fail_(header_range + " is not valid JSON (error at file byte " + std::to_string(7 + e.byte) +
             "): " + e.what());
+    } catch (const nlohmann::json::exception& e) {
+      // Valid syntax the parser still refuses, e.g. a number beyond double's range (fuzz finding).
+      fail_(header_range + " cannot be read as JSON: " + e.what());
     }
   }
 
