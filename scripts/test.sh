@@ -13,8 +13,8 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDDPM_WERROR=ON -DDDPM_
 cmake --build "$build" -j"$(nproc)"
 # One test process at a time: each already uses every core through OpenMP.
 ctest --test-dir "$build" --output-on-failure --timeout 900
-# Hostile input (issue 14): every parser fuzzed for a short while from its seed corpus and its
-# past crashers (clang, ASan + UBSan), then the file-format and optimizer areas under GCC's ASan +
+# Hostile input (issue 14): every parser fuzzed for 100,000 executions with a fixed seed (the same
+# inputs on every machine) from its seed corpus and its past crashers (clang, ASan + UBSan), then the file-format and optimizer areas under GCC's ASan +
 # UBSan (the whole suite under sanitizers would double CI's time: scripts/sanitize.sh runs it).
-bash "$root/scripts/fuzz.sh" --seconds 30
+bash "$root/scripts/fuzz.sh" --runs 100000 --seed 1
 bash "$root/scripts/sanitize.sh" io data optim
