@@ -276,6 +276,22 @@ inline void refuse_failed_stb_checks(const std::filesystem::path& file) {
   }
 }
 
+/// The most pixels one byte of a PNG or JPEG can stand for: deflate expands at most 1032:1 and a
+/// JPEG block of 64 pixels takes at least 2 bits, so real files stay far below this.
+inline constexpr std::uint64_t kMaxPixelsPerFileByte = 4096;
+
+/// Refuses a header that declares more pixels than the file's bytes can encode: stb_image
+/// allocates and decodes the declared size even when the data run out (a 727-byte JPEG took 22 s).
+inline void refuse_implausible_size(const std::filesystem::path& file, std::size_t file_bytes,
+                                    int width, int height) {
+  const auto pixels = static_cast<std::uint64_t>(width) * static_cast<std::uint64_t>(height);
+  if (pixels > kMaxPixelsPerFileByte * file_bytes) {
+    throw FormatError("ddpm: image '" + file.string() + "': corrupt or truncated: it declares " +
+                      std::to_string(width) + " x " + std::to_string(height) +
+                      " pixels, more than " + std::to_string(file_bytes) + " bytes can encode");
+  }
+}
+
 /// The bytes of the PNG/JPEG file `file`, with its size and channel count in `info`; FormatError
 /// naming it if it is unreadable or not a PNG/JPEG that stb_image recognises.
 inline std::string read_image_file(const std::filesystem::path& file, ImageInfo& info) {
@@ -291,6 +307,7 @@ inline std::string read_image_file(const std::filesystem::path& file, ImageInfo&
     throw FormatError("ddpm: image '" + file.string() + "': cannot be decoded (" +
                       stbi_failure_reason() + "); expected a PNG or JPEG file");
   }
+  refuse_implausible_size(file, bytes.size(), info.width, info.height);
   return bytes;
 }
 
@@ -302,6 +319,10 @@ inline void decode_image(const std::filesystem::path& file, const std::string& b
   refuse_oversized_png_chunks(file, bytes);
   int width = 0, height = 0, stored = 0;
   stb_check_failed = false;
+  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                            static_cast<int>(bytes.size()), &width, &height, &stored) != 0) {
+    refuse_implausible_size(file, bytes.size(), width, height);
+  }
   const std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
                             static_cast<int>(bytes.size()), &width, &height, &stored, channels),
