@@ -58,7 +58,7 @@ for area in "${areas[@]}"; do
     pattern+="${pattern:+|}^fuzz replay: "
   else
     targets+=(--target "ddpm_tests_$area")
-    pattern+="${pattern:+|}^$area: "
+    pattern+="${pattern:+|}^$area:"
   fi
 done
 # Only the test executables: the examples and header checks add build time and no coverage.
