@@ -5,18 +5,19 @@
 # coverage (cov/ft) and findings; exits 1 on any crash, leak, timeout or out-of-memory, keeping the
 # artifact under build/fuzz/work/<target>/artifacts/.
 #
-#   scripts/fuzz.sh [--seconds N | --runs N] [--seed S] [--jobs J] [--build-only] [TARGET...]
+#   scripts/fuzz.sh [--seconds N] [--runs N] [--seed S] [--jobs J] [--build-only] [TARGET...]
 #
-# --seconds: fuzzing time per target (default 30); --runs: a number of executions per target
-# instead, which with --seed makes a run reproducible on any machine (CI uses it, so that what
-# passes here passes there); --jobs: parallel fuzzing processes per target (libFuzzer's -fork,
+# --seconds: fuzzing time per target (default 30 when --runs is not given); --runs: a number of
+# executions per target, which with --seed makes a run reproducible on any machine (CI uses it, so
+# that what passes here passes there); both: whichever comes first (the long runs: --runs
+# 10000000 --seconds 3600); --jobs: parallel fuzzing processes per target (libFuzzer's -fork,
 # default 1); no TARGET: all of them. Minimize a crasher with
 #   build/fuzz/<target> -minimize_crash=1 -runs=100000 build/fuzz/work/<target>/artifacts/crash-...
 # and commit the result to tests/fuzz/regressions/<target>/ (the GCC suite replays it).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-seconds=30
+seconds=""
 runs=""
 seed=""
 jobs=1
@@ -29,7 +30,7 @@ while (($#)); do
     --seed) seed=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --build-only) build_only=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -87,7 +88,8 @@ fuzz_one() {
   if [[ -d $fuzz_dir/regressions/$t ]]; then cp -r "$fuzz_dir/regressions/$t/." "$work/corpus/"; fi
   local options=(-rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1
                  -artifact_prefix="$work/artifacts/")
-  if [[ -n $runs ]]; then options+=(-runs="$runs"); else options+=(-max_total_time="$seconds"); fi
+  [[ -n $runs ]] && options+=(-runs="$runs")
+  [[ -n $seconds || -z $runs ]] && options+=(-max_total_time="${seconds:-30}")
   [[ -n $seed ]] && options+=(-seed="$seed")
   [[ -f $fuzz_dir/dict/$t.dict ]] && options+=(-dict="$fuzz_dir/dict/$t.dict")
   ((jobs > 1)) && options+=(-fork="$jobs")
