@@ -256,9 +256,18 @@ struct CommonOptions {
   std::string out;  ///< output folder; each program sets its default
 };
 
+/// Whether --threads was given. Training then uses exactly that many threads; without it, the
+/// Trainer's ThreadTuner picks 1 to OpenMP's default (all cores, or OMP_NUM_THREADS) from the
+/// measured step times, which keeps a run fast when another process takes a core.
+inline bool& threads_given() {
+  static bool given = false;
+  return given;
+}
+
 /// OpenMP's and Eigen's thread count; 0 leaves the defaults.
 inline void set_threads(int threads) {
   if (threads <= 0) return;
+  threads_given() = true;
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif
@@ -269,7 +278,9 @@ inline void set_threads(int threads) {
 /// once the command line is parsed with `app` chosen.
 inline void add_common_options(CLI::App& app, CommonOptions& common) {
   app.add_option("--seed", common.seed, "random seed")->check(seed_value())->capture_default_str();
-  app.add_option("--threads", common.threads, "threads (default: OpenMP's default)")
+  app.add_option("--threads", common.threads,
+                 "threads (default: OpenMP's default; training then picks 1 to that many from "
+                 "the measured step times)")
       ->check(thread_count());
   app.add_option("--out", common.out, "output folder")->capture_default_str();
   app.callback([&common] { set_threads(common.threads); });

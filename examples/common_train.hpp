@@ -218,7 +218,8 @@ std::vector<double> run_training(Trainer& trainer, Data&& data, const TrainArgs&
                                              .architecture = run.describe_model(),
                                              .loss_csv = out / "loss.csv",
                                              .label = std::move(label),
-                                             .time_limit_seconds = 60.0 * args.minutes};
+                                             .time_limit_seconds = 60.0 * args.minutes,
+                                             .tune_threads = !threads_given()};
   const std::int64_t first = trainer.step_count();
   const std::vector<double> losses = trainer.run(
       std::forward<Data>(data), options, [&](ddpm::train::Checkpoint& c) { run.to_checkpoint(c); });

@@ -50,6 +50,7 @@
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
+#include "ddpm/core/thread_tuner.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"

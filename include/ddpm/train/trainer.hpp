@@ -25,6 +25,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
+#include "ddpm/core/thread_tuner.hpp"
 #include "ddpm/core/types.hpp"
 #include "ddpm/denoiser.hpp"
 #include "ddpm/diffusion.hpp"
@@ -367,6 +368,11 @@ class Trainer {
     /// Stop after this much wall-clock time (0: no limit); the run ends as at options().steps,
     /// with a checkpoint. For comparisons at a fixed time budget.
     double time_limit_seconds = 0.0;
+    /// Let a ThreadTuner choose each step's thread count, between 1 and OpenMP's current
+    /// maximum, from the measured step times (results are bitwise the same for any count; on a
+    /// machine where another process keeps a core busy, fewer threads can be many times
+    /// faster). false: every step uses OpenMP's current maximum.
+    bool tune_threads = true;
   };
 
   /// Steps until options().steps, with a progress display (step, loss, steps/s, ETA), periodic
@@ -409,9 +415,17 @@ class Trainer {
              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >=
                  run.time_limit_seconds;
     };
+    std::optional<ThreadTuner> tuner;  // puts OpenMP's thread count back when run() returns
+    if (run.tune_threads) tuner.emplace(ddpm::detail::max_threads());
     try {
       while (step_ < options_.steps && !out_of_time()) {
+        if (tuner) tuner->begin_step();
+        const auto step_start = std::chrono::steady_clock::now();
         const StepStats s = step(data);
+        if (tuner) {
+          tuner->end_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start)
+                              .count());
+        }
         losses.push_back(s.loss);
         char line[128];
         std::snprintf(line, sizeof line, "%lld,%.9g,%.9g,%.9g\n", static_cast<long long>(s.step),
