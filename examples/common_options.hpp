@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -23,6 +25,7 @@
 
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/thread_tuner.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -273,6 +276,31 @@ inline void set_threads(int threads) {
 #endif
   Eigen::setNbThreads(threads);
 }
+
+/// Lets a ThreadTuner pick the thread count of each step of a sampling loop, timing the steps
+/// between the sampler's step callbacks (step_done() in each); samples do not depend on the
+/// count. Does nothing when --threads was given. Construct it just before sampling starts.
+class SamplingThreads {
+ public:
+  SamplingThreads() {
+    if (threads_given()) return;
+    tuner_.emplace(ddpm::detail::max_threads());
+    tuner_->begin_step();
+    last_ = std::chrono::steady_clock::now();
+  }
+
+  void step_done() {
+    if (!tuner_) return;
+    const auto now = std::chrono::steady_clock::now();
+    tuner_->end_step(std::chrono::duration<double>(now - last_).count());
+    tuner_->begin_step();
+    last_ = now;
+  }
+
+ private:
+  std::optional<ddpm::ThreadTuner> tuner_;
+  std::chrono::steady_clock::time_point last_;
+};
 
 /// --seed, --threads and --out of the subcommand `app`; its --threads takes effect (set_threads)
 /// once the command line is parsed with `app` chosen.

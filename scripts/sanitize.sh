@@ -32,7 +32,9 @@ if ((tsan)); then
   ddpm_require_packages "${DDPM_BUILD_PACKAGES[@]}" clang libomp-dev
   build="$root/build/tsan"
   llvm_lib=$(dirname "$(readlink -f "$(command -v clang++)")")/../lib
-  compiler=(-DCMAKE_CXX_COMPILER=clang++ -DDDPM_SANITIZE=thread)
+  # -Werror stays with the GCC builds: clang warns about the tests' doctest idioms (a [[nodiscard]]
+  # result inside CHECK_THROWS), which is not what this build is for.
+  compiler=(-DCMAKE_CXX_COMPILER=clang++ -DDDPM_SANITIZE=thread -DDDPM_WERROR=OFF)
   # Archer hooks OpenMP's synchronization into TSan; the uninstrumented runtime itself is ignored.
   export OMP_TOOL_LIBRARIES="$llvm_lib/libarcher.so"
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1"
@@ -40,13 +42,13 @@ if ((tsan)); then
 else
   ddpm_require_packages "${DDPM_BUILD_PACKAGES[@]}"
   build="$root/build/asan"
-  compiler=(-DDDPM_SANITIZE=address,undefined)
+  compiler=(-DDDPM_SANITIZE=address,undefined -DDDPM_WERROR=ON)
   export ASAN_OPTIONS="detect_leaks=1 abort_on_error=0 strict_string_checks=1 detect_stack_use_after_return=1"
   export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1"
 fi
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
-  -DDDPM_WERROR=ON "${compiler[@]}" >/dev/null
+  "${compiler[@]}" >/dev/null
 targets=()
 pattern=""
 for area in "${areas[@]}"; do

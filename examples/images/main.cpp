@@ -97,6 +97,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
       args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
   ddpm::Index images_done = 0;
+  ddpm_examples::SamplingThreads threads;
   const ddpm::Batch<Real> samples = ddpm_examples::sample_labeled_or_from<Real>(
       {.sampler = args.spec(),
        .guidance = args.guidance,
@@ -105,6 +106,7 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
        .chunk = args.chunk},
       diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run), x_init,
       ddpm::CounterRng(seed), [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
+        threads.step_done();
         if (p.done == p.total) images_done = std::min<ddpm::Index>(args.n, first + args.chunk);
         progress.update(
             ++done, std::to_string(images_done) + "/" + std::to_string(args.n) + " images done");

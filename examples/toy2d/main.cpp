@@ -262,10 +262,12 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
                                       .guidance_rescale = args.guidance_rescale,
                                       .classifier_scale = args.classifier_scale,
                                       .chunk = kChunk};
+  ddpm_examples::SamplingThreads threads;
   const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {
     return ddpm_examples::sample_labeled_or_from<Real>(
         options, diffusion, denoiser, classifier, labels, 2, x_init, ddpm::CounterRng(seed),
         [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
+          threads.step_done();
           progress.update(first / kChunk * steps + p.done);
           if (first == 0) strip(p);
         });

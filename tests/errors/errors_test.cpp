@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/core/thread_tuner.hpp"
 #include "ddpm/data/images.hpp"
 #include "ddpm/data/shapes3d.hpp"
 #include "ddpm/data/toy2d.hpp"
@@ -201,6 +202,12 @@ std::vector<Row> rows() {
                  train::Trainer<double, nn::Mlp<double>>(
                      model, diffusion(),
                      {.steps = 10, .warmup_steps = 10, .decay = optim::LrDecay::cosine})),
+        DDPM_ROW("thread_tuner.max_threads", "ddpm/core/thread_tuner.hpp", ThreadTuner(0)),
+        DDPM_ROW("thread_tuner.probe_steps", "ddpm/core/thread_tuner.hpp",
+                 ThreadTuner(2, {.probe_steps = 0})),
+        DDPM_ROW("thread_tuner.reprobe_seconds", "ddpm/core/thread_tuner.hpp",
+                 ThreadTuner(2, {.reprobe_seconds = -1.0})),
+        DDPM_ROW("thread_tuner.drift", "ddpm/core/thread_tuner.hpp", ThreadTuner(2, {.drift = 1.0})),
 
         // ddpm/optim/*.hpp
         DDPM_ROW("adam.learning_rate", "ddpm/optim/adam.hpp",
@@ -449,9 +456,11 @@ TEST_CASE("errors.md: every library row has a call here and every call a row") {
     ++ids[row.id];
     CHECK_MESSAGE(doc.count(row.id) == 1, "no row in docs/errors.md for ", row.id);
   }
-  for (const auto& [id, count] : ids) CHECK_MESSAGE(count == 1, "duplicate test id ", id);
-  for (const auto& [id, unused] : doc) {
-    CHECK_MESSAGE(ids.count(id) == 1, "docs/errors.md row ", id, " has no test");
+  for (const auto& entry : ids) {
+    CHECK_MESSAGE(entry.second == 1, "duplicate test id ", entry.first);
+  }
+  for (const auto& entry : doc) {
+    CHECK_MESSAGE(ids.count(entry.first) == 1, "docs/errors.md row ", entry.first, " has no test");
   }
   CHECK(doc.size() >= 100);  // the table did not silently lose its rows
 }

@@ -139,7 +139,8 @@ TEST_CASE_TEMPLATE(
 }
 
 TEST_CASE("point clouds: Chamfer equals brute force for unequal sizes and is symmetric bitwise") {
-  for (const auto& [n, m] : {std::pair<Index, Index>{1, 1}, {1, 9}, {13, 29}, {64, 64}, {130, 7}}) {
+  for (const auto& sizes : {std::pair<Index, Index>{1, 1}, {1, 9}, {13, 29}, {64, 64}, {130, 7}}) {
+    const Index n = sizes.first, m = sizes.second;  // not a binding: CAPTURE captures them
     CAPTURE(n);
     CAPTURE(m);
     const Batch<double> x = gaussian_cloud(n, 1.0, 0.0, 21, static_cast<std::uint64_t>(n));

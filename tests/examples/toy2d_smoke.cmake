@@ -108,6 +108,17 @@ file(READ ${OUT}/small_again/samples.csv small_again_csv)
 if(small_csv STREQUAL large_csv OR NOT small_csv STREQUAL small_again_csv)
   message(FATAL_ERROR "--sample-variance: fixed-large must change the samples, fixed-small not")
 endif()
+# Without --threads, training and sampling let a ThreadTuner change the thread count between
+# steps (2, then 1, then the faster); the results are bitwise those of one thread.
+run_ok(sample --checkpoint ${OUT}/train/model.ckpt --n 100 --sample-steps 20 --threads 1
+       --out ${OUT}/small_one_thread)
+file(READ ${OUT}/small_one_thread/samples.csv small_one_thread_csv)
+run_ok(train --dataset moons --steps 60 ${small} --threads 1 --out ${OUT}/straight_one_thread)
+file(READ ${OUT}/straight/loss.csv straight_csv)
+file(READ ${OUT}/straight_one_thread/loss.csv straight_one_thread_csv)
+if(NOT small_csv STREQUAL small_one_thread_csv OR NOT straight_csv STREQUAL straight_one_thread_csv)
+  message(FATAL_ERROR "the thread count chosen by the ThreadTuner changed the results")
+endif()
 run_ok(train --dataset moons --steps 5 ${small} --variance learned-range --loss hybrid
        --out ${OUT}/learned)
 expect_refusal("--sample-variance = fixed-small; allowed: only for a model trained with a fixed"

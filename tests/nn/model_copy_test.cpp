@@ -175,9 +175,9 @@ void run_copy_checks(const Config& config, const Case& test, MakeOther&& other) 
                                                    {"copy-assigned", &copy_assigned},
                                                    {"move-constructed", &move_constructed},
                                                    {"move-assigned", &move_assigned}};
-  for (const auto& [kind, model] : copies) {
-    INFO("copy: ", kind);
-    check_one(*model);
+  for (const auto& copy : copies) {
+    INFO("copy: ", copy.first);
+    check_one(*copy.second);
   }
 }
 
