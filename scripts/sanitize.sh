@@ -39,6 +39,19 @@ if ((tsan)); then
   export OMP_TOOL_LIBRARIES="$llvm_lib/libarcher.so"
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1"
   [[ -f $OMP_TOOL_LIBRARIES ]] || { echo "sanitize.sh: no Archer at $OMP_TOOL_LIBRARIES" >&2; exit 1; }
+  # The toolchain must see a race between OpenMP threads, or a clean suite would prove nothing.
+  probe=$(mktemp -d)
+  printf '%s\n' '#include <cstdio>' 'int main(int argc, char**) {' '  long sum = 0;' \
+    '#pragma omp parallel for num_threads(2)' '  for (int i = 0; i < 100000; ++i) sum += i * argc;' \
+    '  std::printf("%ld\\n", sum);' '}' >"$probe/race.cpp"
+  clang++ -fsanitize=thread -fopenmp -O1 -g "$probe/race.cpp" -o "$probe/race"
+  if "$probe/race" >"$probe/log" 2>&1 || ! grep -q "ThreadSanitizer: data race" "$probe/log"; then
+    echo "sanitize.sh: TSan with Archer did not report a planted OpenMP data race:" >&2
+    cat "$probe/log" >&2
+    exit 1
+  fi
+  rm -rf "$probe"
+  echo "sanitize.sh: TSan + Archer report a planted OpenMP race; running the suite"
 else
   ddpm_require_packages "${DDPM_BUILD_PACKAGES[@]}"
   build="$root/build/asan"

@@ -4,9 +4,11 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "ddpm/data/images.hpp"
 #include "ddpm/data/points.hpp"
+#include "ddpm/io/png.hpp"
 #include "support.hpp"
 
 namespace {
@@ -21,6 +23,29 @@ std::string jpeg_with_table(unsigned char count) {
   bytes.append(16, static_cast<char>(count));
   bytes.append(16u * count, '\x01');
   return bytes;
+}
+
+/// An 8 x 8 gray JPEG from stb's writer (baseline; DQT, SOF0, DHT, SOS segments).
+std::string small_jpeg() {
+  std::string jpeg;
+  std::vector<unsigned char> pixels(64);
+  for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<unsigned char>(i * 4);
+  stbi_write_func* append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), size);
+  };
+  REQUIRE(stbi_write_jpg_to_func(append, &jpeg, 8, 8, 1, pixels.data(), 90) != 0);
+  return jpeg;
+}
+
+/// `jpeg` without its segments of marker FF `marker` (each: the marker, a 16-bit length, data).
+std::string without_segments(std::string jpeg, unsigned char marker) {
+  const std::string key{'\xFF', static_cast<char>(marker)};
+  for (std::size_t m = jpeg.find(key, 2); m != std::string::npos; m = jpeg.find(key, m)) {
+    const std::size_t length = static_cast<unsigned char>(jpeg[m + 2]) << 8 |
+                               static_cast<unsigned char>(jpeg[m + 3]);
+    jpeg.erase(m, 2 + length);
+  }
+  return jpeg;
 }
 
 }  // namespace
@@ -82,4 +107,36 @@ TEST_CASE("images: a PNG chunk longer than the file is refused before stb alloca
   std::vector<float> planar;
   CHECK_THROWS_WITH_AS(ddpm::data::detail::decode_image(file, png, 1, planar),
                        doctest::Contains("declares 2147483647 bytes"), ddpm::FormatError);
+}
+
+TEST_CASE("images: a JPEG using a table it never defines is refused (fuzz: image)") {
+  // stb_image 2.27 decoded a scan whose AC Huffman table no DHT defined with its uninitialized
+  // table memory (MemorySanitizer; under UBSan, a shift by 32 when the garbage code lengths ran
+  // the bit count negative), so the pixels depended on earlier heap contents.
+  const ddpm::test::TempDir dir;
+  const std::string jpeg = small_jpeg();
+  ddpm::data::detail::ImageInfo info;
+  std::vector<float> planar;
+  const auto good = dir.write("good.jpg", jpeg);
+  (void)ddpm::data::detail::read_image_file(good, info);  // the complete file reads
+  ddpm::data::detail::decode_image(good, jpeg, 1, planar);
+  CHECK(planar.size() == 64);
+
+  const std::string no_huffman = without_segments(jpeg, 0xC4);
+  REQUIRE(no_huffman.size() < jpeg.size());
+  const auto file = dir.write("bad.jpg", no_huffman);
+  CHECK_THROWS_WITH_AS((void)ddpm::data::detail::read_image_file(file, info),
+                       doctest::Contains("bad.jpg': corrupt JPEG: the segment at byte"),
+                       ddpm::FormatError);
+  CHECK_THROWS_WITH_AS(ddpm::data::detail::decode_image(file, no_huffman, 1, planar),
+                       doctest::Contains("uses DC Huffman table 0 that the file never defines"),
+                       ddpm::FormatError);
+
+  const std::string no_quantization = without_segments(jpeg, 0xDB);
+  REQUIRE(no_quantization.size() < jpeg.size());
+  CHECK_THROWS_WITH_AS(
+      ddpm::data::detail::decode_image(dir.write("bad.jpg", no_quantization), no_quantization, 1,
+                                       planar),
+      doctest::Contains("uses quantization table 0 that the file never defines"),
+      ddpm::FormatError);
 }

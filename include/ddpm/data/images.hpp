@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -42,6 +43,13 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_MAX_DIMENSIONS 16384  // as ddpm::io::kMaxImageSide; bounds what one file can allocate
+// Zeroed allocations: stb_image 2.27 reads its decoder state before a corrupt file has set all of
+// it (a JPEG scan using a Huffman table the file never defines read heap garbage: MemorySanitizer,
+// and pixels that depended on earlier allocations). Zeroed, every decode is deterministic; such
+// files are also refused up front (refuse_undefined_jpeg_tables).
+#define STBI_MALLOC(size) std::calloc(1, size)
+#define STBI_REALLOC(pointer, size) std::realloc(pointer, size)
+#define STBI_FREE(pointer) std::free(pointer)
 // stb_image checks some invariants of a corrupt file with assert(): a crash in a debug build and
 // nothing in a release one. Here a failed check is recorded instead, in every build, and the file
 // is refused after stb returns (no exception crosses stb's C code, which would leak its buffers).
@@ -53,7 +61,20 @@ inline thread_local bool stb_check_failed = false;
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
+// stb_image 2.27 (Debian 12's) has one undefined operation on a corrupt JPEG, found by fuzzing:
+// when a scan's data ends at a marker before its blocks are decoded, the bit reader's count can
+// go negative and its next refill shifts a byte left by 32 or more. That byte is always 0 (after
+// a marker stb feeds zeros), so the result is 0 on every target, and the file is then refused or
+// decoded to a deterministic picture of a corrupt file; stb 2.28 returns early instead ("ran out
+// of bits"). Clang's UndefinedBehaviorSanitizer skips that one check in stb's functions only, so
+// the fuzzers keep it for ddpm's own code (GCC has no pragma for this).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("shift-exponent"))), apply_to = function)
+#endif
 #include <stb/stb_image.h>
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
@@ -245,6 +266,95 @@ inline void refuse_oversized_jpeg_tables(const std::filesystem::path& file,
   }
 }
 
+/// Refuses a JPEG whose scan uses a Huffman table, or whose frame a quantization table, that no
+/// segment before that scan defines. stb_image 2.27 decodes such a file with whatever its table
+/// memory held (found by fuzzing; now zeroed, see STBI_MALLOC above), which would turn a corrupt
+/// file into arbitrary pixels. Walks the segments as a decoder does: DQT and DHT define tables,
+/// SOF names each component's quantization table, SOS each scanned component's DC and AC tables
+/// (a progressive scan uses only the DC table in a first DC scan, only the AC table in an AC
+/// scan), entropy-coded data runs to the next marker other than RSTn, and bytes between segments
+/// are skipped as stb skips them. A file stb would refuse anyway (ids above 3, segments past the
+/// end) is left to stb.
+inline void refuse_undefined_jpeg_tables(const std::filesystem::path& file,
+                                         std::string_view bytes) {
+  std::size_t p = bytes.find_first_not_of('\xFF');
+  if (p == 0 || p == std::string_view::npos || static_cast<unsigned char>(bytes[p]) != 0xD8) return;
+  const auto at = [&](std::size_t i) -> unsigned {
+    return i < bytes.size() ? static_cast<unsigned char>(bytes[i]) : 0u;
+  };
+  const auto refuse = [&](std::size_t offset, const std::string& what) {
+    throw FormatError("ddpm: image '" + file.string() + "': corrupt JPEG: the segment at byte " +
+                      std::to_string(offset) + " uses " + what + " that the file never defines");
+  };
+  bool dc_table[4] = {}, ac_table[4] = {}, quant_table[4] = {};
+  std::vector<unsigned> frame_quant_tables;  // per frame component
+  bool progressive = false, quant_checked = false;
+  ++p;
+  while (p < bytes.size()) {
+    while (p < bytes.size() && at(p) != 0xFF) ++p;  // stb skips junk between segments
+    while (p < bytes.size() && at(p) == 0xFF) ++p;  // fill bytes
+    const unsigned marker = at(p);
+    const std::size_t start = p - 1;
+    ++p;
+    if (marker == 0xD9) return;                                         // EOI
+    if ((marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length
+    const std::size_t length = at(p) << 8 | at(p + 1);
+    if (length < 2 || p + length > bytes.size()) return;
+    const std::size_t body = p + 2, end = p + length;
+    if (marker == 0xDB) {  // DQT: (precision << 4 | id), then 64 values of 1 or 2 bytes
+      for (std::size_t q = body; q < end;) {
+        if ((at(q) & 15) < 4) quant_table[at(q) & 15] = true;
+        q += 1 + ((at(q) >> 4) != 0 ? 128 : 64);
+      }
+    } else if (marker == 0xC4) {  // DHT: (class << 4 | id), 16 counts, the codes
+      for (std::size_t q = body; q + 17 <= end;) {
+        const unsigned id = at(q) & 15;
+        if (id < 4) ((at(q) >> 4) == 0 ? dc_table : ac_table)[id] = true;
+        std::size_t codes = 0;
+        for (std::size_t i = 1; i <= 16; ++i) codes += at(q + i);
+        q += 17 + codes;
+      }
+    } else if (marker >= 0xC0 && marker <= 0xC2) {  // SOF0/1 baseline, SOF2 progressive
+      progressive = marker == 0xC2;
+      frame_quant_tables.clear();
+      const std::size_t components = at(body + 5);
+      for (std::size_t c = 0; c < components; ++c) {
+        frame_quant_tables.push_back(at(body + 6 + 3 * c + 2));
+      }
+    } else if (marker == 0xDA) {  // SOS: components (id, DC << 4 | AC), then Ss, Se, Ah/Al
+      if (!quant_checked) {
+        for (const unsigned q : frame_quant_tables) {
+          if (q < 4 && !quant_table[q]) refuse(start, "quantization table " + std::to_string(q));
+        }
+        quant_checked = true;
+      }
+      const std::size_t components = at(body);
+      const unsigned spectral_start = at(body + 1 + 2 * components);
+      const unsigned approximation_high = at(body + 3 + 2 * components) >> 4;
+      const bool uses_dc = !progressive || (spectral_start == 0 && approximation_high == 0);
+      const bool uses_ac = !progressive || spectral_start > 0;
+      for (std::size_t c = 0; c < components; ++c) {
+        const unsigned tables = at(body + 2 + 2 * c);
+        const unsigned dc = tables >> 4, ac = tables & 15;
+        if (uses_dc && dc < 4 && !dc_table[dc]) {
+          refuse(start, "DC Huffman table " + std::to_string(dc));
+        }
+        if (uses_ac && ac < 4 && !ac_table[ac]) {
+          refuse(start, "AC Huffman table " + std::to_string(ac));
+        }
+      }
+      // The entropy-coded data: up to the next FF that is neither stuffing (FF 00), fill nor RSTn.
+      p = end;
+      while (p + 1 < bytes.size() && !(at(p) == 0xFF && at(p + 1) != 0x00 && at(p + 1) != 0xFF &&
+                                       !(at(p + 1) >= 0xD0 && at(p + 1) <= 0xD7))) {
+        ++p;
+      }
+      continue;
+    }
+    p = end;
+  }
+}
+
 /// Refuses a PNG with a chunk longer than the rest of the file: stb_image allocates an IDAT
 /// chunk's declared length (up to 2 GB) before it finds the data missing, so a 100-byte file
 /// could claim gigabytes.
@@ -297,6 +407,7 @@ inline void refuse_implausible_size(const std::filesystem::path& file, std::size
 inline std::string read_image_file(const std::filesystem::path& file, ImageInfo& info) {
   std::string bytes = io::read_file(file, kMaxImageFileBytes, "image");
   refuse_oversized_jpeg_tables(file, bytes);
+  refuse_undefined_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
   stb_check_failed = false;
   const int known = stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
@@ -316,6 +427,7 @@ inline std::string read_image_file(const std::filesystem::path& file, ImageInfo&
 inline void decode_image(const std::filesystem::path& file, const std::string& bytes, int channels,
                          std::vector<float>& planar) {
   refuse_oversized_jpeg_tables(file, bytes);
+  refuse_undefined_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
   int width = 0, height = 0, stored = 0;
   stb_check_failed = false;
