@@ -140,3 +140,35 @@ TEST_CASE("images: a JPEG using a table it never defines is refused (fuzz: image
       doctest::Contains("uses quantization table 0 that the file never defines"),
       ddpm::FormatError);
 }
+
+TEST_CASE("images: an empty IDAT chunk is dropped before stb reads the PNG (fuzz: image)") {
+  // stb_image 2.27 copied an empty first IDAT chunk from a null buffer (UBSan: null pointer passed
+  // to memcpy). The chunk carries no data, so the file must decode as without it.
+  std::string png;
+  std::vector<unsigned char> pixels(3 * 2);
+  for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<unsigned char>(40 * i);
+  stbi_write_func* append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), size);
+  };
+  REQUIRE(stbi_write_png_to_func(append, &png, 3, 2, 1, pixels.data(), 3) != 0);
+  const std::size_t idat = png.find("IDAT");
+  REQUIRE(idat != std::string::npos);
+  std::string with_empty = png;
+  with_empty.insert(idat - 4, std::string("\0\0\0\0IDAT\0\0\0\0", 12));
+  const ddpm::test::TempDir dir;
+  std::vector<float> plain, emptied;
+  ddpm::data::detail::ImageInfo info;
+  const auto file = dir.write("empty_idat.png", with_empty);
+  const std::string read = ddpm::data::detail::read_image_file(file, info);
+  CHECK(read == png);  // the empty chunk is gone, nothing else changed
+  ddpm::data::detail::decode_image(file, with_empty, 1, emptied);
+  ddpm::data::detail::decode_image(file, png, 1, plain);
+  CHECK(emptied == plain);
+  REQUIRE(plain.size() == 6);
+  CHECK(plain[5] == doctest::Approx(200.0 / 127.5 - 1.0));
+  // Only an empty IDAT chunk: no data at all, a FormatError from stb, not a null copy.
+  const std::string only_empty = std::string("\x89PNG\r\n\x1a\n", 8) +
+                                 png.substr(8, 25) + std::string("\0\0\0\0IDAT\0\0\0\0", 12) +
+                                 std::string("\0\0\0\0IEND\xae\x42\x60\x82", 12);
+  CHECK_THROWS_AS(ddpm::data::detail::decode_image(file, only_empty, 1, plain), ddpm::FormatError);
+}

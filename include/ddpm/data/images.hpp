@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -376,6 +377,34 @@ inline void refuse_oversized_png_chunks(const std::filesystem::path& file, std::
   }
 }
 
+/// The PNG `bytes` without their empty IDAT chunks, or nothing when there are none (or it is not a
+/// PNG). An empty IDAT chunk carries no data, so the image is the same; stb_image 2.27 copies an
+/// empty first one from a null buffer (memcpy(nullptr, ..., 0): undefined behavior, after which a
+/// compiler may drop stb's own null check; found by fuzzing). Run after refuse_oversized_png_chunks.
+inline std::optional<std::string> without_empty_png_data_chunks(std::string_view bytes) {
+  if (!bytes.starts_with("\x89PNG\r\n\x1a\n")) return std::nullopt;
+  std::optional<std::string> kept;
+  std::size_t p = 8, copied = 0;  // bytes[copied, p) is still to be copied into `kept`
+  while (bytes.size() - p >= 8) {
+    std::uint64_t length = 0;
+    for (std::size_t i = 0; i < 4; ++i)
+      length = length << 8 | static_cast<unsigned char>(bytes[p + i]);
+    const std::string_view type = bytes.substr(p + 4, 4);
+    if (type == "IDAT" && length == 0) {
+      if (!kept) kept.emplace();
+      kept->append(bytes.substr(copied, p - copied));
+      p += 12;
+      copied = std::min(p, bytes.size());
+      continue;
+    }
+    if (type == "IEND") break;
+    p += 12 + static_cast<std::size_t>(std::min<std::uint64_t>(length, bytes.size()));
+    if (p > bytes.size()) break;
+  }
+  if (kept) kept->append(bytes.substr(copied));
+  return kept;
+}
+
 /// Throws FormatError if stb_image's own consistency checks failed while it read `file`.
 inline void refuse_failed_stb_checks(const std::filesystem::path& file) {
   if (stb_check_failed) {
@@ -409,6 +438,9 @@ inline std::string read_image_file(const std::filesystem::path& file, ImageInfo&
   refuse_oversized_jpeg_tables(file, bytes);
   refuse_undefined_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
+  if (std::optional<std::string> kept = without_empty_png_data_chunks(bytes)) {
+    bytes = std::move(*kept);
+  }
   stb_check_failed = false;
   const int known = stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
                                           static_cast<int>(bytes.size()), &info.width, &info.height,
@@ -429,15 +461,17 @@ inline void decode_image(const std::filesystem::path& file, const std::string& b
   refuse_oversized_jpeg_tables(file, bytes);
   refuse_undefined_jpeg_tables(file, bytes);
   refuse_oversized_png_chunks(file, bytes);
+  const std::optional<std::string> kept = without_empty_png_data_chunks(bytes);
+  const std::string_view data = kept ? std::string_view(*kept) : std::string_view(bytes);
   int width = 0, height = 0, stored = 0;
   stb_check_failed = false;
-  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                            static_cast<int>(bytes.size()), &width, &height, &stored) != 0) {
-    refuse_implausible_size(file, bytes.size(), width, height);
+  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(data.data()),
+                            static_cast<int>(data.size()), &width, &height, &stored) != 0) {
+    refuse_implausible_size(file, data.size(), width, height);
   }
   const std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
-      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                            static_cast<int>(bytes.size()), &width, &height, &stored, channels),
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(data.data()),
+                            static_cast<int>(data.size()), &width, &height, &stored, channels),
       &stbi_image_free);
   refuse_failed_stb_checks(file);
   if (pixels == nullptr) {
