@@ -78,4 +78,5 @@ for area in "${areas[@]}"; do
 done
 # Only the test executables: the examples and header checks add build time and no coverage.
 cmake --build "$build" -j"$(nproc)" "${targets[@]}"
-ctest --test-dir "$build" --output-on-failure --timeout 900 -R "$pattern"
+# -LE programs: the tests that run the example programs (label "programs"), which are not built.
+ctest --test-dir "$build" --output-on-failure --timeout 900 -R "$pattern" -LE programs
