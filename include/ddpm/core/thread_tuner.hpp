@@ -31,14 +31,17 @@ namespace ddpm {
 ///   while (...) { tuner.begin_step(); const auto t0 = now(); step(); tuner.end_step(now() - t0); }
 class ThreadTuner {
  public:
+  /// How often and how long the tuner probes.
   struct Options {
     int probe_steps = 5;           ///< steps timed per candidate
     double reprobe_seconds = 20.0;  ///< at least this long between probes, unless drifting
     double drift = 1.5;            ///< reprobe when the recent median exceeds the chosen one this much
   };
 
+  /// Tunes between 1 and `max_threads` threads with the default options.
   explicit ThreadTuner(int max_threads) : ThreadTuner(max_threads, Options{}) {}
 
+  /// Tunes between 1 and `max_threads` threads; the first probe starts with the next step.
   ThreadTuner(int max_threads, Options options)
       : options_(options), saved_threads_(detail::max_threads()) {
     detail::require(max_threads >= 1, "max_threads", max_threads, "an integer >= 1");
