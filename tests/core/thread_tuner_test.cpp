@@ -12,6 +12,7 @@
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/mlp.hpp"
+#include "ddpm/nn/unet.hpp"
 #include "ddpm/train/trainer.hpp"
 
 namespace {
@@ -29,6 +30,18 @@ std::vector<int> feed(ddpm::ThreadTuner& tuner, int steps, SecondsAt seconds_at)
 }
 
 }  // namespace
+
+namespace {
+struct UserModel {};  // declares nothing: its thread count is left alone
+struct DeclaredModel {
+  static constexpr bool thread_count_invariant = true;
+};
+}  // namespace
+
+static_assert(ddpm::ThreadCountInvariant<ddpm::nn::Mlp<float>>);
+static_assert(ddpm::ThreadCountInvariant<ddpm::nn::UNet<double>>);
+static_assert(ddpm::ThreadCountInvariant<DeclaredModel>);
+static_assert(!ddpm::ThreadCountInvariant<UserModel>);
 
 TEST_CASE("the candidates are all threads, one fewer, and the halvings down to 1") {
   CHECK(ddpm::ThreadTuner(1).candidates() == std::vector<int>{1});

@@ -11,6 +11,16 @@
 
 namespace ddpm {
 
+/// A model whose results do not depend on the OpenMP thread count, declared by
+/// `static constexpr bool thread_count_invariant = true;` (every bundled network has it). Only
+/// such a model's training lets a ThreadTuner change the count; a user's model whose numerics
+/// depend on it (a parallel reduction in another order, another library's threads) keeps the count
+/// it is given, and so stays reproducible.
+template <class Model>
+concept ThreadCountInvariant = requires {
+  requires Model::thread_count_invariant;
+};
+
 /// Picks how many OpenMP threads the next step of a loop uses, from how long the steps took.
 ///
 /// Why: on a machine shared with other processes, a core kept busy by someone else makes every

@@ -96,6 +96,10 @@ class BoundLayers {
 template <class Real, BindableLayers<Real> Layers>
 class ModelCore {
  public:
+  /// Forward and backward give bitwise the same results for any OpenMP thread count (each layer's
+  /// test checks it), so training and sampling may let a ThreadTuner change the count.
+  static constexpr bool thread_count_invariant = true;
+
   /// Named views of every parameter tensor and its gradient.
   [[nodiscard]] std::span<ParameterBlock<Real>> parameters() noexcept {
     return bound_.store().blocks();

@@ -369,9 +369,10 @@ class Trainer {
     /// with a checkpoint. For comparisons at a fixed time budget.
     double time_limit_seconds = 0.0;
     /// Let a ThreadTuner choose each step's thread count, between 1 and OpenMP's current
-    /// maximum, from the measured step times (results are bitwise the same for any count; on a
-    /// machine where another process keeps a core busy, fewer threads can be many times
-    /// faster). false: every step uses OpenMP's current maximum.
+    /// maximum, from the measured step times, when the model is ThreadCountInvariant (results
+    /// are then bitwise the same for any count; on a machine where another process keeps a core
+    /// busy, fewer threads can be many times faster). false, or another model: every step uses
+    /// OpenMP's current maximum.
     bool tune_threads = true;
   };
 
@@ -416,7 +417,7 @@ class Trainer {
                  run.time_limit_seconds;
     };
     std::optional<ThreadTuner> tuner;  // puts OpenMP's thread count back when run() returns
-    if (run.tune_threads) tuner.emplace(ddpm::detail::max_threads());
+    if (run.tune_threads && ThreadCountInvariant<Model>) tuner.emplace(ddpm::detail::max_threads());
     try {
       while (step_ < options_.steps && !out_of_time()) {
         if (tuner) tuner->begin_step();
