@@ -171,4 +171,13 @@ TEST_CASE("images: an empty IDAT chunk is dropped before stb reads the PNG (fuzz
                                  png.substr(8, 25) + std::string("\0\0\0\0IDAT\0\0\0\0", 12) +
                                  std::string("\0\0\0\0IEND\xae\x42\x60\x82", 12);
   CHECK_THROWS_AS(ddpm::data::detail::decode_image(file, only_empty, 1, plain), ddpm::FormatError);
+  // An empty IDAT chunk cut short at the end of the file (the long fuzz run's second finding
+  // there: the walk went past the end and read beyond the buffer, ASan).
+  for (std::size_t cut = 8; cut <= 12; ++cut) {
+    CAPTURE(cut);
+    const std::string short_chunk =
+        png.substr(0, 33) + std::string("\0\0\0\0IDAT\0\0\0\0", 12).substr(0, cut);
+    CHECK_THROWS_AS(ddpm::data::detail::decode_image(file, short_chunk, 1, plain),
+                    ddpm::FormatError);
+  }
 }

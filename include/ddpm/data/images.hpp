@@ -385,7 +385,7 @@ inline std::optional<std::string> without_empty_png_data_chunks(std::string_view
   if (!bytes.starts_with("\x89PNG\r\n\x1a\n")) return std::nullopt;
   std::optional<std::string> kept;
   std::size_t p = 8, copied = 0;  // bytes[copied, p) is still to be copied into `kept`
-  while (bytes.size() - p >= 8) {
+  while (p + 8 <= bytes.size()) {  // p may pass the end after an empty chunk cut short
     std::uint64_t length = 0;
     for (std::size_t i = 0; i < 4; ++i)
       length = length << 8 | static_cast<unsigned char>(bytes[p + i]);
