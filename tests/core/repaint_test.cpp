@@ -117,13 +117,13 @@ TEST_CASE("the RePaint path has the paper's shape and length") {
   SUBCASE("length 1 + T + 2 J (U - 1) j with J = ceil((T - j) / j) jump points, unit moves") {
     // Plain locals, not a structured binding: clang 14 (the TSan build) cannot capture those.
     for (const auto& row : std::vector<std::tuple<int, int, int>>{{250, 10, 10},
-                                                                        {100, 10, 10},
-                                                                        {100, 7, 3},
-                                                                        {10, 10, 5},
-                                                                        {11, 10, 5},
-                                                                        {50, 1, 4},
-                                                                        {1000, 10, 1},
-                                                                        {5, 20, 3}}) {
+                                                                  {100, 10, 10},
+                                                                  {100, 7, 3},
+                                                                  {10, 10, 5},
+                                                                  {11, 10, 5},
+                                                                  {50, 1, 4},
+                                                                  {1000, 10, 1},
+                                                                  {5, 20, 3}}) {
       const int T = std::get<0>(row), j = std::get<1>(row), U = std::get<2>(row);
       CAPTURE(T);
       CAPTURE(j);

@@ -41,8 +41,8 @@ std::string small_jpeg() {
 std::string without_segments(std::string jpeg, unsigned char marker) {
   const std::string key{'\xFF', static_cast<char>(marker)};
   for (std::size_t m = jpeg.find(key, 2); m != std::string::npos; m = jpeg.find(key, m)) {
-    const std::size_t length = static_cast<unsigned char>(jpeg[m + 2]) << 8 |
-                               static_cast<unsigned char>(jpeg[m + 3]);
+    const std::size_t length =
+        static_cast<unsigned char>(jpeg[m + 2]) << 8 | static_cast<unsigned char>(jpeg[m + 3]);
     jpeg.erase(m, 2 + length);
   }
   return jpeg;
@@ -134,11 +134,10 @@ TEST_CASE("images: a JPEG using a table it never defines is refused (fuzz: image
 
   const std::string no_quantization = without_segments(jpeg, 0xDB);
   REQUIRE(no_quantization.size() < jpeg.size());
-  CHECK_THROWS_WITH_AS(
-      ddpm::data::detail::decode_image(dir.write("bad.jpg", no_quantization), no_quantization, 1,
-                                       planar),
-      doctest::Contains("uses quantization table 0 that the file never defines"),
-      ddpm::FormatError);
+  CHECK_THROWS_WITH_AS(ddpm::data::detail::decode_image(dir.write("bad.jpg", no_quantization),
+                                                        no_quantization, 1, planar),
+                       doctest::Contains("uses quantization table 0 that the file never defines"),
+                       ddpm::FormatError);
 }
 
 TEST_CASE("images: an empty IDAT chunk is dropped before stb reads the PNG (fuzz: image)") {
@@ -167,8 +166,8 @@ TEST_CASE("images: an empty IDAT chunk is dropped before stb reads the PNG (fuzz
   REQUIRE(plain.size() == 6);
   CHECK(plain[5] == doctest::Approx(200.0 / 127.5 - 1.0));
   // Only an empty IDAT chunk: no data at all, a FormatError from stb, not a null copy.
-  const std::string only_empty = std::string("\x89PNG\r\n\x1a\n", 8) +
-                                 png.substr(8, 25) + std::string("\0\0\0\0IDAT\0\0\0\0", 12) +
+  const std::string only_empty = std::string("\x89PNG\r\n\x1a\n", 8) + png.substr(8, 25) +
+                                 std::string("\0\0\0\0IDAT\0\0\0\0", 12) +
                                  std::string("\0\0\0\0IEND\xae\x42\x60\x82", 12);
   CHECK_THROWS_AS(ddpm::data::detail::decode_image(file, only_empty, 1, plain), ddpm::FormatError);
   // An empty IDAT chunk cut short at the end of the file (the long fuzz run's second finding

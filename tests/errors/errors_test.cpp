@@ -207,7 +207,8 @@ std::vector<Row> rows() {
                  ThreadTuner(2, {.probe_steps = 0})),
         DDPM_ROW("thread_tuner.reprobe_seconds", "ddpm/core/thread_tuner.hpp",
                  ThreadTuner(2, {.reprobe_seconds = -1.0})),
-        DDPM_ROW("thread_tuner.drift", "ddpm/core/thread_tuner.hpp", ThreadTuner(2, {.drift = 1.0})),
+        DDPM_ROW("thread_tuner.drift", "ddpm/core/thread_tuner.hpp",
+                 ThreadTuner(2, {.drift = 1.0})),
 
         // ddpm/optim/*.hpp
         DDPM_ROW("adam.learning_rate", "ddpm/optim/adam.hpp",

@@ -43,9 +43,9 @@ class ThreadTuner {
  public:
   /// How often and how long the tuner probes.
   struct Options {
-    int probe_steps = 5;           ///< steps timed per candidate
+    int probe_steps = 5;            ///< steps timed per candidate
     double reprobe_seconds = 20.0;  ///< at least this long between probes, unless drifting
-    double drift = 1.5;            ///< reprobe when the recent median exceeds the chosen one this much
+    double drift = 1.5;             ///< reprobe when recent steps are this much slower
   };
 
   /// Tunes between 1 and `max_threads` threads with the default options.
@@ -55,7 +55,8 @@ class ThreadTuner {
   ThreadTuner(int max_threads, Options options)
       : options_(options), saved_threads_(detail::max_threads()) {
     detail::require(max_threads >= 1, "max_threads", max_threads, "an integer >= 1");
-    detail::require(options.probe_steps >= 1, "probe_steps", options.probe_steps, "an integer >= 1");
+    detail::require(options.probe_steps >= 1, "probe_steps", options.probe_steps,
+                    "an integer >= 1");
     detail::require(options.reprobe_seconds >= 0.0, "reprobe_seconds", options.reprobe_seconds,
                     "a number >= 0");
     detail::require(options.drift > 1.0, "drift", options.drift, "a number > 1");

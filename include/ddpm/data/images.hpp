@@ -297,7 +297,7 @@ inline void refuse_undefined_jpeg_tables(const std::filesystem::path& file,
     const unsigned marker = at(p);
     const std::size_t start = p - 1;
     ++p;
-    if (marker == 0xD9) return;                                         // EOI
+    if (marker == 0xD9) return;                                          // EOI
     if ((marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length
     const std::size_t length = at(p) << 8 | at(p + 1);
     if (length < 2 || p + length > bytes.size()) return;
@@ -380,11 +380,11 @@ inline void refuse_oversized_png_chunks(const std::filesystem::path& file, std::
 /// The PNG `bytes` without their empty IDAT chunks, or nothing when there are none (or it is not a
 /// PNG). An empty IDAT chunk carries no data, so the image is the same; stb_image 2.27 copies an
 /// empty first one from a null buffer (memcpy(nullptr, ..., 0): undefined behavior, after which a
-/// compiler may drop stb's own null check; found by fuzzing). Run after refuse_oversized_png_chunks.
+/// compiler may drop stb's own null check; found by fuzzing). Call after the chunk-length check.
 inline std::optional<std::string> without_empty_png_data_chunks(std::string_view bytes) {
   if (!bytes.starts_with("\x89PNG\r\n\x1a\n")) return std::nullopt;
   std::optional<std::string> kept;
-  std::size_t p = 8, copied = 0;  // bytes[copied, p) is still to be copied into `kept`
+  std::size_t p = 8, copied = 0;   // bytes[copied, p) is still to be copied into `kept`
   while (p + 8 <= bytes.size()) {  // p may pass the end after an empty chunk cut short
     std::uint64_t length = 0;
     for (std::size_t i = 0; i < 4; ++i)

@@ -424,8 +424,8 @@ class Trainer {
         const auto step_start = std::chrono::steady_clock::now();
         const StepStats s = step(data);
         if (tuner) {
-          tuner->end_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start)
-                              .count());
+          tuner->end_step(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
         }
         losses.push_back(s.loss);
         char line[128];
