@@ -21,8 +21,10 @@
 #include <variant>
 #include <vector>
 
+#include "ddpm/core/communicator.hpp"
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/exact_sum.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/thread_tuner.hpp"
@@ -93,6 +95,13 @@ struct TrainerOptions {
   /// The channels of a data row for offset noise: the row is channels x values (channel-major, as
   /// images are stored); 1: one offset per row. Must divide the data width.
   Index offset_noise_channels = 1;
+  /// The batch's split into this many fixed shards (near-equal runs of rows), each run through
+  /// the network on its own and its gradient summed exactly (core/exact_sum.hpp): the result is
+  /// bitwise the same however the shards are spread over processes, so a run with a fixed
+  /// `shards` gives the same model on 1, 2 or `shards` ranks of a Communicator. 1: the whole
+  /// batch in one pass (one process only). Each shard s > 0 draws its dropout masks under the
+  /// seed seed + s * 0x9E3779B97F4A7C15. In 1 .. batch_size, and at least the number of ranks.
+  Index shards = 1;
   std::uint64_t seed = 0;  ///< noise, timestep and label-dropout draws
 };
 
@@ -119,9 +128,13 @@ class Trainer {
   static_assert((ddpm::detail::check_trainable_denoiser<Model, Real>(), true));
 
  public:
-  /// Trains `model` under `diffusion`; throws InvalidArgument for an option out of range.
-  Trainer(Model& model, GaussianDiffusion<Real> diffusion, const TrainerOptions& options)
+  /// Trains `model` under `diffusion`, as one rank of `comm` when it has several (every rank runs
+  /// the same steps on the same data source; see TrainerOptions::shards); throws InvalidArgument
+  /// for an option out of range.
+  Trainer(Model& model, GaussianDiffusion<Real> diffusion, const TrainerOptions& options,
+          Communicator& comm = single_process())
       : model_(&model),
+        comm_(&comm),
         diffusion_(std::move(diffusion)),
         options_(options),
         adam_(options.adam),
@@ -147,6 +160,16 @@ class Trainer {
                           "offset_noise", options.offset_noise, ">= 0 (0: off)");
     ddpm::detail::require(options.offset_noise_channels >= 1, "offset_noise_channels",
                           options.offset_noise_channels, ">= 1 (1: one offset per row)");
+    ddpm::detail::require(options.shards >= comm.size() && options.shards <= options.batch_size,
+                          "shards", options.shards, [&] {
+                            return std::to_string(comm.size()) + " (the ranks) .. " +
+                                   std::to_string(options.batch_size) + " (the batch size)";
+                          });
+    if constexpr (EncodingDenoiser<Model, Real>) {
+      ddpm::detail::require(options.shards == 1, "shards", options.shards,
+                            "1 for a model that encodes the clean batch (its auxiliary loss is a "
+                            "whole-batch term)");
+    }
     if (options.ema_decay > 0.0)
       ema_.emplace(blocks(),
                    optim::EmaOptions{.decay = options.ema_decay, .warmup = options.ema_warmup});
@@ -202,35 +225,12 @@ class Trainer {
     rng_.fill_normal(noise_, stream::forward_noise, 0, counter);
     if (options_.offset_noise > 0.0) add_offset_noise(counter);
     diffusion_.q_sample(x0_, t_, noise_, x_t_);
-    if constexpr (EncodingDenoiser<Model, Real>) model_->encode_clean(x0_, rng_, counter);
-    // A model with dropout draws its masks from the run's seed and the step, so a resumed run is
-    // exact.
-    if constexpr (requires(Model & m) { m.set_dropout_source(rng_, counter); }) {
-      model_->set_dropout_source(rng_, counter);
-    }
-    if constexpr (labeled) {
-      model_->predict(x_t_, std::span<const int>(t_), std::span<const int>(labels_), out_);
-    } else {
-      model_->predict(x_t_, std::span<const int>(t_), out_);
-    }
-    diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_, weights_);
-    double loss = static_cast<double>(loss_.mean);
-    if constexpr (EncodingDenoiser<Model, Real>) loss += model_->auxiliary_loss();
-    if (!std::isfinite(loss)) {
-      throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
-                           ": the loss is " + ddpm::detail::to_text(loss) +
-                           " (try a lower learning rate or gradient clipping)");
-    }
-    model_->zero_grad();
-    model_->backward(grad_);
+    const double loss = options_.shards == 1 ? whole_batch_gradient(step, counter)
+                                             : sharded_gradient(step, counter);
     const double norm = options_.grad_clip > 0.0
                             ? optim::clip_grad_norm(blocks(), options_.grad_clip)
                             : optim::global_grad_norm(blocks());
-    if (!std::isfinite(norm)) {
-      throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) +
-                           ": the gradient norm is " + ddpm::detail::to_text(norm) +
-                           " (try a lower learning rate or gradient clipping)");
-    }
+    if (!std::isfinite(norm)) stop_non_finite(step, "gradient norm", norm);
     update_timestep_sampler();
     const double lr = lr_schedule_(step);
     adam_.set_learning_rate(lr);
@@ -292,6 +292,7 @@ class Trainer {
     c.set("train.timesteps", std::string(ddpm::to_string(options_.timesteps)));
     c.set("train.label_dropout", detail::exact_number(options_.label_dropout));
     c.set("train.timestep_group", std::to_string(options_.timestep_group));
+    if (options_.shards > 1) c.set("train.shards", std::to_string(options_.shards));
     if (options_.offset_noise > 0.0) {  // absent: off (as in checkpoints from before the option)
       c.set("train.offset_noise", detail::exact_number(options_.offset_noise));
       c.set("train.offset_noise_channels", std::to_string(options_.offset_noise_channels));
@@ -382,18 +383,22 @@ class Trainer {
   /// and NonFiniteError is rethrown with the last good checkpoint named; that checkpoint is kept.
   /// A checkpoint that cannot be written (a full disk) throws io::WriteError naming the file and
   /// the step; the previous checkpoint stays intact (io::write_file_atomically), so a kill -9 or
-  /// a full disk loses at most `checkpoint_every` steps. Returns the loss of every step run.
+  /// a full disk loses at most `checkpoint_every` steps. Returns the loss of every step run. With
+  /// several ranks, rank 0 alone shows progress and writes the checkpoints and the log, and the
+  /// ranks stop on the same step (at the time limit of the first rank to reach it).
   template <class Data, class Annotate>
   std::vector<double> run(Data&& data, const RunOptions& run, Annotate&& annotate) {
     std::vector<double> losses;
     std::string log = "step,loss,grad_norm,lr\n";
     const std::int64_t first = step_;
+    const bool writer = comm_->rank() == 0;
+    std::ostream silent(nullptr);  // the other ranks' progress goes nowhere
     // A bar redrawn in place on a terminal, plain periodic lines otherwise.
     io::ProgressBar progress(std::max<std::int64_t>(1, options_.steps - first), run.label,
-                             std::cerr, {.unit = "step"});
+                             writer ? std::cerr : silent, {.unit = "step"});
     std::int64_t last_saved = -1;
     const auto save = [&] {
-      if (run.checkpoint.empty()) return;
+      if (run.checkpoint.empty() || !writer) return;
       Checkpoint c = checkpoint(run.architecture);
       annotate(c);
       try {
@@ -408,13 +413,18 @@ class Trainer {
       last_saved = step_;
     };
     const auto write_log = [&] {
-      if (!run.loss_csv.empty()) io::write_file_atomically(run.loss_csv, log);
+      if (!run.loss_csv.empty() && writer) io::write_file_atomically(run.loss_csv, log);
     };
     const auto start = std::chrono::steady_clock::now();
     const auto out_of_time = [&] {
-      return run.time_limit_seconds > 0.0 &&
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >=
-                 run.time_limit_seconds;
+      if (run.time_limit_seconds <= 0.0) return false;
+      std::array<double, 1> over = {
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >=
+                  run.time_limit_seconds
+              ? 1.0
+              : 0.0};
+      comm_->all_reduce_max(over);  // one rank out of time stops them all, on the same step
+      return over[0] > 0.0;
     };
     std::optional<ThreadTuner> tuner;  // puts OpenMP's thread count back when run() returns
     if (run.tune_threads && ThreadCountInvariant<Model>) tuner.emplace(ddpm::detail::max_threads());
@@ -452,6 +462,145 @@ class Trainer {
 
  private:
   decltype(auto) blocks() { return model_->parameters(); }
+
+  [[noreturn]] static void stop_non_finite(std::int64_t step, const std::string& what,
+                                           double value) {
+    throw NonFiniteError("ddpm: training stopped at step " + std::to_string(step) + ": the " +
+                         what + " is " + ddpm::detail::to_text(value) +
+                         " (try a lower learning rate or gradient clipping)");
+  }
+
+  void predict(const Batch<Real>& x_t, std::span<const int> t, std::span<const int> labels) {
+    if constexpr (ConditionalDenoiser<Model, Real>) {
+      if (!labels.empty()) {
+        model_->predict(x_t, t, labels, out_);
+        return;
+      }
+    }
+    model_->predict(x_t, t, out_);
+  }
+
+  // The loss and gradient of the whole batch in one pass.
+  double whole_batch_gradient(std::int64_t step, std::uint32_t counter) {
+    if constexpr (EncodingDenoiser<Model, Real>) model_->encode_clean(x0_, rng_, counter);
+    // A model with dropout draws its masks from the run's seed and the step, so a resumed run is
+    // exact.
+    if constexpr (requires(Model & m) { m.set_dropout_source(rng_, counter); }) {
+      model_->set_dropout_source(rng_, counter);
+    }
+    predict(x_t_, t_, labels_);
+    diffusion_.training_loss(out_, x0_, x_t_, noise_, t_, loss_, grad_, weights_);
+    double loss = static_cast<double>(loss_.mean);
+    if constexpr (EncodingDenoiser<Model, Real>) loss += model_->auxiliary_loss();
+    if (!std::isfinite(loss)) stop_non_finite(step, "loss", loss);
+    model_->zero_grad();
+    model_->backward(grad_);
+    return loss;
+  }
+
+  // The loss and gradient of the batch as options_.shards shards, this rank computing its share
+  // of them. Each shard's gradient (of its part of the batch mean) is rounded to fixed point on
+  // one scale per parameter block, set by the block's largest magnitude over all shards, and the
+  // integers are summed over the ranks; the per-row losses travel as bit patterns. Every rank
+  // ends with the same gradient and losses, bitwise, for any number of ranks.
+  double sharded_gradient(std::int64_t step, std::uint32_t counter) {
+    const Index batch = options_.batch_size;
+    const ItemRange mine = split_evenly(options_.shards, comm_->size(), comm_->rank());
+    std::size_t parameter_count = 0, block_count = 0;
+    for (const ParameterBlock<Real>& block : blocks()) {
+      parameter_count += block.grad.size();
+      ++block_count;
+    }
+    // maxima_: each block's largest gradient magnitude, then the largest loss (infinite when one
+    // is not finite, so every rank learns it).
+    maxima_.assign(block_count + 1, 0.0);
+    shard_grads_.resize(static_cast<std::size_t>(mine.size()));
+    const auto rows = static_cast<std::size_t>(batch);
+    // sums_: the fixed-point gradient, then the rows' loss, mse and vlb as bits.
+    sums_.assign(parameter_count + 3 * rows, 0);
+    for (Index s = mine.begin; s < mine.end; ++s) {
+      const ItemRange r = split_evenly(batch, options_.shards, s);
+      const auto first = static_cast<std::size_t>(r.begin), n = static_cast<std::size_t>(r.size());
+      shard_x0_ = x0_.middleRows(r.begin, r.size());
+      shard_x_t_ = x_t_.middleRows(r.begin, r.size());
+      shard_noise_ = noise_.middleRows(r.begin, r.size());
+      const std::span<const int> t = std::span<const int>(t_).subspan(first, n);
+      if constexpr (requires(Model & m) { m.set_dropout_source(rng_, counter); }) {
+        const CounterRng masks(rng_.seed() + static_cast<std::uint64_t>(s) * 0x9E3779B97F4A7C15u);
+        model_->set_dropout_source(masks, counter);
+      }
+      predict(shard_x_t_, t,
+              labels_.empty() ? std::span<const int>()
+                              : std::span<const int>(labels_).subspan(first, n));
+      diffusion_.training_loss(out_, shard_x0_, shard_x_t_, shard_noise_, t, loss_, grad_,
+                               std::span<const Real>(weights_).subspan(first, n));
+      grad_ *= static_cast<Real>(r.size()) / static_cast<Real>(batch);  // of the batch's mean
+      model_->zero_grad();
+      model_->backward(grad_);
+      std::vector<Real>& g = shard_grads_[static_cast<std::size_t>(s - mine.begin)];
+      g.clear();
+      std::size_t b = 0;
+      for (const ParameterBlock<Real>& block : blocks()) {
+        g.insert(g.end(), block.grad.begin(), block.grad.end());
+        maxima_[b] = std::max(maxima_[b], max_magnitude(std::span<const Real>(block.grad)));
+        ++b;
+      }
+      maxima_[b] = std::max(maxima_[b], max_magnitude(std::span<const Real>(
+                                            loss_.loss.data(), static_cast<std::size_t>(n))));
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto k = static_cast<Index>(i);
+        sums_[parameter_count + first + i] = ddpm::detail::to_bits(loss_.loss[k]);
+        sums_[parameter_count + rows + first + i] = ddpm::detail::to_bits(loss_.mse[k]);
+        sums_[parameter_count + 2 * rows + first + i] = ddpm::detail::to_bits(loss_.vlb[k]);
+      }
+    }
+    comm_->all_reduce_max(maxima_);
+    scales_.resize(block_count);
+    for (std::size_t b = 0; b < block_count; ++b) {
+      scales_[b] = std::isfinite(maxima_[b])
+                       ? FixedPointScale::for_terms(maxima_[b], options_.shards)
+                       : FixedPointScale{};
+    }
+    for (const std::vector<Real>& g : shard_grads_) {
+      std::size_t offset = 0, b = 0;
+      for (const ParameterBlock<Real>& block : blocks()) {
+        const std::size_t size = block.grad.size();
+        if (std::isfinite(maxima_[b])) {
+          add_fixed(scales_[b], std::span<const Real>(g).subspan(offset, size),
+                    std::span<std::int64_t>(sums_).subspan(offset, size));
+        }
+        offset += size;
+        ++b;
+      }
+    }
+    comm_->all_reduce_sum(sums_);
+    loss_.loss.resize(batch);
+    loss_.mse.resize(batch);
+    loss_.vlb.resize(batch);
+    double loss = 0.0;
+    for (std::size_t i = 0; i < rows; ++i) {
+      const auto k = static_cast<Index>(i);
+      loss_.loss[k] = ddpm::detail::from_bits<Real>(sums_[parameter_count + i]);
+      loss_.mse[k] = ddpm::detail::from_bits<Real>(sums_[parameter_count + rows + i]);
+      loss_.vlb[k] = ddpm::detail::from_bits<Real>(sums_[parameter_count + 2 * rows + i]);
+      loss += static_cast<double>(weights_[i]) * static_cast<double>(loss_.loss[k]);
+    }
+    loss /= static_cast<double>(batch);
+    loss_.mean = static_cast<Real>(loss);
+    if (!std::isfinite(loss)) stop_non_finite(step, "loss", loss);
+    std::size_t offset = 0, b = 0;
+    for (const ParameterBlock<Real>& block : blocks()) {
+      if (!std::isfinite(maxima_[b])) {
+        stop_non_finite(step, "gradient of " + block.name + " (largest magnitude)", maxima_[b]);
+      }
+      for (std::size_t i = 0; i < block.grad.size(); ++i) {
+        block.grad[i] = static_cast<Real>(scales_[b].from_fixed(sums_[offset + i]));
+      }
+      offset += block.grad.size();
+      ++b;
+    }
+    return loss;
+  }
 
   static std::int64_t single_integer(const Checkpoint& c, const std::string& name) {
     const std::vector<std::int64_t>& values = c.integers(name);
@@ -565,6 +714,7 @@ class Trainer {
   }
 
   Model* model_;
+  Communicator* comm_;
   GaussianDiffusion<Real> diffusion_;
   TrainerOptions options_;
   optim::Adam<Real> adam_;
@@ -583,6 +733,12 @@ class Trainer {
   std::vector<Real> offsets_;  // offset noise of one row, one per channel
   Batch<Real> x0_, noise_, x_t_, out_, grad_;
   TrainingLoss<Real> loss_;
+  // With shards: this rank's shards' inputs and gradients, the reductions' buffers.
+  Batch<Real> shard_x0_, shard_x_t_, shard_noise_;
+  std::vector<std::vector<Real>> shard_grads_;
+  std::vector<double> maxima_;
+  std::vector<std::int64_t> sums_;
+  std::vector<FixedPointScale> scales_;
 };
 
 }  // namespace ddpm::train
