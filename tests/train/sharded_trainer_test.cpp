@@ -131,7 +131,8 @@ TEST_CASE("the sharded gradient is the whole batch's gradient up to rounding") {
     CHECK(sharded_step.loss == doctest::Approx(whole_step.loss).epsilon(1e-5));
     CHECK(sharded_step.grad_norm == doctest::Approx(whole_step.grad_norm).epsilon(1e-5));
     const auto& a = whole_state.tensor("adam.m").real;
-    const auto& b = sharded.checkpoint(kArchitecture).tensor("adam.m").real;
+    const ddpm::train::Checkpoint sharded_state = sharded.checkpoint(kArchitecture);
+    const auto& b = sharded_state.tensor("adam.m").real;
     REQUIRE(a.size() == b.size());
     double largest = 0.0, worst = 0.0;
     for (std::size_t i = 0; i < a.size(); ++i) {
