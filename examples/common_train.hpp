@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "common_dist.hpp"
 #include "common_options.hpp"
 #include "ddpm/io/file.hpp"
 #include "ddpm/io/plot.hpp"
@@ -129,6 +130,7 @@ struct TrainArgs {
   int checkpoint_every = 1000;
   double minutes = 0.0;
   double offset_noise = 0.0;  ///< k of eps = z + k z_c (add_offset_noise_option)
+  int shards = 0;  ///< gradient shards per batch; 0: one per rank (TrainerOptions::shards)
 };
 
 inline void add_train_options(CLI::App& app, TrainArgs& a) {
@@ -172,6 +174,12 @@ inline void add_train_options(CLI::App& app, TrainArgs& a) {
   app.add_option("--minutes", a.minutes,
                  "stop after this much wall time (0: no limit), checkpointing as at the end")
       ->check(ddpm_examples::non_negative());
+  app.add_option("--shards", a.shards,
+                 "split each batch into this many gradient shards, summed exactly: the same "
+                 "--shards gives the same model on any number of MPI ranks up to it (mpirun -np "
+                 "N; 0: one shard per rank)")
+      ->check(ddpm_examples::integer_at_least(0))
+      ->capture_default_str();
 }
 
 /// --offset-noise, for programs whose rows have channels (`per` says what one offset covers).
@@ -201,6 +209,7 @@ inline ddpm::train::TrainerOptions trainer_options(const TrainArgs& a, std::uint
           .label_dropout = label_dropout,
           .offset_noise = a.offset_noise,
           .offset_noise_channels = offset_noise_channels,
+          .shards = a.shards > 0 ? a.shards : world().size(),
           .seed = seed};
 }
 
@@ -223,7 +232,7 @@ std::vector<double> run_training(Trainer& trainer, Data&& data, const TrainArgs&
   const std::int64_t first = trainer.step_count();
   const std::vector<double> losses = trainer.run(
       std::forward<Data>(data), options, [&](ddpm::train::Checkpoint& c) { run.to_checkpoint(c); });
-  if (!losses.empty()) {
+  if (!losses.empty() && writes_files()) {
     const std::string loss(ddpm::to_string(run.diffusion.options.loss));
     ddpm::io::write_png(out / "loss.png", ddpm::io::render_curve(
                                               losses, {.log_y = log_y,

@@ -24,7 +24,7 @@ ddpm_require_packages() {
 # python3-torch let the .npy and cross-framework (safetensors, DDIM) tests run instead of skipping;
 # libtorch-dev builds examples/libtorch_denoiser; pkg-config and doxygen serve the consumer test and
 # the API reference; clang with its runtime libraries (libFuzzer, ASan, UBSan) builds the fuzz
-# targets.
+# targets; Open MPI builds ddpm::dist and runs the mpirun tests.
 DDPM_BUILD_PACKAGES=(g++ cmake make pkg-config libeigen3-dev doctest-dev libstb-dev libcli11-dev
   zlib1g-dev libbenchmark-dev clang-format python3-numpy python3-torch libtorch-dev doxygen
-  dataset-fashion-mnist nlohmann-json3-dev clang libclang-rt-14-dev)
+  dataset-fashion-mnist nlohmann-json3-dev clang libclang-rt-14-dev libopenmpi-dev openmpi-bin)

@@ -48,6 +48,7 @@ ddpm::Index image_dim(const Run& run) {
 
 void write_grid(const fs::path& path, const ddpm::Batch<Real>& images, const Run& run,
                 int columns) {
+  if (!ddpm_examples::writes_files()) return;  // rank 0 writes for all MPI ranks
   ddpm::io::write_png(path,
                       ddpm::io::tile_images(images, run.model.image_channels, run.model.height,
                                             run.model.width, {.columns = columns, .zoom = 2}));
@@ -92,8 +93,10 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
       ddpm::sample_labels(args.n, args.label, classes, args.guidance, classifier.has_value(), "--");
 
   std::printf("sampling %d images: %s\n", args.n, args.describe(T).c_str());
+  // With MPI ranks each draws its share of the images; the bar counts rank 0's.
+  const ddpm::Index share = ddpm::rank_share(ddpm_examples::world(), args.n).size();
   ddpm::io::ProgressBar progress(
-      ddpm::Index{args.steps(T)} * ((args.n + args.chunk - 1) / args.chunk),
+      ddpm::Index{args.steps(T)} * ((share + args.chunk - 1) / args.chunk),
       args.sampler_name() + " sampling", std::cerr, {.unit = "step"});
   int done = 0;
   ddpm::Index images_done = 0;
@@ -103,13 +106,14 @@ ddpm::Batch<Real> draw_samples(Model& model, const Run& run, const SampleArgs& a
        .guidance = args.guidance,
        .guidance_rescale = args.guidance_rescale,
        .classifier_scale = args.classifier_scale,
-       .chunk = args.chunk},
+       .chunk = args.chunk,
+       .ranks = &ddpm_examples::world()},
       diffusion, model, classifier ? &*classifier : nullptr, labels, image_dim(run), x_init,
       ddpm::CounterRng(seed), [&](ddpm::Index first, const ddpm::SamplerProgress<Real>& p) {
         threads.step_done();
-        if (p.done == p.total) images_done = std::min<ddpm::Index>(args.n, first + args.chunk);
-        progress.update(
-            ++done, std::to_string(images_done) + "/" + std::to_string(args.n) + " images done");
+        if (p.done == p.total) images_done = std::min<ddpm::Index>(share, first + args.chunk);
+        progress.update(++done,
+                        std::to_string(images_done) + "/" + std::to_string(share) + " images done");
         if (trajectory != nullptr && first == 0) (*trajectory)(p);
       });
   progress.finish();
@@ -164,6 +168,7 @@ int sample(SampleArgs args, const Common& common, const std::string& png_dir,
   const ddpm::Batch<Real> samples =
       sample_pictures(model, run, args, common.seed, out, x_init ? &*x_init : nullptr);
   const ddpm::nn::UNetConfig& m = run.model;
+  if (!ddpm_examples::writes_files()) return 0;  // rank 0 writes for all MPI ranks
   if (args.npy_float) {
     const auto u = [](ddpm::Index v) { return static_cast<std::uint64_t>(v); };
     ddpm::io::write_npy(out / "samples.npy",
@@ -217,7 +222,8 @@ int train(Run run, const ImageArgs& image_args, const ddpm_examples::TrainArgs& 
   ddpm::train::Trainer<Real, Model> trainer(
       model, run.diffusion.make<Real>(),
       ddpm_examples::trainer_options(
-          args, common.seed, m.num_classes > 0 ? image_args.label_dropout : 0.0, m.image_channels));
+          args, common.seed, m.num_classes > 0 ? image_args.label_dropout : 0.0, m.image_channels),
+      ddpm_examples::world());
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
   const ddpm::CounterRng data_rng(common.seed + 1);
   if (m.num_classes > 0) {
@@ -383,6 +389,13 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::optional<ddpm_examples::Distributed> distributed;  // MPI, under mpirun
+  try {
+    distributed.emplace(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ddpm-images: " << e.what() << "\n";
+    return 1;
+  }
   CLI::App app{
       "ddpm-images: denoising diffusion on images (Fashion-MNIST by "
       "default) with a UNet: train, "
@@ -550,6 +563,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
+    ddpm_examples::refuse_ranks_unless(*train_cmd || *sample_cmd,
+                                       "ddpm-images " + app.get_subcommands().front()->get_name());
     if (*train_cmd) {
       return train(run, image_args, train_args, train_common);
     }
@@ -573,7 +588,6 @@ int main(int argc, char** argv) {
     }
     return info.run();
   } catch (const std::exception& e) {
-    std::cerr << "ddpm-images: " << e.what() << "\n";
-    return 1;
+    return distributed->fail(std::string("ddpm-images: ") + e.what(), 1);
   }
 }

@@ -253,7 +253,9 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
   // Chunks bound memory (the network's activations grow with the rows of one call) without
   // changing a sample; the strip shows the first chunk.
   constexpr ddpm::Index kChunk = 8192;
-  const auto n = static_cast<ddpm::Index>(labels.size());
+  // With MPI ranks each draws its share of the points; the bar counts rank 0's.
+  const ddpm::Index n =
+      ddpm::rank_share(ddpm_examples::world(), static_cast<ddpm::Index>(labels.size())).size();
   const ddpm::Index steps = args.steps(T);
   ddpm::io::ProgressBar progress(steps * ((n + kChunk - 1) / kChunk),
                                  args.sampler_name() + " sampling");
@@ -261,7 +263,8 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
                                       .guidance = args.guidance,
                                       .guidance_rescale = args.guidance_rescale,
                                       .classifier_scale = args.classifier_scale,
-                                      .chunk = kChunk};
+                                      .chunk = kChunk,
+                                      .ranks = &ddpm_examples::world()};
   ddpm_examples::SamplingThreads threads;
   const ddpm::Batch<Real> samples = s.visit([&](auto& denoiser, auto* classifier) {
     return ddpm_examples::sample_labeled_or_from<Real>(
@@ -273,7 +276,7 @@ ddpm::Batch<Real> draw_samples(Sampler& s, const Run& run, const Points& points,
         });
   });
   progress.finish();
-  if (!strip_path.empty()) {
+  if (!strip_path.empty() && ddpm_examples::writes_files()) {
     std::vector<ddpm::io::Panel> panels = strip.panels();
     for (ddpm::io::Panel& panel : panels) panel.points = points.units().to_data(panel.points);
     ddpm::io::write_png(strip_path, ddpm::io::render_strip(panels));
@@ -331,6 +334,7 @@ std::string describe(const SampleArgs& args) {
 void write_samples(const fs::path& out, const ddpm::Batch<Real>& samples,
                    const std::vector<int>& labels, const Points& points, const std::string& title,
                    std::uint64_t seed) {
+  if (!ddpm_examples::writes_files()) return;  // rank 0 writes for all MPI ranks
   const bool labeled = std::any_of(labels.begin(), labels.end(), [](int y) { return y >= 0; });
   if (labeled) {
     ddpm::Batch<Real> rows(samples.rows(), 3);
@@ -387,7 +391,8 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
   ddpm::train::Trainer<Real, Model> trainer(
       model, run.diffusion.make<Real>(),
       ddpm_examples::trainer_options(args, common.seed,
-                                     conditional.conditional ? conditional.label_dropout : 0.0));
+                                     conditional.conditional ? conditional.label_dropout : 0.0),
+      ddpm_examples::world());
   if (!args.resume.empty()) ddpm_examples::resume(args.resume, run, trainer);
   const std::uint64_t seed = trainer.seed();  // a resumed run continues its own data stream
   const std::string label =
@@ -427,7 +432,9 @@ int train(Run run, const std::string& data_file, const ddpm_examples::TrainArgs&
                                       {.output = run.diffusion.options.output}),
       x0, noise, points.frame());
   for (ddpm::io::Panel& panel : forward) panel.points = points.units().to_data(panel.points);
-  ddpm::io::write_png(out / "forward.png", ddpm::io::render_strip(forward));
+  if (ddpm_examples::writes_files()) {
+    ddpm::io::write_png(out / "forward.png", ddpm::io::render_strip(forward));
+  }
 
   const auto ema = trainer.ema_weights();  // sample with the averaged weights
   Sampler sampler = make_sampler(model, run, sample_args);
@@ -510,8 +517,10 @@ int sample(const SampleArgs& args, const ddpm_examples::CommonOptions& common,
           "w = " + ddpm::detail::to_text(w), "", points.frame()));
     }
     const std::vector<std::vector<int>> colors(panels.size(), labels);
-    ddpm::io::write_png(out / "guidance.png",
-                        class_panels(panels, colors, static_cast<int>(panels.size())));
+    if (ddpm_examples::writes_files()) {
+      ddpm::io::write_png(out / "guidance.png",
+                          class_panels(panels, colors, static_cast<int>(panels.size())));
+    }
     written += ", guidance.png";
   }
   std::printf("wrote %s in %s\n", written.c_str(), out.string().c_str());
@@ -737,6 +746,13 @@ void add_toy_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoin
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::optional<ddpm_examples::Distributed> distributed;  // MPI, under mpirun
+  try {
+    distributed.emplace(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ddpm-toy2d: " << e.what() << "\n";
+    return 1;
+  }
   CLI::App app{
       "ddpm-toy2d: train a denoising diffusion model on a 2D toy distribution (optionally "
       "conditioned on the class), sample from it (with classifier-free or classifier "
@@ -856,6 +872,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
+    ddpm_examples::refuse_ranks_unless(*train_cmd || *sample_cmd,
+                                       "ddpm-toy2d " + app.get_subcommands().front()->get_name());
     if (*train_cmd) {
       run.data.name = std::string(ddpm::to_string(dataset));
       return train(run, data_file, train_args, conditional, train_sampling, train_common);
@@ -882,7 +900,6 @@ int main(int argc, char** argv) {
     }
     return info.run();
   } catch (const std::exception& e) {
-    std::cerr << "ddpm-toy2d: " << e.what() << "\n";
-    return 1;
+    return distributed->fail(std::string("ddpm-toy2d: ") + e.what(), 1);
   }
 }

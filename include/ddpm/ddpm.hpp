@@ -45,8 +45,14 @@
 ///
 /// \namespace ddpm::viz
 /// Pictures of the diffusion: forward and reverse strips, trajectories, point-cloud renderings.
+///
+/// \namespace ddpm::dist
+/// Many processes (ddpm/dist/mpi.hpp, optional, needs MPI): the Communicator of data-parallel
+/// training and sampling over MPI.
 
+#include "ddpm/core/communicator.hpp"
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/exact_sum.hpp"
 #include "ddpm/core/parallel.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"

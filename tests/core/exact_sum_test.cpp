@@ -91,20 +91,22 @@ TEST_CASE("a fixed-point sum is within its stated bound of a long-double sum") {
     std::vector<std::int64_t> sum(50, 0);
     for (const auto& t : terms)
       ddpm::add_fixed(scale, std::span<const float>(t), std::span<std::int64_t>(sum));
-    // Each term is rounded by at most half a unit of 2^-shift; the final conversion to double
+    // Each term is truncated by less than a unit of 2^-shift; the final conversion to double
     // adds half an ulp of the result.
     const double unit = std::ldexp(1.0, -scale.shift);
+    CHECK(scale.unit == unit);
+    CHECK(scale.factor == std::ldexp(1.0, scale.shift));
     for (std::size_t i = 0; i < 50; ++i) {
       long double exact = 0;
       for (const auto& t : terms) exact += t[i];
       const double got = scale.from_fixed(sum[i]);
       CAPTURE(count);
       CHECK(std::abs(static_cast<long double>(got) - exact) <=
-            0.5L * unit * count + std::abs(exact) * 0x1p-53L);
-      // The header's promise: a term's rounding error (half a unit) is below
-      // largest * 2^-(62 - ceil(log2 count)).
+            static_cast<long double>(unit) * count + std::abs(exact) * 0x1p-53L);
+      // The header's promise: a term's error (under one unit) is below
+      // largest * 2^-(61 - ceil(log2 count)).
       const int headroom = std::bit_width(static_cast<std::uint64_t>(count - 1));
-      CHECK(0.5 * unit <= largest * std::ldexp(1.0, headroom - 62));
+      CHECK(unit <= largest * std::ldexp(1.0, headroom - 61));
     }
   }
 }
@@ -132,6 +134,16 @@ TEST_CASE("the fixed-point helpers refuse bad input and flag non-finite values")
                        ddpm::InvalidArgument);
   CHECK_THROWS_WITH_AS(ddpm::FixedPointScale::for_terms(1.0, 0), doctest::Contains("terms = 0"),
                        ddpm::InvalidArgument);
+  CHECK_THROWS_WITH_AS(ddpm::FixedPointScale::for_terms(1.0, (std::int64_t{1} << 30) + 1),
+                       doctest::Contains("allowed: 1 .. 2^30"), ddpm::InvalidArgument);
+  // The extremes of double stay representable: both powers normal, a subnormal term converts.
+  const auto tiny = ddpm::FixedPointScale::for_terms(std::numeric_limits<double>::denorm_min(), 2);
+  CHECK(tiny.shift == 1000);
+  CHECK(tiny.to_fixed(std::numeric_limits<double>::denorm_min()) == 0);  // below 2^-1000: coarsened
+  const auto huge = ddpm::FixedPointScale::for_terms(std::numeric_limits<double>::max(), 2);
+  CHECK(huge.to_fixed(std::numeric_limits<double>::max()) <= std::int64_t{1} << 61);
+  CHECK(huge.from_fixed(huge.to_fixed(-std::numeric_limits<double>::max())) ==
+        doctest::Approx(-std::numeric_limits<double>::max()));
   CHECK_THROWS_AS(ddpm::FixedPointScale::for_terms(std::numeric_limits<double>::infinity(), 2),
                   ddpm::InvalidArgument);
   const std::vector<float> values = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f};

@@ -18,33 +18,44 @@
 namespace ddpm {
 
 /// The scale of an exact sum of up to `terms` values whose magnitudes are at most `max_abs`:
-/// value v becomes round(v 2^shift), and shift is the largest for which `terms` such integers
-/// cannot overflow (each is below 2^(62 - ceil(log2 terms)), so their sum is below 2^62).
-/// Relative to max_abs the rounding error of a term is below 2^-(62 - ceil(log2 terms)), about
-/// 2^-58 for 16 terms: a float term within 2^-34 of the largest keeps all of its bits.
+/// value v becomes the integer v 2^shift truncated toward zero, and shift is the largest for which
+/// `terms` such integers cannot overflow (each is below 2^(62 - ceil(log2 terms)), so their sum
+/// is below 2^62). Relative to max_abs the error of a term is below 2^-(61 - ceil(log2 terms)),
+/// about 2^-57 for 16 terms: a float term within 2^-33 of the largest keeps all of its bits.
+/// Truncation, a multiplication by a power of two and a conversion, is deterministic in any
+/// floating-point environment and vectorizes.
 struct FixedPointScale {
-  int shift = 0;  ///< v -> round(v * 2^shift)
+  int shift = 0;        ///< v -> trunc(v * 2^shift)
+  double factor = 1.0;  ///< 2^shift
+  double unit = 1.0;    ///< 2^-shift: the value of one integer step
 
-  /// The scale for `terms` terms of magnitude <= max_abs (finite, >= 0); terms >= 1.
+  /// The scale 2^shift (shift clamped to +-1000, so both powers are normal doubles).
+  static FixedPointScale of_shift(int shift) {
+    shift = std::clamp(shift, -1000, 1000);
+    return {shift, std::ldexp(1.0, shift), std::ldexp(1.0, -shift)};
+  }
+
+  /// The scale for `terms` terms of magnitude <= max_abs (finite, >= 0); terms in 1 .. 2^30.
   static FixedPointScale for_terms(double max_abs, std::int64_t terms) {
     detail::require(std::isfinite(max_abs) && max_abs >= 0.0, "max_abs", max_abs,
                     "a finite magnitude >= 0");
-    detail::require(terms >= 1, "terms", terms, ">= 1");
-    if (max_abs == 0.0) return {0};
+    detail::require(terms >= 1 && terms <= (std::int64_t{1} << 30), "terms", terms, "1 .. 2^30");
+    if (max_abs == 0.0) return {};
     int exponent = 0;  // max_abs = m 2^exponent with m in [0.5, 1): max_abs < 2^exponent
     std::frexp(max_abs, &exponent);
     const int headroom = std::bit_width(static_cast<std::uint64_t>(terms - 1));  // ceil(log2)
-    return {62 - headroom - exponent};
+    // At most 62 - 0 + 1074 (the smallest subnormal); the clamp at 1000 only coarsens values
+    // below 2^-938, and the lower clamp is never reached (exponent <= 1024, headroom <= 30).
+    return of_shift(62 - headroom - exponent);
   }
 
-  /// round(value 2^shift), ties away from zero (exact in double: a float or double times a power
-  /// of two, then one rounding that does not depend on the floating-point environment).
+  /// trunc(value 2^shift).
   [[nodiscard]] std::int64_t to_fixed(double value) const {
-    return std::llround(std::ldexp(value, shift));
+    return static_cast<std::int64_t>(value * factor);
   }
   /// The value of a fixed-point sum, rounded once to double.
   [[nodiscard]] double from_fixed(std::int64_t sum) const {
-    return std::ldexp(static_cast<double>(sum), -shift);
+    return static_cast<double>(sum) * unit;
   }
 };
 
@@ -53,22 +64,24 @@ struct FixedPointScale {
 template <class Real>
 double max_magnitude(std::span<const Real> values) {
   double largest = 0.0;
+  bool finite = true;
   for (const Real v : values) {
     const double a = std::abs(static_cast<double>(v));
-    if (!(a <= std::numeric_limits<double>::max())) return std::numeric_limits<double>::infinity();
-    largest = std::max(largest, a);
+    largest = a > largest ? a : largest;
+    finite &= a <= std::numeric_limits<double>::max();  // false for NaN and infinity
   }
-  return largest;
+  return finite ? largest : std::numeric_limits<double>::infinity();
 }
 
 /// accumulator[i] += scale.to_fixed(values[i]).
 template <class Real>
-void add_fixed(FixedPointScale scale, std::span<const Real> values,
+void add_fixed(const FixedPointScale& scale, std::span<const Real> values,
                std::span<std::int64_t> accumulator) {
   detail::require(accumulator.size() == values.size(), "accumulator.size()", accumulator.size(),
                   [&] { return std::to_string(values.size()) + " (one per value)"; });
+  const double factor = scale.factor;
   for (std::size_t i = 0; i < values.size(); ++i) {
-    accumulator[i] += scale.to_fixed(static_cast<double>(values[i]));
+    accumulator[i] += static_cast<std::int64_t>(static_cast<double>(values[i]) * factor);
   }
 }
 

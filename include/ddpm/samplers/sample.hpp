@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "ddpm/core/communicator.hpp"
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
@@ -248,6 +249,10 @@ struct LabeledSampling {
   double guidance_rescale = 0.0;  ///< classifier-free guidance rescale phi (Lin et al. 2023)
   double classifier_scale = 0.0;  ///< classifier guidance scale s (with a classifier)
   Index chunk = 256;              ///< samples per sampler call (bounds memory)
+  /// Ranks to share the rows among (each computes its even share, rank_share, in chunks, and
+  /// every rank ends with all rows, bitwise as one process computes them); null: this process
+  /// computes every row.
+  Communicator* ranks = nullptr;
 };
 
 /// The `label` of sample_labels that asks for the classes in turn.
@@ -297,7 +302,7 @@ inline constexpr int kClassesInTurn = -2;
 /// (non-null), ClassifierGuidance at classifier_scale; else with guidance != 0,
 /// ClassifierFreeGuidance at weight w; else WithLabels. Row i is global sample i of `rng`, so the
 /// rows do not depend on the chunk size. on_step(first, progress) follows every step of the chunk
-/// whose first row is `first`.
+/// whose first row is `first` (with `ranks`, of this rank's chunks only).
 template <class Real, class M, class C, class OnStep = NoProgress>
 Batch<Real> sample_labeled_from(const LabeledSampling& options,
                                 const GaussianDiffusion<Real>& diffusion, M& model, C* classifier,
@@ -308,9 +313,10 @@ Batch<Real> sample_labeled_from(const LabeledSampling& options,
   detail::require(x_init.rows() == n, "x_init rows", x_init.rows(),
                   [&] { return "one row per label (" + detail::to_text(n) + ")"; });
   detail::require(options.chunk >= 1, "chunk", options.chunk, "a number of samples >= 1");
+  const ItemRange mine = options.ranks != nullptr ? rank_share(*options.ranks, n) : ItemRange{0, n};
   Batch<Real> x;
-  for (Index first = 0; first < n; first += options.chunk) {
-    const Index count = std::min(options.chunk, n - first);
+  for (Index first = mine.begin; first < mine.end; first += options.chunk) {
+    const Index count = std::min(options.chunk, mine.end - first);
     const std::span<const int> chunk_labels =
         labels.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(count));
     x = x_init.middleRows(first, count);
@@ -332,6 +338,7 @@ Batch<Real> sample_labeled_from(const LabeledSampling& options,
     }
     x_init.middleRows(first, count) = x;
   }
+  if (options.ranks != nullptr) gather_rows(*options.ranks, x_init, mine);
   return x_init;
 }
 

@@ -25,6 +25,7 @@
 #include "ddpm/core/enum_names.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/exact_sum.hpp"
+#include "ddpm/core/parallel.hpp"
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/thread_tuner.hpp"
@@ -561,17 +562,19 @@ class Trainer {
                        ? FixedPointScale::for_terms(maxima_[b], options_.shards)
                        : FixedPointScale{};
     }
-    for (const std::vector<Real>& g : shard_grads_) {
-      std::size_t offset = 0, b = 0;
-      for (const ParameterBlock<Real>& block : blocks()) {
-        const std::size_t size = block.grad.size();
-        if (std::isfinite(maxima_[b])) {
-          add_fixed(scales_[b], std::span<const Real>(g).subspan(offset, size),
-                    std::span<std::int64_t>(sums_).subspan(offset, size));
-        }
-        offset += size;
-        ++b;
+    std::size_t offset = 0, b = 0;
+    for (const ParameterBlock<Real>& block : blocks()) {
+      const std::size_t size = block.grad.size();
+      if (std::isfinite(maxima_[b])) {
+        for_chunks(size, [&](std::size_t begin, std::size_t count) {
+          for (const std::vector<Real>& g : shard_grads_) {
+            add_fixed(scales_[b], std::span<const Real>(g).subspan(offset + begin, count),
+                      std::span<std::int64_t>(sums_).subspan(offset + begin, count));
+          }
+        });
       }
+      offset += size;
+      ++b;
     }
     comm_->all_reduce_sum(sums_);
     loss_.loss.resize(batch);
@@ -588,18 +591,33 @@ class Trainer {
     loss /= static_cast<double>(batch);
     loss_.mean = static_cast<Real>(loss);
     if (!std::isfinite(loss)) stop_non_finite(step, "loss", loss);
-    std::size_t offset = 0, b = 0;
+    offset = 0;
+    b = 0;
     for (const ParameterBlock<Real>& block : blocks()) {
       if (!std::isfinite(maxima_[b])) {
         stop_non_finite(step, "gradient of " + block.name + " (largest magnitude)", maxima_[b]);
       }
-      for (std::size_t i = 0; i < block.grad.size(); ++i) {
-        block.grad[i] = static_cast<Real>(scales_[b].from_fixed(sums_[offset + i]));
-      }
+      const FixedPointScale& scale = scales_[b];
+      for_chunks(block.grad.size(), [&](std::size_t begin, std::size_t count) {
+        for (std::size_t i = begin; i < begin + count; ++i) {
+          block.grad[i] = static_cast<Real>(scale.from_fixed(sums_[offset + i]));
+        }
+      });
       offset += block.grad.size();
       ++b;
     }
     return loss;
+  }
+
+  // body(begin, count) over [0, size) in chunks of 8192, the chunks spread over the threads.
+  template <class Body>
+  static void for_chunks(std::size_t size, Body&& body) {
+    constexpr std::size_t kChunk = 8192;
+    const auto chunks = static_cast<Index>((size + kChunk - 1) / kChunk);
+    ddpm::detail::parallel_for(chunks, static_cast<Index>(kChunk), [&](Index c) {
+      const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
+      body(begin, std::min(kChunk, size - begin));
+    });
   }
 
   static std::int64_t single_integer(const Checkpoint& c, const std::string& name) {
