@@ -202,6 +202,21 @@ std::vector<Row> rows() {
                  train::Trainer<double, nn::Mlp<double>>(
                      model, diffusion(),
                      {.steps = 10, .warmup_steps = 10, .decay = optim::LrDecay::cosine})),
+        DDPM_ROW("trainer.shards", "ddpm/train/trainer.hpp", nn::Mlp<double> model({});
+                 train::Trainer<double, nn::Mlp<double>>(model, diffusion(),
+                                                         {.batch_size = 4, .shards = 5})),
+        DDPM_ROW("communicator.split_evenly.parts", "ddpm/core/communicator.hpp",
+                 (void)split_evenly(10, 0, 0)),
+        DDPM_ROW("communicator.split_evenly.part", "ddpm/core/communicator.hpp",
+                 (void)split_evenly(10, 3, 3)),
+        DDPM_ROW("exact_sum.for_terms.max_abs", "ddpm/core/exact_sum.hpp",
+                 (void)FixedPointScale::for_terms(-1.0, 2)),
+        DDPM_ROW("exact_sum.for_terms.terms", "ddpm/core/exact_sum.hpp",
+                 (void)FixedPointScale::for_terms(1.0, 0)),
+        DDPM_ROW("exact_sum.add_fixed", "ddpm/core/exact_sum.hpp", std::vector<float> values(3);
+                 std::vector<std::int64_t> sums(2);
+                 add_fixed(FixedPointScale{}, std::span<const float>(values),
+                           std::span<std::int64_t>(sums))),
         DDPM_ROW("thread_tuner.max_threads", "ddpm/core/thread_tuner.hpp", ThreadTuner(0)),
         DDPM_ROW("thread_tuner.probe_steps", "ddpm/core/thread_tuner.hpp",
                  ThreadTuner(2, {.probe_steps = 0})),

@@ -14,6 +14,7 @@
 
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
+#include "ddpm/nn/classifier.hpp"
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/nn/unet.hpp"
 #include "ddpm/train/trainer.hpp"
@@ -235,6 +236,39 @@ TEST_CASE("gather_rows assembles rows computed on different ranks") {
     for (Index i = 0; i < 8; ++i) {
       for (Index j = 0; j < 3; ++j)
         CHECK(rows(i, j) == std::ldexp(1.0 + i, -j * 400) * (j == 1 ? -1 : 1));
+    }
+  }
+}
+
+TEST_CASE("sample_labeled with ranks gives every rank all rows, bitwise as one process") {
+  ddpm::nn::MlpConfig config = mlp_config();
+  config.output_dim = 2;
+  config.num_classes = 3;
+  const ddpm::nn::Mlp<float> model(config);
+  const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
+  const std::vector<int> labels = ddpm::sample_labels(23, ddpm::kClassesInTurn, 3);
+  const ddpm::LabeledSampling options{
+      .sampler = {.kind = ddpm::SamplerKind::ddim, .steps = 10}, .guidance = 1.5, .chunk = 4};
+  ddpm::nn::Mlp<float> alone_model = model;
+  const Batch<float> alone = ddpm::sample_labeled<float>(
+      options, diffusion, alone_model, static_cast<ddpm::nn::Classifier<float>*>(nullptr), labels,
+      2, ddpm::CounterRng(9));
+  for (const int ranks : {2, 3}) {
+    std::mutex mutex;
+    std::vector<Batch<float>> gathered;
+    ThreadGroup::run(ranks, [&](ddpm::Communicator& comm) {
+      ddpm::nn::Mlp<float> local = model;
+      ddpm::LabeledSampling shared = options;
+      shared.ranks = &comm;
+      Batch<float> rows = ddpm::sample_labeled<float>(
+          shared, diffusion, local, static_cast<ddpm::nn::Classifier<float>*>(nullptr), labels, 2,
+          ddpm::CounterRng(9));
+      const std::lock_guard lock(mutex);
+      gathered.push_back(std::move(rows));
+    });
+    for (const Batch<float>& rows : gathered) {
+      CAPTURE(ranks);
+      CHECK(rows == alone);
     }
   }
 }
