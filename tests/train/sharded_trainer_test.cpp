@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "conditional_unet.hpp"
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/nn/classifier.hpp"
@@ -146,25 +147,11 @@ TEST_CASE("the sharded gradient is the whole batch's gradient up to rounding") {
 }
 
 TEST_CASE("a class-conditional UNet with dropout trains bitwise alike on 1 and 3 ranks") {
-  ddpm::nn::UNetConfig config;
-  config.height = 4;
-  config.width = 4;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.groups = 2;
-  config.dropout = 0.2;
-  config.num_classes = 3;
-  config.seed = 4;
+  ddpm::nn::UNetConfig config = ddpm::test::conditional_unet_config();
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(50));
   const ddpm::train::TrainerOptions options{
       .batch_size = 7, .steps = 5, .ema_decay = 0.9, .label_dropout = 0.3, .shards = 3, .seed = 7};
-  const auto data = [](std::int64_t step, Index n, Batch<float>& out, std::vector<int>& labels) {
-    out.resize(n, 16);
-    ddpm::CounterRng(21).fill_normal(out, ddpm::stream::user, 0, static_cast<std::uint32_t>(step));
-    labels.resize(static_cast<std::size_t>(n));
-    for (Index i = 0; i < n; ++i)
-      labels[static_cast<std::size_t>(i)] = static_cast<int>((i + step) % 3);
-  };
+  const auto data = ddpm::test::labeled_noise_images;
   std::mutex mutex;
   std::map<int, std::string> by_ranks;
   for (const int ranks : {1, 3}) {

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "conditional_unet.hpp"
 #include "ddpm/data/toy2d.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/metrics.hpp"
@@ -102,25 +103,11 @@ TEST_CASE("a run resumed from a checkpoint continues bitwise identically") {
 TEST_CASE("a class-conditional UNet run with dropout and label dropout resumes bitwise") {
   // The dropout masks follow the step (the Trainer sets the model's draw) and label dropout is
   // drawn from (seed, step), so the state in the checkpoint is the whole state.
-  ddpm::nn::UNetConfig config;
-  config.height = 4;
-  config.width = 4;
-  config.base_channels = 4;
-  config.channel_mult = {1, 2};
-  config.groups = 2;
-  config.dropout = 0.2;
-  config.num_classes = 3;
-  config.seed = 4;
+  ddpm::nn::UNetConfig config = ddpm::test::conditional_unet_config();
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(50));
   const ddpm::train::TrainerOptions options{
       .batch_size = 6, .steps = 8, .ema_decay = 0.9, .label_dropout = 0.3, .seed = 7};
-  const auto data = [](std::int64_t step, Index n, Batch<float>& out, std::vector<int>& labels) {
-    out.resize(n, 16);
-    ddpm::CounterRng(21).fill_normal(out, ddpm::stream::user, 0, static_cast<std::uint32_t>(step));
-    labels.resize(static_cast<std::size_t>(n));
-    for (Index i = 0; i < n; ++i)
-      labels[static_cast<std::size_t>(i)] = static_cast<int>((i + step) % 3);
-  };
+  const auto data = ddpm::test::labeled_noise_images;
   const std::string arch = "test-unet";
   ddpm::nn::UNet<float> straight(config);
   ddpm::train::Trainer<float, ddpm::nn::UNet<float>> uninterrupted(straight, diffusion, options);
