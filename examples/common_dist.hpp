@@ -64,6 +64,19 @@ struct LaunchedJob {
   }
 };
 
+/// For a program that runs on one process only, first thing in main(): false, after saying why on
+/// the error stream, when a launcher started several copies of it (they would overwrite each
+/// other's files).
+inline bool started_as_one_process(const std::string& program) {
+  const int copies = LaunchedJob::from_environment().world_size;
+  if (copies == 1) return true;
+  std::fprintf(stderr,
+               "%s: runs on one process, not %d MPI ranks (only ddpm-toy2d and ddpm-images "
+               "train and sample use them); start it without mpirun\n",
+               program.c_str(), copies);
+  return false;
+}
+
 /// Held by main(): starts MPI under a launcher, gives each rank its share of the cores, silences
 /// the output of ranks other than 0 (their errors still reach the terminal through fail()).
 class Distributed {

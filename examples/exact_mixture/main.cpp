@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../common_dist.hpp"
 #include "../common_options.hpp"
 #include "ddpm/ddpm.hpp"
 #include "ddpm/eval/ode_likelihood.hpp"
@@ -216,6 +217,7 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!ddpm_examples::started_as_one_process("ddpm-exact-mixture")) return 1;
   Options options;
   CLI::App app{"Sample the 8gaussians mixture with its exact denoiser (no training needed)."};
   ddpm_examples::add_choice(app, "--sampler", options.sampler.kind,

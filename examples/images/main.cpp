@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "ddpm/eval/feature_frechet.hpp"
 #include "ddpm/eval/ode_likelihood.hpp"
 #include "ddpm/eval/strided_bound.hpp"
+#include "ddpm/io/file.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/npy.hpp"
 #include "ddpm/io/plot.hpp"
@@ -356,6 +358,76 @@ int eval(const EvalArgs& args, const Common& common) {
   return 0;
 }
 
+// ---- quality against time ----------------------------------------------------------------------
+
+struct CurveArgs {
+  std::vector<std::string> metrics;  // eval's metrics.json files, in order
+  double every = 15.0;               // the x spacing of consecutive files
+  std::string unit = "minutes";      // what `every` counts
+  std::string out = "out/images/curve.png";
+};
+
+// A number at `path` (keys) of eval's metrics.json, or NaN where the file has no such entry.
+double metric(const nlohmann::json& json, std::initializer_list<const char*> path) {
+  const nlohmann::json* node = &json;
+  for (const char* key : path) {
+    if (!node->is_object() || !node->contains(key)) return std::nan("");
+    node = &(*node)[key];
+  }
+  return node->is_number() ? node->get<double>() : std::nan("");
+}
+
+// curve: bits/dim and the classifier-feature Frechet distance of a series of evaluations (one
+// checkpoint every `every` units of training), as two plots side by side and a Markdown table.
+int curve(const CurveArgs& args) {
+  ddpm_examples::check_output_file(args.out);
+  std::vector<double> bits, frechet;
+  for (const std::string& path : args.metrics) {
+    nlohmann::json json;
+    try {
+      json = nlohmann::json::parse(ddpm::io::read_file(path, 1 << 20, "metrics file"));
+    } catch (const nlohmann::json::exception& e) {
+      throw ddpm::FormatError("ddpm: metrics file '" + path + "' is not JSON: " + e.what());
+    }
+    bits.push_back(metric(json, {"bits_per_dim", "total"}));
+    frechet.push_back(metric(json, {"classifier_frechet", "samples_vs_real"}));
+    if (std::isnan(bits.back()) && std::isnan(frechet.back())) {
+      throw ddpm::FormatError("ddpm: metrics file '" + path +
+                              "' has neither bits_per_dim.total nor "
+                              "classifier_frechet.samples_vs_real (write it with `eval`)");
+    }
+  }
+  std::printf("| %s | bits/dim | Frechet distance |\n|---|---|---|\n", args.unit.c_str());
+  for (std::size_t i = 0; i < bits.size(); ++i) {
+    std::printf("| %g | %.3f | %.2f |\n", args.every * static_cast<double>(i + 1), bits[i],
+                frechet[i]);
+  }
+  const std::string x_label = args.unit + " of training";
+  const auto plot = [&](const std::vector<double>& values, const std::string& title) {
+    return ddpm::io::render_curve(
+        values, {.title = title, .x_label = x_label, .x_start = args.every, .x_step = args.every});
+  };
+  const ddpm::io::Image left = plot(bits, "bits/dim (test images)");
+  const ddpm::io::Image right = plot(frechet, "classifier-feature Frechet distance");
+  ddpm::io::Image both = ddpm::io::Image::filled(left.width + right.width, left.height);
+  const auto row_bytes = [](const ddpm::io::Image& image) {
+    return static_cast<std::size_t>(image.width * image.channels);
+  };
+  for (int y = 0; y < left.height; ++y) {
+    std::copy_n(left.pixels.begin() + static_cast<std::ptrdiff_t>(y * row_bytes(left)),
+                row_bytes(left),
+                both.pixels.begin() + static_cast<std::ptrdiff_t>(y * row_bytes(both)));
+    std::copy_n(
+        right.pixels.begin() + static_cast<std::ptrdiff_t>(y * row_bytes(right)), row_bytes(right),
+        both.pixels.begin() + static_cast<std::ptrdiff_t>(y * row_bytes(both) + row_bytes(left)));
+  }
+  const fs::path out(args.out);
+  if (out.has_parent_path()) fs::create_directories(out.parent_path());
+  ddpm::io::write_png(out, both);
+  std::printf("wrote %s\n", args.out.c_str());
+  return 0;
+}
+
 // ---- command line -----------------------------------------------------------------------------
 
 void add_sample_options(CLI::App& app, SampleArgs& args) {
@@ -400,7 +472,7 @@ int main(int argc, char** argv) {
       "ddpm-images: denoising diffusion on images (Fashion-MNIST by "
       "default) with a UNet: train, "
       "sample, eval (bits/dim, classifier-feature Frechet distance), "
-      "train-classifier and info."};
+      "curve (eval's figures against training time), train-classifier and info."};
   app.require_subcommand(1);
   Common train_common, sample_common, eval_common, classifier_common;
   train_common.out = sample_common.out = eval_common.out = classifier_common.out = "out/images";
@@ -558,6 +630,24 @@ int main(int argc, char** argv) {
   ddpm_examples::ExportArgs export_args;
   CLI::App* export_cmd = ddpm_examples::add_export_command(app, export_args, "torch_models.UNet");
 
+  CurveArgs curve_args;
+  CLI::App* curve_cmd = app.add_subcommand(
+      "curve",
+      "bits/dim and Frechet distance of eval's metrics.json files against training time: "
+      "curve.png (two plots) and a Markdown table");
+  curve_cmd
+      ->add_option("metrics", curve_args.metrics,
+                   "metrics.json files of eval, one per checkpoint, in training order")
+      ->required()
+      ->check(CLI::ExistingFile);
+  curve_cmd->add_option("--every", curve_args.every, "the training between consecutive files")
+      ->check(ddpm_examples::positive())
+      ->capture_default_str();
+  curve_cmd->add_option("--unit", curve_args.unit, "what --every counts")
+      ->check(CLI::IsMember({"minutes", "hours", "steps"}))
+      ->capture_default_str();
+  curve_cmd->add_option("--out", curve_args.out, "the PNG to write")->capture_default_str();
+
   ddpm_examples::InfoCommand info;
   info.add(app);
 
@@ -581,6 +671,9 @@ int main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       return eval(eval_args, eval_common);
+    }
+    if (*curve_cmd) {
+      return curve(curve_args);
     }
     if (*classifier_cmd) {
       classifier_args.seed = classifier_common.seed;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../common_dist.hpp"
 #include "../common_options.hpp"
 #include "../common_train.hpp"
 #include "ddpm/data/shapes3d.hpp"
@@ -468,6 +469,7 @@ void add_sample_options(CLI::App& app, SampleArgs& args, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!ddpm_examples::started_as_one_process("ddpm-pointcloud")) return 1;
   CLI::App app{
       "ddpm-pointcloud: Luo & Hu's diffusion model of 3D point clouds: train (an autoencoder whose "
       "decoder is a diffusion model, then a diffusion prior over its shape codes), sample, "

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common_dist.hpp"
 #include "../common_options.hpp"
 #include "../common_train.hpp"
 #include "ddpm/data/points.hpp"
@@ -367,6 +368,7 @@ int compare_checkpoint(const CompareOptions& options, const ddpm_examples::Commo
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!ddpm_examples::started_as_one_process("ddpm-samplers")) return 1;
   CLI::App app{
       "ddpm-samplers: every sampler and grid at a few numbers of network evaluations, measured "
       "against the data beside ancestral-1000 and the data-vs-data floor."};

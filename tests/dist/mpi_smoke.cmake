@@ -2,7 +2,8 @@
 # checkpoints, loss logs and samples byte-identical to one process's at the same --shards; a run
 # resumes on another rank count; sample splits its rows across ranks; commands that run on one
 # process, and too few shards, are refused with a message.
-# MPIEXEC, NUMPROC_FLAG, TOY2D, IMAGES, DATA (a folder of PNGs), OUT.
+# MPIEXEC, NUMPROC_FLAG, TOY2D, IMAGES, POINTCLOUD (a program that runs on one process), DATA (a
+# folder of PNGs), OUT.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
 
@@ -65,3 +66,7 @@ run_ok(${IMAGES} sample --checkpoint ${OUT}/images_1/model.ckpt --sampler ddim -
 mpi_ok(2 ${IMAGES} sample --checkpoint ${OUT}/images_1/model.ckpt --sampler ddim --sample-steps 10
        --n 7 --out ${OUT}/images_sample_2)
 expect_same_files(${OUT}/images_sample_1 ${OUT}/images_sample_2 samples.npy samples.png)
+
+# A program that runs on one process refuses to run as several copies.
+expect_mpi_refusal(2 "ddpm-pointcloud: runs on one process, not 2 MPI ranks" ${POINTCLOUD} info
+                   ${OUT}/toy_1/model.ckpt)

@@ -1,7 +1,8 @@
 # Runs ddpm-images end to end on a folder of eight 8x8 PNGs in two class subfolders: a
 # class-conditional tiny UNet trains, resumes, samples (plain, classifier-free guided, classifier
 # guided) into samples.npy and one PNG per sample; the classifier trains; eval writes bits/dim and
-# the classifier-feature Frechet distance; bad input is refused with a message.
+# the classifier-feature Frechet distance, and curve draws them; bad input is refused with a
+# message.
 include(${CMAKE_CURRENT_LIST_DIR}/smoke_helpers.cmake)
 function(expect_failure pattern)
   execute_process(COMMAND ${PROGRAM} ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -66,6 +67,19 @@ if(NOT metrics MATCHES "\"bits_per_dim\": {\"n\": 4, \"stride\": 10, \"total\": 
    OR NOT metrics MATCHES "\"samples_vs_real\": [0-9]")
   message(FATAL_ERROR "metrics.json lacks bits/dim or the Frechet distance:\n${metrics}")
 endif()
+# curve: eval's figures of a series of checkpoints (here the same file three times) as a PNG and a
+# table with one row per file at x = 10, 20, 30; a metrics file without the figures is refused.
+execute_process(COMMAND ${PROGRAM} curve ${OUT}/eval/metrics.json ${OUT}/eval/metrics.json
+                        ${OUT}/eval/metrics.json --every 10 --out ${OUT}/curve/curve.png
+                RESULT_VARIABLE result OUTPUT_VARIABLE table ERROR_VARIABLE err)
+if(NOT result EQUAL 0 OR NOT EXISTS ${OUT}/curve/curve.png
+   OR NOT table MATCHES "\\| 10 \\| [0-9.]+ \\| [0-9.]+ \\|\n\\| 20 \\|.*\\| 30 \\|")
+  message(FATAL_ERROR "curve failed (${result}) or printed no 3-row table:\n${table}\n${err}")
+endif()
+file(WRITE ${OUT}/not_metrics.json "{\"checkpoint\": \"x\"}")
+expect_failure("neither bits_per_dim.total nor" curve ${OUT}/not_metrics.json --out ${OUT}/c.png)
+file(WRITE ${OUT}/broken.json "{not json")
+expect_failure("is not JSON" curve ${OUT}/broken.json --out ${OUT}/c.png)
 
 expect_failure("--label" sample --checkpoint ${OUT}/model/model.ckpt --n 2 --label 7
                --out ${OUT}/bad)
