@@ -6,13 +6,15 @@
 #
 #   benchmarks/compare.sh [--threads N] [--repeats R] [--only KEY,...] [--full-default]
 #                         [--results benchmarks/RESULTS.md] [--build-dir DIR] [--small]
+#                         [--sweep 1,2,4,8,16]
 #
 # Each round runs every implementation once per workload (ddpm, PyTorch tuned, PyTorch default,
 # in turn); a train run (and a UNet forward run) times 20 steps one by one. The figure is the
 # median over R rounds of each run's median. PyTorch out of the box (reference BLAS) takes ~12
 # minutes per ancestral run, so its ancestral workload runs only with --full-default. --small
 # passes --small to both programs: tiny sizes that check the script end to end in seconds (the
-# figures mean nothing).
+# figures mean nothing). --sweep LIST runs benchmarks/sweep.sh instead: ddpm and PyTorch tuned at
+# each thread count of LIST, and prints the thread-scaling table (issue 15).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +25,7 @@ only="toy_train_b256_ms,toy_train_b4096_ms,toy_ddpm1000_n10000_s,toy_ddim50_n100
 only+=",unet_train_b64_ms,unet_forward_b64_ms,point_train_s16_n2048_ms"
 full_default=0
 small=()
+sweep=""
 results=""
 build_dir="$repo/build/bench-release"
 while [[ $# -gt 0 ]]; do
@@ -34,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --results) results="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
     --small) small=(--small); shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --sweep) sweep="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +77,12 @@ tuned_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX
            MALLOC_TOP_PAD_=268435456)
 default_env=(env LD_LIBRARY_PATH="$multiarch/blas:$multiarch/lapack")
 torch_script="$here/torch_reference.py"
+
+if [[ -n $sweep ]]; then
+  exec "${tuned_env[@]}" "$here/sweep.sh" --bench "$bench" --threads-list "$sweep" \
+    --repeats "$repeats" --only "$only" --python /usr/bin/python3 \
+    --out "$build_dir/sweep-runs" "${small[@]}"
+fi
 
 # Raw JSON lines of every run are kept for inspection next to the build.
 out_dir="$build_dir/compare-runs"
