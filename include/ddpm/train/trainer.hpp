@@ -500,7 +500,7 @@ class Trainer {
   }
 
   // The loss and gradient of the batch as options_.shards shards, this rank computing its share
-  // of them. Each shard's gradient (of its part of the batch mean) is rounded to fixed point on
+  // of them. Each shard's gradient (of its part of the batch mean) is converted to fixed point on
   // one scale per parameter block, set by the block's largest magnitude over all shards, and the
   // integers are summed over the ranks; the per-row losses travel as bit patterns. Every rank
   // ends with the same gradient and losses, bitwise, for any number of ranks.
@@ -512,9 +512,9 @@ class Trainer {
       parameter_count += block.grad.size();
       ++block_count;
     }
-    // maxima_: each block's largest gradient magnitude, then the largest loss (infinite when one
-    // is not finite, so every rank learns it).
-    maxima_.assign(block_count + 1, 0.0);
+    // Each block's largest gradient magnitude over this rank's shards (infinite when one is not
+    // finite, so that every rank learns it from the maximum).
+    maxima_.assign(block_count, 0.0);
     shard_grads_.resize(static_cast<std::size_t>(mine.size()));
     const auto rows = static_cast<std::size_t>(batch);
     // sums_: the fixed-point gradient, then the rows' loss, mse and vlb as bits.
@@ -546,8 +546,6 @@ class Trainer {
         maxima_[b] = std::max(maxima_[b], max_magnitude(std::span<const Real>(block.grad)));
         ++b;
       }
-      maxima_[b] = std::max(maxima_[b], max_magnitude(std::span<const Real>(
-                                            loss_.loss.data(), static_cast<std::size_t>(n))));
       for (std::size_t i = 0; i < n; ++i) {
         const auto k = static_cast<Index>(i);
         sums_[parameter_count + first + i] = ddpm::detail::to_bits(loss_.loss[k]);
