@@ -304,8 +304,9 @@ int eval(const EvalArgs& args, const Common& common) {
       .add("reference", held_out ? "test split" : "training data");
   const ddpm::Index bound_n = std::min<ddpm::Index>(args.bound_n, reference.images.rows());
   const int T = run.diffusion.schedule.num_timesteps;
-  ddpm::io::ProgressBar progress((T + args.bound_stride - 1) / args.bound_stride, "bits/dim",
-                                 std::cerr, {.unit = "t"});
+  const auto evaluations =
+      static_cast<std::int64_t>(ddpm::eval::bound_blocks(T, args.bound_stride).size()) + 1;
+  ddpm::io::ProgressBar progress(evaluations, "bits/dim", std::cerr, {.unit = "t"});
   const ddpm::eval::BoundEstimate b = ddpm::eval::strided_bound(
       run.diffusion.make<Real>(), model, ddpm::Batch<Real>(reference.images.topRows(bound_n)),
       args.bound_stride, ddpm::CounterRng(common.seed + 5),
@@ -575,7 +576,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval_cmd
       ->add_option("--bound-stride", eval_args.bound_stride,
-                   "KL terms at every k-th timestep, scaled by k (1: the exact bound)")
+                   "KL terms in blocks of up to k timesteps, each its middle term times its "
+                   "width, narrower near t = 0 where the terms change fastest (1: the exact bound)")
       ->check(ddpm_examples::integer_range(1, 1000))
       ->capture_default_str();
   eval_cmd->add_option("--fid-n", eval_args.fid_n, "samples (and real images) for the distance")
