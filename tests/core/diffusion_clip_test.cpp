@@ -16,7 +16,7 @@ using ddpm::Index;
 
 }  // namespace
 
-TEST_CASE("Training losses never clip x0^; the reverse process does when asked") {
+TEST_CASE("Training losses never clip x0^, the reverse process does when asked") {
   const ddpm::NoiseSchedule schedule = ddpm::NoiseSchedule::linear(100);
   const Index n = 6, dim = 5;
   const Batch<double> x0 = ddpm::test::random_batch(n, dim, 1).cwiseMin(1.0).cwiseMax(-1.0);

@@ -344,7 +344,7 @@ TEST_CASE("Solver samples are bitwise the same for any batch split and thread co
   }
 }
 
-TEST_CASE("Stochastic solvers draw fresh noise per step; eta and churn change the path") {
+TEST_CASE("Stochastic solvers draw fresh noise per step, eta and churn change the path") {
   const ddpm::NoiseSchedule& schedule = linear1000();
   const ddpm::GaussianDiffusion<double> diffusion(schedule);
   ddpm::GaussianMixtureDenoiser<double> exact(ddpm::eight_gaussians_mixture(), schedule);

@@ -614,7 +614,7 @@ TEST_CASE("offset noise: eps = z + k z_c, one draw per (row, channel), keyed by 
 
 // ---- checkpoints --------------------------------------------------------------------------------
 
-TEST_CASE("the new options round-trip through a run's checkpoint; old checkpoints load as off") {
+TEST_CASE("the new options round-trip through a run's checkpoint, old checkpoints load as off") {
   ddpm::train::MlpRun run;
   run.diffusion.schedule = ddpm::train::ScheduleConfig::cosine(100);
   run.diffusion.schedule.zero_terminal_snr = true;

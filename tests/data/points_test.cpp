@@ -39,7 +39,7 @@ TEST_CASE("Standardization maps to the model's units and back") {
                        doctest::Contains("x has the same value in every row"), ddpm::FormatError);
 }
 
-TEST_CASE("shuffled_rows is a permutation fixed by the seed; ResampledRows draws by (step, row)") {
+TEST_CASE("shuffled_rows is a permutation fixed by the seed, ResampledRows draws by (step, row)") {
   const std::vector<ddpm::Index> a = ddpm::data::shuffled_rows(50, 7);
   std::vector<ddpm::Index> sorted = a;
   std::sort(sorted.begin(), sorted.end());

@@ -290,7 +290,7 @@ double vjp_error(Model& model, const Batch<double>& x, const std::vector<double>
       std::span<const double>(grad_x.data(), static_cast<std::size_t>(grad_x.size())), numeric);
 }
 
-TEST_CASE("nn::Mlp: real-valued t equals int t at integral t; the VJP matches finite differences") {
+TEST_CASE("nn::Mlp: real-valued t equals int t at integral t, the VJP matches finite differences") {
   ddpm::nn::Mlp<double> model(small_mlp());
   const Batch<double> x = ddpm::test::random_batch(4, 2, 21);
   const std::vector<int> t_int{0, 7, 500, 999};
@@ -337,7 +337,7 @@ TEST_CASE("nn::Mlp: real-valued t equals int t at integral t; the VJP matches fi
   }
 }
 
-TEST_CASE("nn::UNet: real-valued t equals int t; linearize has no dropout; VJP by differences") {
+TEST_CASE("nn::UNet: real-valued t equals int t, linearize has no dropout, VJP by differences") {
   ddpm::nn::UNetConfig c;
   c.image_channels = 1;
   c.height = 4;

@@ -50,7 +50,7 @@ TEST_CASE("bound_blocks cover the KL terms 1 .. T-1 once, each block no wider th
                     doctest::Contains("invalid stride = 0; allowed: >= 1"));
 }
 
-TEST_CASE("strided_bound with stride 1 is the variational bound; stride 5 sums its blocks") {
+TEST_CASE("strided_bound with stride 1 is the variational bound, stride 5 sums its blocks") {
   const ddpm::GaussianDiffusion<double> diffusion(ddpm::NoiseSchedule::linear(50));
   ddpm::Batch<double> x0(6, 3);
   ddpm::CounterRng(2).fill_normal(x0, ddpm::stream::user, 0, 0);

@@ -540,7 +540,7 @@ TEST_CASE("benchmarks/safetensors_io.py regenerates the committed files byte for
   CHECK(std::system(command.c_str()) == 0);
 }
 
-TEST_CASE("bytes after the last tensor are accepted and counted; the header may be padded") {
+TEST_CASE("bytes after the last tensor are accepted and counted, the header may be padded") {
   const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   const std::string data("\0\0\x80\x3f\0\0\0\x40", 8);  // 1.0f, 2.0f
   CHECK(parse(raw_file(header, data)).trailing_bytes() == 0);

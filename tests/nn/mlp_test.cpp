@@ -115,7 +115,7 @@ TEST_CASE("ToyMLP forward equals an independent scalar implementation of the ref
   }
 }
 
-TEST_CASE("Mlp initialization is reproducible from the seed; the output layer can start at zero") {
+TEST_CASE("Mlp initialization is reproducible from the seed, the output layer can start at zero") {
   MlpConfig config = ddpm::test::tiny_mlp_config(2, 0, false);
   const Mlp<double> a(config);
   const Mlp<double> b(config);

@@ -134,7 +134,7 @@ TEST_CASE("UNet whole-model gradients match finite differences") {
   }
 }
 
-TEST_CASE("UNet inference mode gives the training-mode output; copies are independent") {
+TEST_CASE("UNet inference mode gives the training-mode output, copies are independent") {
   UNetConfig config = ddpm::test::tiny_unet_config();
   config.num_classes = 2;
   UNet<float> model(config);

@@ -332,7 +332,7 @@ struct Encoding {
 
 }  // namespace
 
-TEST_CASE("timestep groups share one draw; a self-encoding model sees each clean batch first") {
+TEST_CASE("timestep groups share one draw, a self-encoding model sees each clean batch first") {
   static_assert(ddpm::EncodingDenoiser<Encoding, float>);
   const ddpm::GaussianDiffusion<float> diffusion(ddpm::NoiseSchedule::linear(100));
   for (const auto sampling :
