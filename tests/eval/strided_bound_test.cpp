@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tests of strided_bound: stride 1 is the exact variational bound (the same noise draws as
 // GaussianDiffusion::variational_bound), stride k sums its blocks' middle terms times their
-// widths, and those blocks' quadrature is close to sums where every k-th term alone is not.
+// widths, and those blocks' quadrature is close to sums that fall steeply near t = 0.
 #include "ddpm/eval/strided_bound.hpp"
 
 #include <doctest/doctest.h>
@@ -106,11 +106,6 @@ TEST_CASE("bound_blocks' middle terms times widths are within 0.5 % of sums that
       }
     }
   }
-  // Every stride-th term alone (the plain Riemann sum) is far off where the terms are steep.
-  double sum = 0, every_fourth = 0;
-  for (int t = 1; t < 1000; ++t) sum += 1.0 / t;
-  for (int t = 4; t < 1000; t += 4) every_fourth += 4.0 / t;
-  CHECK(every_fourth < 0.85 * sum);
 }
 
 TEST_CASE("to_json(BoundEstimate) writes the parts in the metrics file's order") {
