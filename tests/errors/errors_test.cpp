@@ -340,6 +340,8 @@ std::vector<Row> rows() {
                  io::ProgressBar(10, "train", std::cerr, {.line_fraction = 0.0})),
         DDPM_ROW("progress.bar_width", "ddpm/io/progress.hpp",
                  io::ProgressBar(10, "train", std::cerr, {.bar_width = 500})),
+        DDPM_ROW("progress.time_limit_seconds", "ddpm/io/progress.hpp",
+                 io::ProgressBar(10, "train", std::cerr, {.time_limit_seconds = -1.0})),
 
         // ddpm/data/*.hpp
         DDPM_ROW("toy2d.n", "ddpm/data/toy2d.hpp",

@@ -157,3 +157,39 @@ TEST_CASE("ProgressBar validates its arguments and ignores updates after finish"
   CHECK(out.str() == after_finish);
   CHECK(bar.done() == 5);
 }
+
+TEST_CASE("a time limit sets the percentage, the bar and the ETA when it ends the work first") {
+  std::ostringstream out;
+  FakeClock clock;
+  ddpm::io::ProgressBar lines(100'000'000, "train", out,
+                              {.mode = ddpm::io::ProgressMode::lines,
+                               .unit = "step",
+                               .line_seconds = 1000,
+                               .time_limit_seconds = 900,
+                               .clock = clock.function()});
+  for (int done = 1; done <= 1800; ++done) {
+    clock.advance(0.5);  // 1800 steps in 900 s: far from the step count, at the time limit
+    lines.update(done);
+  }
+  const std::vector<std::string> text = lines_of(out.str());
+  // The first update, then each further tenth of the 900 s: at 90 s, 180 s, ..., 900 s.
+  REQUIRE(text.size() == 11);
+  CHECK(text[0] == "train: 1/100000000 (0%)  2.00 step/s  elapsed 0.5s  ETA 15m00s");
+  CHECK(text[5] == "train: 900/100000000 (50%)  2.00 step/s  elapsed 7m30s  ETA 7m30s");
+  CHECK(text[10] == "train: 1800/100000000 (100%)  2.00 step/s  elapsed 15m00s  ETA 0.0s");
+
+  std::ostringstream bar_out;
+  ddpm::io::ProgressBar bar(100, "x", bar_out,
+                            {.mode = ddpm::io::ProgressMode::terminal,
+                             .bar_width = 10,
+                             .redraw_seconds = 0,
+                             .time_limit_seconds = 3600,
+                             .clock = clock.function()});
+  clock.advance(50);
+  bar.update(10);  // the step count is the nearer end: the limit changes nothing
+  CHECK(bar_out.str() == "\rx [#.........]  10/100  10%  5.0s/it  50s<7m30s");
+  clock.advance(1750);
+  bar.update(20);  // half the hour, a fifth of the work: the time limit is the nearer end
+  CHECK(bar_out.str().substr(bar_out.str().rfind('\r')) ==
+        "\rx [#####.....]  20/100  50%  1m30s/it  30m00s<30m00s");
+}

@@ -82,9 +82,12 @@ struct ProgressOptions {
   ProgressMode mode = ProgressMode::automatic;  ///< where and how it draws
   std::string unit = "it";                      ///< what is counted, e.g. "step" or "img"
   int bar_width = 24;                           ///< characters of the bar in terminal mode
-  double redraw_seconds = 0.1;      ///< terminal mode: at most one redraw per this interval
-  double line_fraction = 0.1;       ///< lines mode: a line each time this fraction more is done
-  double line_seconds = 30;         ///< lines mode: and at least this often while work goes on
+  double redraw_seconds = 0.1;  ///< terminal mode: at most one redraw per this interval
+  double line_fraction = 0.1;   ///< lines mode: a line each time this fraction more is done
+  double line_seconds = 30;     ///< lines mode: and at least this often while work goes on
+  /// The work also ends this many seconds after the start (0: no limit), as training with a
+  /// wall-clock budget does: the bar, the percentage and the ETA follow whichever end is nearer.
+  double time_limit_seconds = 0;
   std::function<double()> clock{};  ///< seconds since any fixed time; empty: steady_clock
 };
 
@@ -113,6 +116,8 @@ class ProgressBar {
                           "options.line_fraction", options_.line_fraction, "(0, 1]");
     ddpm::detail::require(options_.line_seconds > 0, "options.line_seconds", options_.line_seconds,
                           "> 0");
+    ddpm::detail::require(options_.time_limit_seconds >= 0, "options.time_limit_seconds",
+                          options_.time_limit_seconds, ">= 0 (0: no limit)");
     if (!options_.clock) {
       options_.clock = [] {
         return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
@@ -148,7 +153,7 @@ class ProgressBar {
       if (done < total_ && drawn_ && now - last_draw_ < options_.redraw_seconds) return;
       draw_bar(now, extra);
     } else {
-      const double fraction = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
+      const double fraction = fraction_done(now - start_);
       const bool step_due = fraction + 1e-9 >= next_fraction_;  // 0.3 vs 3 * 0.1
       const bool time_due = now - last_draw_ >= options_.line_seconds;
       if (!step_due && !time_due) return;
@@ -201,30 +206,48 @@ class ProgressBar {
   [[nodiscard]] std::string count_text() const {
     return std::to_string(done_) + "/" + std::to_string(total_);
   }
-  [[nodiscard]] int percent() const {
-    return total_ > 0 ? static_cast<int>(100 * done_ / total_) : 100;
+  /// The larger of the work done and, under a time limit, the time used, in [0, 1].
+  [[nodiscard]] double fraction_done(double elapsed) const {
+    const double work = total_ > 0 ? static_cast<double>(done_) / static_cast<double>(total_) : 1.0;
+    if (options_.time_limit_seconds <= 0) return work;
+    return std::max(work, std::min(1.0, elapsed / options_.time_limit_seconds));
+  }
+  [[nodiscard]] int percent(double elapsed) const {
+    if (options_.time_limit_seconds <= 0) {  // exact integer arithmetic for any count
+      return total_ > 0 ? static_cast<int>(100 * done_ / total_) : 100;
+    }
+    return static_cast<int>(100 * fraction_done(elapsed));
   }
   [[nodiscard]] std::string rate_text(double elapsed) const {
     return format_rate(elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0, options_.unit);
   }
-  /// Seconds left at the mean rate so far; NaN (shown "--") before anything is done.
+  /// Seconds left at the mean rate so far, or until the time limit if that is sooner; NaN (shown
+  /// "--") before anything is done without a limit.
   [[nodiscard]] double eta(double elapsed) const {
     if (done_ >= total_) return 0.0;
-    if (done_ == 0 || !(elapsed > 0)) return std::nan("");
-    return elapsed * static_cast<double>(total_ - done_) / static_cast<double>(done_);
+    const double at_rate =
+        done_ == 0 || !(elapsed > 0)
+            ? std::nan("")
+            : elapsed * static_cast<double>(total_ - done_) / static_cast<double>(done_);
+    if (options_.time_limit_seconds <= 0) return at_rate;
+    const double to_limit = std::max(0.0, options_.time_limit_seconds - elapsed);
+    return std::isnan(at_rate) ? to_limit : std::min(at_rate, to_limit);
   }
 
   void draw_bar(double now, std::string_view extra) {
     const double elapsed = now - start_;
-    const int filled =
-        total_ > 0 ? static_cast<int>(options_.bar_width * done_ / total_) : options_.bar_width;
+    const int filled = options_.time_limit_seconds > 0
+                           ? static_cast<int>(options_.bar_width * fraction_done(elapsed))
+                       : total_ > 0 ? static_cast<int>(options_.bar_width * done_ / total_)
+                                    : options_.bar_width;
     std::string line = label_;
     if (options_.bar_width > 0) {
       line += " [" + std::string(static_cast<std::size_t>(filled), '#') +
               std::string(static_cast<std::size_t>(options_.bar_width - filled), '.') + "]";
     }
-    line += "  " + count_text() + "  " + std::to_string(percent()) + "%  " + rate_text(elapsed) +
-            "  " + format_duration(elapsed) + "<" + format_duration(eta(elapsed));
+    line += "  " + count_text() + "  " + std::to_string(percent(elapsed)) + "%  " +
+            rate_text(elapsed) + "  " + format_duration(elapsed) + "<" +
+            format_duration(eta(elapsed));
     if (!extra.empty()) line.append("  ").append(extra);
     // Pad with blanks so a shorter line fully covers the previous one.
     const std::size_t length = line.size();
@@ -237,9 +260,9 @@ class ProgressBar {
 
   void draw_line(double now, std::string_view extra) {
     const double elapsed = now - start_;
-    std::string line = label_ + ": " + count_text() + " (" + std::to_string(percent()) + "%)  " +
-                       rate_text(elapsed) + "  elapsed " + format_duration(elapsed) + "  ETA " +
-                       format_duration(eta(elapsed));
+    std::string line = label_ + ": " + count_text() + " (" + std::to_string(percent(elapsed)) +
+                       "%)  " + rate_text(elapsed) + "  elapsed " + format_duration(elapsed) +
+                       "  ETA " + format_duration(eta(elapsed));
     if (!extra.empty()) line.append("  ").append(extra);
     *out_ << line << '\n' << std::flush;
     drawn_ = true;

@@ -378,10 +378,11 @@ class Trainer {
     bool tune_threads = true;
   };
 
-  /// Steps until options().steps, with a progress display (step, loss, steps/s, ETA), periodic
-  /// atomic checkpoints and the loss log. `annotate(checkpoint)` may add metadata to every
-  /// checkpoint written. If the loss or a gradient becomes non-finite, the loss log is written
-  /// and NonFiniteError is rethrown with the last good checkpoint named; that checkpoint is kept.
+  /// Steps until options().steps (or the time limit), with a progress display (step, loss,
+  /// steps/s, ETA to whichever end is nearer), periodic atomic checkpoints and the loss log.
+  /// `annotate(checkpoint)` may add metadata to every checkpoint written. If the loss or a
+  /// gradient becomes non-finite, the loss log is written and NonFiniteError is rethrown with the
+  /// last good checkpoint named; that checkpoint is kept.
   /// A checkpoint that cannot be written (a full disk) throws io::WriteError naming the file and
   /// the step; the previous checkpoint stays intact (io::write_file_atomically), so a kill -9 or
   /// a full disk loses at most `checkpoint_every` steps. Returns the loss of every step run. With
@@ -396,7 +397,8 @@ class Trainer {
     std::ostream silent(nullptr);  // the other ranks' progress goes nowhere
     // A bar redrawn in place on a terminal, plain periodic lines otherwise.
     io::ProgressBar progress(std::max<std::int64_t>(1, options_.steps - first), run.label,
-                             writer ? std::cerr : silent, {.unit = "step"});
+                             writer ? std::cerr : silent,
+                             {.unit = "step", .time_limit_seconds = run.time_limit_seconds});
     std::int64_t last_saved = -1;
     const auto save = [&] {
       if (run.checkpoint.empty() || !writer) return;
