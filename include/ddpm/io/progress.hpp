@@ -212,11 +212,10 @@ class ProgressBar {
     if (options_.time_limit_seconds <= 0) return work;
     return std::max(work, std::min(1.0, elapsed / options_.time_limit_seconds));
   }
-  [[nodiscard]] int percent(double elapsed) const {
-    if (options_.time_limit_seconds <= 0) {  // exact integer arithmetic for any count
-      return total_ > 0 ? static_cast<int>(100 * done_ / total_) : 100;
-    }
-    return static_cast<int>(100 * fraction_done(elapsed));
+  /// floor(scale * fraction_done), in exact integer arithmetic without a time limit.
+  [[nodiscard]] int scaled_done(int scale, double elapsed) const {
+    if (options_.time_limit_seconds > 0) return static_cast<int>(scale * fraction_done(elapsed));
+    return total_ > 0 ? static_cast<int>(scale * done_ / total_) : scale;
   }
   [[nodiscard]] std::string rate_text(double elapsed) const {
     return format_rate(elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0, options_.unit);
@@ -236,16 +235,13 @@ class ProgressBar {
 
   void draw_bar(double now, std::string_view extra) {
     const double elapsed = now - start_;
-    const int filled = options_.time_limit_seconds > 0
-                           ? static_cast<int>(options_.bar_width * fraction_done(elapsed))
-                       : total_ > 0 ? static_cast<int>(options_.bar_width * done_ / total_)
-                                    : options_.bar_width;
+    const int filled = scaled_done(options_.bar_width, elapsed);
     std::string line = label_;
     if (options_.bar_width > 0) {
       line += " [" + std::string(static_cast<std::size_t>(filled), '#') +
               std::string(static_cast<std::size_t>(options_.bar_width - filled), '.') + "]";
     }
-    line += "  " + count_text() + "  " + std::to_string(percent(elapsed)) + "%  " +
+    line += "  " + count_text() + "  " + std::to_string(scaled_done(100, elapsed)) + "%  " +
             rate_text(elapsed) + "  " + format_duration(elapsed) + "<" +
             format_duration(eta(elapsed));
     if (!extra.empty()) line.append("  ").append(extra);
@@ -260,9 +256,10 @@ class ProgressBar {
 
   void draw_line(double now, std::string_view extra) {
     const double elapsed = now - start_;
-    std::string line = label_ + ": " + count_text() + " (" + std::to_string(percent(elapsed)) +
-                       "%)  " + rate_text(elapsed) + "  elapsed " + format_duration(elapsed) +
-                       "  ETA " + format_duration(eta(elapsed));
+    std::string line = label_ + ": " + count_text() + " (" +
+                       std::to_string(scaled_done(100, elapsed)) + "%)  " + rate_text(elapsed) +
+                       "  elapsed " + format_duration(elapsed) + "  ETA " +
+                       format_duration(eta(elapsed));
     if (!extra.empty()) line.append("  ").append(extra);
     *out_ << line << '\n' << std::flush;
     drawn_ = true;
