@@ -14,6 +14,8 @@
 #include "reference_math.hpp"
 #include "support.hpp"
 
+namespace bound_values_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -248,3 +250,5 @@ TEST_CASE("the variational bound term by term by value: bits/dim (8-bit decoder)
     }
   }
 }
+
+}  // namespace bound_values_test

@@ -12,6 +12,8 @@
 #include <string>
 #include <system_error>
 
+namespace charconv_test {
+
 namespace {
 
 struct Parsed {
@@ -126,3 +128,5 @@ TEST_CASE("from_chars_fallback parses as std::from_chars does") {
   }
 #endif
 }
+
+}  // namespace charconv_test

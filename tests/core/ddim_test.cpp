@@ -15,6 +15,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace ddim_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -65,3 +67,5 @@ TEST_CASE("DDIM refuses eta outside [0, 1]") {
   CHECK_NOTHROW(ddpm::DdimSampler<double>(diffusion, 1.0));
   CHECK_NOTHROW(ddpm::DdimSampler<double>(diffusion, 0.0));
 }
+
+}  // namespace ddim_test

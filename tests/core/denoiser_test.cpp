@@ -15,6 +15,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace denoiser_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -116,3 +118,5 @@ TEST_CASE("The inference guard restores the mode when the evaluation throws") {
       ddpm::InvalidArgument);
   CHECK(model.training());
 }
+
+}  // namespace denoiser_test

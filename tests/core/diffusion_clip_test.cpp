@@ -9,6 +9,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace diffusion_clip_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -78,3 +80,5 @@ TEST_CASE("Training losses never clip x0^, the reverse process does when asked")
   // Rows with t > 0 (the KL terms; row 0 is the decoder, whose floored bins can be flat).
   CHECK(grad.bottomRows(n - 1).cwiseAbs().minCoeff() > 0.0);
 }
+
+}  // namespace diffusion_clip_test

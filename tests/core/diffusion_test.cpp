@@ -11,6 +11,8 @@
 
 #include "ddpm/mixture_denoiser.hpp"
 
+namespace diffusion_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -465,3 +467,5 @@ TEST_CASE("bad arguments throw InvalidArgument naming the parameter") {
                          ddpm::InvalidArgument);
   }
 }
+
+}  // namespace diffusion_test

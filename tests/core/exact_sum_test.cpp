@@ -18,6 +18,8 @@
 
 #include "ddpm/core/communicator.hpp"
 
+namespace exact_sum_test {
+
 namespace {
 
 // The sum of `terms` (each a vector) under one scale, adding them in `order`, in groups of
@@ -188,3 +190,5 @@ TEST_CASE("bit patterns survive the round trip through 64-bit integers") {
           std::bit_cast<std::uint64_t>(v));
   }
 }
+
+}  // namespace exact_sum_test

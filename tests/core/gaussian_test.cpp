@@ -11,6 +11,8 @@
 #include <random>
 #include <vector>
 
+namespace gaussian_test {
+
 namespace {
 
 // Written out here, independently of the header: log N(x; m, v) with v = exp(lv).
@@ -318,3 +320,5 @@ TEST_CASE("discretized Gaussian floors probabilities at 1e-12 with zero derivati
     CHECK(g.value == doctest::Approx(0.0).scale(1.0).epsilon(1e-15));
   }
 }
+
+}  // namespace gaussian_test

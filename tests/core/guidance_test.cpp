@@ -15,6 +15,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace guidance_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -225,3 +227,5 @@ TEST_CASE("Classifier guidance: ancestral moves the mean by s Sigma grad, DDIM e
   DDPM_CHECK_INVALID("guidance gradient", ddpm::AncestralSampler<double>(diffusion).step(
                                               out, schedule.timestep(3), x, prev, rng, 0, &wrong));
 }
+
+}  // namespace guidance_test

@@ -12,6 +12,8 @@
 #include "ddpm/samplers/repaint.hpp"
 #include "support.hpp"
 
+namespace nonfinite_sampling_test {
+
 namespace {
 
 /// The exact 8gaussians denoiser, except that row `bad_row` (of the batch it is given) comes out
@@ -86,3 +88,5 @@ TEST_CASE("every sampler stops at a non-finite network output, naming step, time
     CHECK(ddpm::sample(ddim, diffusion, model, 6, 2, rng).allFinite());
   }
 }
+
+}  // namespace nonfinite_sampling_test

@@ -24,6 +24,8 @@
 #include <omp.h>
 #endif
 
+namespace repaint_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -422,3 +424,5 @@ TEST_CASE("RePaint arguments are validated") {
   DDPM_CHECK_INVALID(
       "x_t", sampler.inpaint(model, Batch<double>::Zero(4, 3), Batch<double>::Zero(4, 3), rng));
 }
+
+}  // namespace repaint_test

@@ -19,6 +19,8 @@
 #include "ddpm/core/rng.hpp"
 #include "ddpm/core/types.hpp"
 
+namespace rng_test {
+
 namespace {
 
 using ddpm::CounterRng;
@@ -337,3 +339,5 @@ TEST_CASE("fill_normal rows are the normals of their sample index, whatever the 
   }
 #endif
 }
+
+}  // namespace rng_test

@@ -14,6 +14,8 @@
 #include "ddpm/ddpm.hpp"
 #include "support.hpp"
 
+namespace sample_test {
+
 TEST_CASE("SamplerKind names: every sampler, parsed back, and a bad name lists the choices") {
   CHECK(ddpm::to_string(ddpm::SamplerKind::ancestral) == "ddpm");
   CHECK(ddpm::to_string(ddpm::SamplerKind::ddim) == "ddim");
@@ -198,3 +200,5 @@ TEST_CASE("sample(SamplerSpec) runs ddpm and ddim on the spec's grid of schedule
   DDPM_CHECK_INVALID("sampler",
                      ddpm::sample(ddpm::SamplerKind::euler, diffusion, 0.0, model, 2, 2, rng));
 }
+
+}  // namespace sample_test

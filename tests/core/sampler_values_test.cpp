@@ -16,6 +16,8 @@
 #include "reference_math.hpp"
 #include "support.hpp"
 
+namespace sampler_values_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -393,3 +395,5 @@ TEST_CASE("DDIM inversion of the exact one-Gaussian model matches a long double 
     }
   }
 }
+
+}  // namespace sampler_values_test

@@ -19,6 +19,8 @@
 #include <omp.h>
 #endif
 
+namespace samplers_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -383,3 +385,5 @@ TEST_CASE("samplers run a model with a training switch in inference mode, then r
   CHECK(model.calls_in_training == 0);
   CHECK(model.training());
 }
+
+}  // namespace samplers_test

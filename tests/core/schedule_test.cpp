@@ -15,6 +15,8 @@
 #include "ddpm/core/error.hpp"
 #include "support.hpp"
 
+namespace schedule_test {
+
 namespace {
 
 using ddpm::NoiseSchedule;
@@ -502,3 +504,5 @@ TEST_CASE("tiny betas keep every derived array finite") {
     for (const double v : *array) CHECK(std::isfinite(v));
   }
 }
+
+}  // namespace schedule_test

@@ -25,6 +25,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace solvers_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -491,3 +493,5 @@ TEST_CASE(
     CHECK((a - b).cwiseAbs().maxCoeff() < 1e-8);
   }
 }
+
+}  // namespace solvers_test

@@ -15,6 +15,8 @@
 #include "ddpm/nn/unet.hpp"
 #include "ddpm/train/trainer.hpp"
 
+namespace thread_tuner_test {
+
 namespace {
 
 /// Feeds `steps` steps to the tuner, each taking seconds_at(threads) for the count it chose.
@@ -171,3 +173,5 @@ TEST_CASE("a Trainer run whose thread count the tuner changes ends bitwise where
   CHECK(tuned == single);
 }
 #endif
+
+}  // namespace thread_tuner_test

@@ -17,6 +17,8 @@
 #include "ddpm/core/rng.hpp"
 #include "support.hpp"
 
+namespace timestep_sampler_test {
+
 namespace {
 
 using ddpm::CounterRng;
@@ -329,3 +331,5 @@ TEST_CASE("LossSecondMomentSampler rejects bad arguments") {
     DDPM_CHECK_INVALID("uniform_fraction", LossSecondMomentSampler(5, 10, 1.5));
   }
 }
+
+}  // namespace timestep_sampler_test

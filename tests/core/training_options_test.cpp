@@ -20,6 +20,8 @@
 #include "ddpm/train/trainer.hpp"
 #include "support.hpp"
 
+namespace training_options_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -709,3 +711,5 @@ TEST_CASE("a Trainer checkpoint records min-SNR in its diffusion and offset nois
   CHECK_THROWS_WITH_AS(plain.restore(c, "recorder"),
                        doctest::Contains("checkpoint diffusion mismatch"), ddpm::FormatError);
 }
+
+}  // namespace training_options_test

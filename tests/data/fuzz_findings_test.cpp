@@ -11,6 +11,8 @@
 #include "ddpm/io/png.hpp"
 #include "support.hpp"
 
+namespace fuzz_findings_test {
+
 namespace {
 
 /// A JPEG that ends after one DHT segment whose 16 code counts are all `count`.
@@ -180,3 +182,5 @@ TEST_CASE("images: an empty IDAT chunk is dropped before stb reads the PNG (fuzz
                     ddpm::FormatError);
   }
 }
+
+}  // namespace fuzz_findings_test

@@ -19,6 +19,8 @@
 #include <zlib.h>
 #endif
 
+namespace idx_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -296,3 +298,5 @@ TEST_CASE("write_idx rejects arrays it cannot write") {
   DDPM_CHECK_INVALID("array.values.size()", write_idx(file, IdxArray{{2, 3}, {1, 2, 3}}));
   CHECK_FALSE(fs::exists(file));
 }
+
+}  // namespace idx_test

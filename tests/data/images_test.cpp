@@ -18,6 +18,8 @@
 #include "ddpm/io/png.hpp"
 #include "support.hpp"
 
+namespace images_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -625,3 +627,5 @@ TEST_CASE("ImageBatches and LabeledImageBatches are sample_image_batch at the tr
   ddpm::data::ImageBatches{&set, rng, false}(9, 6, unlabeled);
   CHECK(unlabeled != expected);  // no flips: some of the 6 rows were mirrored above
 }
+
+}  // namespace images_test

@@ -10,6 +10,8 @@
 
 #include "support.hpp"
 
+namespace points_test {
+
 TEST_CASE("load_points reads x and y by name and refuses bad files with a message") {
   ddpm::test::TempDir dir;
   const ddpm::Batch<double> points =
@@ -55,3 +57,5 @@ TEST_CASE("shuffled_rows is a permutation fixed by the seed, ResampledRows draws
   CHECK(first == again);
   CHECK(first.col(0) == first.col(1));
 }
+
+}  // namespace points_test

@@ -19,6 +19,8 @@
 #include <omp.h>
 #endif
 
+namespace shapes3d_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -443,3 +445,5 @@ TEST_CASE_TEMPLATE("normalize_clouds gives each cloud mean 0 and unit coordinate
                       clouds, kPoints, std::span<const CloudNormalization>(norms).first(2)),
                   InvalidArgument);
 }
+
+}  // namespace shapes3d_test

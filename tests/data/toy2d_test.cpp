@@ -20,6 +20,8 @@
 #include <omp.h>
 #endif
 
+namespace toy2d_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -434,3 +436,5 @@ TEST_CASE("mixture_posterior is Bayes' rule for the mixture") {
   CHECK(p(1, 4) == doctest::Approx(0.5).epsilon(1e-9));
   CHECK(p(2, 5) == doctest::Approx(0.125).epsilon(1e-9));
 }
+
+}  // namespace toy2d_test

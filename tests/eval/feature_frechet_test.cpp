@@ -10,6 +10,8 @@
 
 #include "support.hpp"
 
+namespace feature_frechet_test {
+
 namespace {
 
 // A feature extractor that maps each row to (sum, first value, last value, t) and counts its
@@ -92,3 +94,5 @@ TEST_CASE("to_json(FeatureFrechet) names the sampler and says it is not Inceptio
         "1.25, \"note\": \"Frechet distance of this project's classifier's penultimate features, "
         "not Inception FID\"}");
 }
+
+}  // namespace feature_frechet_test

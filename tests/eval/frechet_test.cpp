@@ -13,6 +13,8 @@
 #include "ddpm/core/rng.hpp"
 #include "support.hpp"
 
+namespace frechet_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -271,3 +273,5 @@ TEST_CASE("bad input throws InvalidArgument naming the parameter") {
     DDPM_CHECK_INVALID("b.covariance", eval::frechet_distance(s, wrong));
   }
 }
+
+}  // namespace frechet_test

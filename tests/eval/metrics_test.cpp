@@ -16,6 +16,8 @@
 #include <omp.h>
 #endif
 
+namespace metrics_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -307,3 +309,5 @@ TEST_CASE("sample_quality and metric_floor") {
                        "rows",
                        InvalidArgument);
 }
+
+}  // namespace metrics_test

@@ -26,6 +26,8 @@
 #include "ddpm/schedule.hpp"
 #include "support.hpp"
 
+namespace ode_likelihood_test {
+
 using ddpm::Batch;
 using ddpm::Index;
 
@@ -471,3 +473,5 @@ TEST_CASE("ode_likelihood: options and inputs are checked") {
   CHECK(ddpm::parse_enum<ddpm::Divergence>("hutchinson") == ddpm::Divergence::hutchinson);
   DDPM_CHECK_INVALID("divergence", ddpm::parse_enum<ddpm::Divergence>("trace"));
 }
+
+}  // namespace ode_likelihood_test

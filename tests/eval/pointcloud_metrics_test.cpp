@@ -22,6 +22,8 @@
 #include <omp.h>
 #endif
 
+namespace pointcloud_metrics_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -405,3 +407,5 @@ TEST_CASE("point clouds: bad input is refused with the parameter named") {
   CHECK_THROWS_WITH_AS(ddpm::parse_enum<eval::EmdMethod>("sinkhorn"),
                        doctest::Contains("exact or auction"), InvalidArgument);
 }
+
+}  // namespace pointcloud_metrics_test

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+namespace strided_bound_test {
+
 namespace {
 
 // Predicts eps = 0.1 x_t: a fixed, imperfect denoiser.
@@ -121,3 +123,5 @@ TEST_CASE("to_json(BoundEstimate) writes the parts in the metrics file's order")
         "{\"n\": 4, \"stride\": 10, \"total\": 3.5, \"standard_error\": 0.25, \"decoder_L0\": 1, "
         "\"kl_terms\": 2, \"prior_LT\": 0.5}");
 }
+
+}  // namespace strided_bound_test

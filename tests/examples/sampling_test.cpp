@@ -17,6 +17,8 @@
 #include "ddpm/mixture_denoiser.hpp"
 #include "support.hpp"
 
+namespace sampling_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -152,3 +154,5 @@ TEST_CASE("--x-init: the file is N x dim or N x the sample shape, float32 or flo
   const ddpm_examples::XInit x_init{.path = full};
   CHECK(ddpm_examples::samples_of(x_init, 64, 4) == 4);
 }
+
+}  // namespace sampling_test

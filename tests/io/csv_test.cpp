@@ -14,6 +14,8 @@
 #include "ddpm/core/rng.hpp"
 #include "support.hpp"
 
+namespace csv_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -228,3 +230,5 @@ TEST_CASE("write_csv validates its arguments and reports unwritable files") {
     CHECK(slurp(file) == "x,y\n0,0\n0,0\n0,0\n");
   }
 }
+
+}  // namespace csv_test

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+namespace json_test {
+
 TEST_CASE("JsonObject writes keys in order, escaped strings, numbers and nested objects") {
   ddpm::io::JsonObject json;
   json.add("name", "a \"quoted\"\\path\n")
@@ -24,3 +26,5 @@ TEST_CASE("JsonObject writes keys in order, escaped strings, numbers and nested 
         "  \"floor\": {\"n\": 40, \"unit\": \"nats/dim\"}\n}\n");
   CHECK(ddpm::io::JsonObject().text(false) == "{}");
 }
+
+}  // namespace json_test

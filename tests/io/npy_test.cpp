@@ -17,6 +17,8 @@
 
 #include "support.hpp"
 
+namespace npy_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -352,3 +354,5 @@ print('numpy', np.__version__, 'ok')
   CHECK_THROWS_WITH_AS((void)ddpm::io::read_npy(dir.path / "np_i4.npy"),
                        doctest::Contains("unsupported dtype '<i4'"), ddpm::FormatError);
 }
+
+}  // namespace npy_test

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+namespace plot_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -291,3 +293,5 @@ TEST_CASE("render_curve draws a loss curve with axes") {
                          doctest::Contains("x_start, x_step"), ddpm::InvalidArgument);
   }
 }
+
+}  // namespace plot_test

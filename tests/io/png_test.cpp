@@ -12,6 +12,8 @@
 
 #include "stb_image_decode.hpp"
 
+namespace png_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -177,3 +179,5 @@ TEST_CASE("canvas primitives touch the expected pixels") {
     CHECK(count_pixels_not(canvas, white) == 2);
   }
 }
+
+}  // namespace png_test

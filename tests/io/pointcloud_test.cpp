@@ -21,6 +21,8 @@
 
 #include "support.hpp"
 
+namespace pointcloud_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -490,3 +492,5 @@ TEST_CASE("read_point_cloud and read_point_clouds name the file for every proble
   CHECK_THROWS_WITH_AS(ddpm::io::read_point_clouds(bytes, 2),
                        contains("shape (1, 2, 3) of dtype '|u1'"), FormatError);
 }
+
+}  // namespace pointcloud_test

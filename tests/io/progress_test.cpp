@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+namespace progress_test {
+
 namespace {
 
 /// A clock the test advances by hand; ProgressOptions keeps a copy of the lambda, so share state.
@@ -193,3 +195,5 @@ TEST_CASE("a time limit sets the percentage, the bar and the ETA when it ends th
   CHECK(bar_out.str().substr(bar_out.str().rfind('\r')) ==
         "\rx [#####.....]  20/100  50%  1m30s/it  30m00s<30m00s");
 }
+
+}  // namespace progress_test

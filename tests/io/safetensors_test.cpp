@@ -19,6 +19,8 @@
 
 #include "support.hpp"
 
+namespace safetensors_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -687,3 +689,5 @@ TEST_CASE("corrupt files are rejected with FormatError naming the file, the tens
                          FormatError);
   }
 }
+
+}  // namespace safetensors_test

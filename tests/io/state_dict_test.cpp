@@ -25,6 +25,8 @@
 #include "nn/tiny_configs.hpp"
 #include "support.hpp"
 
+namespace state_dict_test {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -542,3 +544,5 @@ TEST_CASE("live: torch_models in PyTorch and ddpm agree both ways (needs python3
   REQUIRE_MESSAGE(status == 0, "python output: " << output);
   check_fixtures<double>(fresh);
 }
+
+}  // namespace state_dict_test

@@ -15,6 +15,8 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "support.hpp"
 
+namespace activation_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -114,3 +116,5 @@ TEST_CASE("Activation names come from its EnumTable and parse back") {
                        "ddpm: invalid activation = swish; allowed: identity, relu, silu or gelu",
                        ddpm::InvalidArgument);
 }
+
+}  // namespace activation_test

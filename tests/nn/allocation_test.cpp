@@ -68,6 +68,8 @@ void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
+namespace allocation_test {
+
 namespace {
 
 struct TrainStep {
@@ -287,3 +289,5 @@ TEST_CASE("the allocation counter itself works") {
   delete v;
   CHECK(g_allocations.load() == 2);  // the vector object and its buffer
 }
+
+}  // namespace allocation_test

@@ -23,6 +23,8 @@
 #include <omp.h>
 #endif
 
+namespace attention_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -335,3 +337,5 @@ TEST_CASE("SpatialAttention rejects bad arguments, naming them") {
   DDPM_CHECK_INVALID("dx", attn.backward(x, kShape, y, bad_y));
   CHECK_THROWS_AS(attn.backward(x, ImageShape{2, 4, 3, 8}, y, dx), std::logic_error);
 }
+
+}  // namespace attention_test

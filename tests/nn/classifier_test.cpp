@@ -16,6 +16,8 @@
 #include "support.hpp"
 #include "tiny_configs.hpp"
 
+namespace classifier_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -121,3 +123,5 @@ TEST_CASE("Classifier rejects bad labels and shapes") {
   config.num_classes = 1;
   DDPM_CHECK_INVALID("num_classes", Classifier<float>{config});
 }
+
+}  // namespace classifier_test

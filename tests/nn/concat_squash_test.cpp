@@ -16,6 +16,8 @@
 #include "ddpm/nn/model_core.hpp"
 #include "support.hpp"
 
+namespace concat_squash_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -155,3 +157,5 @@ TEST_CASE("ConcatSquashLinear rejects bad shapes and a backward without its forw
   DDPM_CHECK_INVALID("csl.negative_slope",
                      ConcatSquashLinear<double>(net.store(), "csl", 3, 8, 4, true, 1.5));
 }
+
+}  // namespace concat_squash_test

@@ -20,6 +20,8 @@
 #include <omp.h>
 #endif
 
+namespace conv2d_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -398,3 +400,5 @@ TEST_CASE("Conv2d rejects bad arguments, naming the parameter") {
                          ddpm::InvalidArgument);
   }
 }
+
+}  // namespace conv2d_test

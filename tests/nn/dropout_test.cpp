@@ -16,6 +16,8 @@
 #include <omp.h>
 #endif
 
+namespace dropout_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -152,3 +154,5 @@ TEST_CASE("Dropout rejects bad arguments, naming them") {
   const Batch<double> other = random_batch(6, 5, 7);
   DDPM_CHECK_INVALID("dy", drop.backward(other, bad));
 }
+
+}  // namespace dropout_test

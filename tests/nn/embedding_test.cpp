@@ -13,6 +13,8 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/rng.hpp"
 
+namespace embedding_test {
+
 using ddpm::Batch;
 using ddpm::Index;
 
@@ -130,3 +132,5 @@ TEST_CASE(
     }
   }
 }
+
+}  // namespace embedding_test

@@ -16,6 +16,8 @@
 #include <omp.h>
 #endif
 
+namespace gemm_test {
+
 namespace {
 
 using ddpm::Index;
@@ -230,3 +232,5 @@ TEST_CASE("gemm results do not depend on the number of threads") {
 #endif
 
 }  // namespace
+
+}  // namespace gemm_test

@@ -22,6 +22,8 @@
 #include <omp.h>
 #endif
 
+namespace group_norm_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -318,3 +320,5 @@ TEST_CASE("GroupNorm rejects bad arguments, naming them") {
   DDPM_CHECK_INVALID("dy", norm.backward(x, kShape, bad_y, dx));
   DDPM_CHECK_INVALID("dx", norm.backward(x, kShape, y, bad_y));
 }
+
+}  // namespace group_norm_test

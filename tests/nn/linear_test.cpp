@@ -14,6 +14,8 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "support.hpp"
 
+namespace linear_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -199,3 +201,5 @@ TEST_CASE("Linear rejects mismatched shapes and a backward without kept activati
   CHECK_THROWS_WITH_AS((ddpm::nn::Linear<double>(store, "late", 3, 2)),
                        doctest::Contains("after allocate"), std::logic_error);
 }
+
+}  // namespace linear_test

@@ -51,6 +51,8 @@ static_assert(requires(Mlp<float> & m, const Batch<float>& x, std::span<const in
 });
 #endif
 
+namespace mlp_test {
+
 TEST_CASE("ToyMLP preset: exact parameter count and block layout") {
   const Mlp<float> model(ddpm::nn::toy_mlp_config());
   CHECK(model.parameter_count() == 66 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 2 + 2);
@@ -325,3 +327,5 @@ TEST_CASE("Mlp rejects bad configurations and inputs, naming the parameter") {
   CHECK_THROWS_WITH_AS(model.backward(Batch<double>::Ones(3, 2)),
                        doctest::Contains("invalid grad_out = 3x2 matrix"), ddpm::InvalidArgument);
 }
+
+}  // namespace mlp_test

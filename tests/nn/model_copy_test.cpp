@@ -19,6 +19,8 @@
 #include "support.hpp"
 #include "tiny_configs.hpp"
 
+namespace model_copy_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -296,3 +298,5 @@ TEST_CASE("A model copy keeps the training flag and dropout position") {
   copy.predict(x, t, b);
   CHECK(bitwise_equal(to_vector(a), to_vector(b)));
 }
+
+}  // namespace model_copy_test

@@ -13,6 +13,8 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "ddpm/nn/workspace.hpp"
 
+namespace parameter_store_test {
+
 TEST_CASE("ParameterStore lays blocks back to back in one buffer") {
   ddpm::nn::ParameterStore<float> store;
   const auto a = store.add("a.weight", 2, 3);
@@ -72,3 +74,5 @@ TEST_CASE("numeric_gradient and max_gradient_error") {
   const std::vector<double> wrong{2.0, std::cos(-2.0), 3.1};
   CHECK(ddpm::nn::max_gradient_error<double>(wrong, numeric) > 0.03);
 }
+
+}  // namespace parameter_store_test

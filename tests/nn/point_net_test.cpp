@@ -30,6 +30,8 @@
 #include <omp.h>
 #endif
 
+namespace point_net_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -547,3 +549,5 @@ TEST_CASE("PointCloudModel rejects bad input with messages that name it") {
     DDPM_CHECK_INVALID("betas[1]", make([](auto&) {}, {0.1, 1.0}));
   }
 }
+
+}  // namespace point_net_test

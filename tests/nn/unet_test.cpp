@@ -22,6 +22,8 @@
 #include "support.hpp"
 #include "tiny_configs.hpp"
 
+namespace unet_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -227,3 +229,5 @@ TEST_CASE("UNet rejects bad configurations and inputs, naming the parameter") {
   model.predict(Batch<float>::Zero(2, model.input_dim()), t, out);
   DDPM_CHECK_INVALID("grad_out", model.backward(Batch<float>::Zero(2, 7)));
 }
+
+}  // namespace unet_test

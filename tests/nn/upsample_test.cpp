@@ -9,6 +9,8 @@
 #include "ddpm/nn/image.hpp"
 #include "support.hpp"
 
+namespace upsample_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -101,3 +103,5 @@ TEST_CASE("upsample_nearest2x rejects mismatched shapes, naming the parameter") 
   Batch<double> wrong_dx(in.pixels(), 6);
   DDPM_CHECK_INVALID("dx", ddpm::nn::upsample_nearest2x_backward<double>(y, in, wrong_dx));
 }
+
+}  // namespace upsample_test

@@ -13,6 +13,8 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
 
+namespace adam_test {
+
 namespace {
 
 using ddpm::optim::AdamOptions;
@@ -163,3 +165,5 @@ TEST_CASE("Adam rejects bad hyper-parameters and mismatched shapes, naming the p
   CHECK_THROWS_WITH_AS(adam.set_state(1, m, v), doctest::Contains("invalid second_moment.size()"),
                        ddpm::InvalidArgument);
 }
+
+}  // namespace adam_test

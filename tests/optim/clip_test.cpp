@@ -12,6 +12,8 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
 
+namespace clip_test {
+
 TEST_CASE("clip_grad_norm scales by max_norm / (norm + 1e-6) and returns the norm") {
   SUBCASE("flat buffer: [3, 4] has norm 5, clipped to 1") {
     std::vector<double> g{3.0, 4.0};
@@ -57,3 +59,5 @@ TEST_CASE("clip_grad_norm rejects a negative max_norm") {
                        doctest::Contains("invalid max_norm = -1; allowed: >= 0"),
                        ddpm::InvalidArgument);
 }
+
+}  // namespace clip_test

@@ -11,6 +11,8 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/parameters.hpp"
 
+namespace ema_test {
+
 TEST_CASE("EMA without warm-up: shadow = d shadow + (1 - d) params") {
   std::vector<double> p{1.0, 2.0};
   ddpm::optim::Ema<double> ema(std::span<const double>(p), {.decay = 0.9});
@@ -88,3 +90,5 @@ TEST_CASE("EMA rejects a decay outside [0, 1] and mismatched sizes") {
   ema.update(std::span<const double>(p));
   CHECK(ema.shadow()[1] == 2.0);  // decay 1 freezes the average
 }
+
+}  // namespace ema_test

@@ -10,6 +10,8 @@
 
 #include "ddpm/core/error.hpp"
 
+namespace lr_schedule_test {
+
 using ddpm::optim::LrDecay;
 using ddpm::optim::LrSchedule;
 
@@ -78,3 +80,5 @@ TEST_CASE("LrDecay names come from one table") {
                        "ddpm: invalid decay = step; allowed: constant, cosine or linear",
                        ddpm::InvalidArgument);
 }
+
+}  // namespace lr_schedule_test

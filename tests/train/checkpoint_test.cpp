@@ -12,6 +12,8 @@
 
 #include "ddpm/core/error.hpp"
 
+namespace checkpoint_test {
+
 namespace {
 
 using ddpm::train::Checkpoint;
@@ -154,3 +156,5 @@ TEST_CASE("crc32_update continues a CRC, and a parsed checkpoint knows its sourc
                        "ddpm: checkpoint 'runs/model.ckpt' has no tensor 'nothing'",
                        ddpm::FormatError);
 }
+
+}  // namespace checkpoint_test

@@ -10,6 +10,8 @@
 
 #include "support.hpp"
 
+namespace image_run_test {
+
 namespace {
 
 ddpm::data::ImageSet colour_set(int num_classes) {
@@ -60,3 +62,5 @@ TEST_CASE("fit_to_images shapes the UNet and records the data") {
                        ddpm::train::fit_to_images(run, colour_set(0), "x", true));
   }
 }
+
+}  // namespace image_run_test

@@ -20,6 +20,8 @@
 #include "ddpm/nn/gradient_check.hpp"
 #include "support.hpp"
 
+namespace noisy_classifier_test {
+
 namespace {
 
 using ddpm::Index;
@@ -316,3 +318,5 @@ TEST_CASE("point classifier checkpoints round-trip and refuse other files") {
     refused(bad, "classifier.layer1.bias");
   }
 }
+
+}  // namespace noisy_classifier_test

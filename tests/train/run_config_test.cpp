@@ -12,6 +12,8 @@
 
 #include "ddpm/train/model_fields.hpp"
 
+namespace run_config_test {
+
 namespace {
 
 using ddpm::FormatError;
@@ -263,3 +265,5 @@ TEST_CASE("write_info prints every field, the step and the parameter count") {
   }
   CHECK(text.find("100 values, first") != std::string::npos);
 }
+
+}  // namespace run_config_test

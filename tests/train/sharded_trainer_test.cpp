@@ -21,6 +21,8 @@
 #include "ddpm/train/trainer.hpp"
 #include "thread_ranks.hpp"
 
+namespace sharded_trainer_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -259,3 +261,5 @@ TEST_CASE("sample_labeled with ranks gives every rank all rows, bitwise as one p
     }
   }
 }
+
+}  // namespace sharded_trainer_test

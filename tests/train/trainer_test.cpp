@@ -20,6 +20,8 @@
 #include "ddpm/nn/mlp.hpp"
 #include "ddpm/nn/unet.hpp"
 
+namespace trainer_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -366,3 +368,5 @@ TEST_CASE("timestep groups share one draw, a self-encoding model sees each clean
   };
   CHECK_THROWS_WITH_AS(make(), doctest::Contains("timestep_group = 5"), std::invalid_argument);
 }
+
+}  // namespace trainer_test

@@ -15,6 +15,8 @@
 #include "stb_image_decode.hpp"
 #include "support.hpp"
 
+namespace point_render_test {
+
 namespace {
 
 using ddpm::Batch;
@@ -184,3 +186,5 @@ TEST_CASE("a rendered grid survives a PNG round trip") {
   CHECK(channels == 3);
   CHECK(std::vector<std::uint8_t>(data.get(), data.get() + image.pixels.size()) == image.pixels);
 }
+
+}  // namespace point_render_test

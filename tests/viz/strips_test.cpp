@@ -11,6 +11,8 @@
 #include "ddpm/ddpm.hpp"
 #include "support.hpp"
 
+namespace strips_test {
+
 namespace {
 
 std::vector<std::string> labels(const std::vector<ddpm::io::Panel>& panels) {
@@ -54,3 +56,5 @@ TEST_CASE("the forward strip shows x_0 and x_t at increasing t") {
   CHECK(panels[5].points(3, 1) ==
         doctest::Approx(std::sqrt(ab) * x0(3, 1) + std::sqrt(1 - ab) * noise(3, 1)));
 }
+
+}  // namespace strips_test

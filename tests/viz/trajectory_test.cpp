@@ -10,6 +10,8 @@
 #include "ddpm/ddpm.hpp"
 #include "support.hpp"
 
+namespace trajectory_test {
+
 namespace {
 
 // A progress record whose batch holds `step` + 1000 * row + 0.1 * column, so every kept value says
@@ -78,3 +80,5 @@ TEST_CASE("the trajectory recorder refuses bad sizes and a batch of another dime
                        doctest::Contains("the recorder's dimension (2 columns)"),
                        ddpm::InvalidArgument);
 }
+
+}  // namespace trajectory_test
