@@ -68,15 +68,21 @@ for area in "${areas[@]}"; do
   if [[ $area == fuzz ]]; then  # the fuzz targets replaying their corpora and regressions
     for source in "$root"/tests/fuzz/*.cpp; do
       name=$(basename "$source" .cpp)
-      [[ $name == replay_main || $name == make_corpus ]] || targets+=(--target "ddpm_fuzz_replay_$name")
+      [[ $name == replay_main || $name == make_corpus ]] || targets+=("ddpm_fuzz_replay_$name")
     done
     pattern+="${pattern:+|}^fuzz replay: "
   else
-    targets+=(--target "ddpm_tests_$area")
+    targets+=("ddpm_tests_$area")
     pattern+="${pattern:+|}^$area:"
   fi
 done
-# Only the test executables: the examples and header checks add build time and no coverage.
-cmake --build "$build" -j"$(nproc)" "${targets[@]}"
+# Only the test executables: the examples and header checks add build time and no coverage. Each
+# test area is one translation unit and one make builds its targets one after another, so the
+# targets build side by side, after the objects they share.
+shared=()
+[[ " ${targets[*]}" == *" ddpm_tests_"* ]] && shared+=(ddpm_test_main)
+[[ " ${targets[*]}" == *" ddpm_fuzz_replay_"* ]] && shared+=(ddpm_fuzz_replay_main)
+for target in "${shared[@]}"; do cmake --build "$build" --target "$target"; done
+printf '%s\n' "${targets[@]}" | xargs -P "$(nproc)" -I{} cmake --build "$build" --target {}
 # -LE programs: the tests that run the example programs (label "programs"), which are not built.
 ctest --test-dir "$build" --output-on-failure --timeout 900 -R "$pattern" -LE programs
