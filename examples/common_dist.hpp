@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -138,5 +139,17 @@ class Distributed {
 #endif
   int error_fd_ = -1;
 };
+
+/// First thing in a distributed program's main(): its ranks started (a plain run is one), or
+/// empty after saying why on the error stream.
+inline std::optional<Distributed> start_distributed(int& argc, char**& argv,
+                                                    const std::string& program) {
+  try {
+    return std::optional<Distributed>(std::in_place, argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+    return std::nullopt;
+  }
+}
 
 }  // namespace ddpm_examples

@@ -462,13 +462,9 @@ void add_sample_options(CLI::App& app, SampleArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::optional<ddpm_examples::Distributed> distributed;  // MPI, under mpirun
-  try {
-    distributed.emplace(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ddpm-images: " << e.what() << "\n";
-    return 1;
-  }
+  // MPI under mpirun, else one process.
+  auto distributed = ddpm_examples::start_distributed(argc, argv, "ddpm-images");
+  if (!distributed) return 1;
   CLI::App app{
       "ddpm-images: denoising diffusion on images (Fashion-MNIST by "
       "default) with a UNet: train, "

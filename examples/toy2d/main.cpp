@@ -746,13 +746,9 @@ void add_toy_sample_options(CLI::App& app, SampleArgs& args, bool with_checkpoin
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::optional<ddpm_examples::Distributed> distributed;  // MPI, under mpirun
-  try {
-    distributed.emplace(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ddpm-toy2d: " << e.what() << "\n";
-    return 1;
-  }
+  // MPI under mpirun, else one process.
+  auto distributed = ddpm_examples::start_distributed(argc, argv, "ddpm-toy2d");
+  if (!distributed) return 1;
   CLI::App app{
       "ddpm-toy2d: train a denoising diffusion model on a 2D toy distribution (optionally "
       "conditioned on the class), sample from it (with classifier-free or classifier "
